@@ -1,0 +1,45 @@
+# Entry points: `make demo`, `make test`, `make bench`. Every target runs `setup` first.
+PYTHON ?= python3
+VENV := .venv
+DUPVENV := .venv-duplicity
+DUPLICITY_VERSION := 3.2.1
+export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
+COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
+
+.PHONY: setup test unit demo bench duplicity clean
+
+setup: $(VENV)/.done $(COLL_LINK)
+
+$(VENV)/.done: requirements.txt requirements-test.txt pyproject.toml scripts/setup-system.sh
+	scripts/setup-system.sh
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+$(COLL_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+# The oracle: stock duplicity in a venv of its own (builds its C extension against librsync).
+duplicity: $(DUPVENV)/.done
+$(DUPVENV)/.done: scripts/setup-system.sh
+	scripts/setup-system.sh
+	$(PYTHON) -m venv $(DUPVENV)
+	$(DUPVENV)/bin/pip install -q duplicity==$(DUPLICITY_VERSION)
+	touch $@
+
+test: setup duplicity
+	$(VENV)/bin/pytest -q -ra tests
+
+unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/demo.sh
+
+bench: setup duplicity
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DUPVENV) .ansible

@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`make bench`: cairn against stock duplicity on the shared dataset, in one run, as ratios.
+
+Same tree, same settings (symmetric gpg, default volume size, fresh archive dirs): full backup,
+incremental after `make-dataset.sh DIR mutate`, restore of the latest point. Prints seconds for
+each tool, cairn/duplicity ratios, and the stored bytes.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATASET = os.environ.get("CAIRN_DATASET_SCRIPT",
+                         os.path.join(os.path.dirname(ROOT), "shared", "bench", "make-dataset.sh"))
+PASSPHRASE = "bench passphrase, not a secret"
+
+
+def du(path):
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(d, f))
+    return total
+
+
+def timed(cmd, env):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--duplicity", default=os.environ.get("CAIRN_DUPLICITY",
+                                                          os.path.join(ROOT, ".venv-duplicity", "bin", "duplicity")))
+    ap.add_argument("--cairn", default=os.path.join(ROOT, ".venv", "bin", "cairn"))
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+    if not os.path.exists(DATASET):
+        sys.exit(f"dataset script not found: {DATASET} (set CAIRN_DATASET_SCRIPT)")
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    data = os.path.join(work, "data")
+    print("building the dataset ...", flush=True)
+    subprocess.run(["bash", DATASET, data], check=True)
+    env = dict(os.environ, PASSPHRASE=PASSPHRASE, GNUPGHOME=os.path.join(work, "gnupg"))
+    os.makedirs(env["GNUPGHOME"], mode=0o700)
+    tools = {
+        "duplicity": lambda *a: [args.duplicity, *a],
+        "cairn": lambda *a: [args.cairn, "--no-progress", *a],
+    }
+    times = {t: {} for t in tools}
+    for tool, cmd in tools.items():
+        os.makedirs(os.path.join(work, tool, "cache"))
+    subprocess.run(["tar", "cf", "/dev/null", data])    # warm the page cache for both alike
+
+    def phase(name, tool, *a):
+        times[tool][name] = timed(tools[tool](*a), env)
+        print(f"  {name:12s} {tool:10s} {times[tool][name]:7.2f} s", flush=True)
+
+    def url(tool):
+        return f"file://{work}/{tool}/target"
+
+    def cache(tool, n=""):
+        return ["--archive-dir", os.path.join(work, tool, "cache" + n), "--name", "bench"]
+
+    print("full backup", flush=True)
+    for tool in ("duplicity", "cairn"):
+        phase("full", tool, "full", *cache(tool), data, url(tool))
+    full_bytes = {t: du(os.path.join(work, t, "target")) for t in tools}
+    subprocess.run(["bash", DATASET, data, "mutate"], check=True, stdout=subprocess.DEVNULL)
+    print("incremental after mutate", flush=True)
+    for tool in ("cairn", "duplicity"):
+        time.sleep(1)
+        phase("incremental", tool, "incremental", *cache(tool), data, url(tool))
+    total_bytes = {t: du(os.path.join(work, t, "target")) for t in tools}
+    print("restore of the latest point", flush=True)
+    for tool in ("duplicity", "cairn"):
+        dest = os.path.join(work, tool, "restored")
+        phase("restore", tool, "restore", *cache(tool), url(tool), dest)
+    # both restores must equal the source
+    for tool in tools:
+        r = subprocess.run(["diff", "-r", "--no-dereference", "-q", data, os.path.join(work, tool, "restored")],
+                           capture_output=True)
+        if r.returncode != 0:
+            sys.exit(f"{tool} restore differs from the source:\n{r.stdout.decode(errors='replace')[:2000]}")
+
+    print()
+    print(f"{'':24s}{'duplicity':>12s}{'cairn':>12s}{'cairn/dup':>12s}")
+    for name in ("full", "incremental", "restore"):
+        d, c = times["duplicity"][name], times["cairn"][name]
+        print(f"{name + ' (s)':24s}{d:12.2f}{c:12.2f}{c / d:12.2f}")
+    for label, b in (("stored after full (MB)", full_bytes), ("stored after inc (MB)", total_bytes)):
+        d, c = b["duplicity"] / 1e6, b["cairn"] / 1e6
+        print(f"{label:24s}{d:12.1f}{c:12.1f}{c / d:12.3f}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

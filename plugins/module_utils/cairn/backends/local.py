@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""file:// targets: a directory on a local or mounted filesystem."""
+import errno
+import os
+import shutil
+from urllib.parse import unquote, urlsplit
+
+from ..errors import BackendError, BackendNotFound, ExitCode
+from .base import Backend
+
+# Uploads land under this name first, then are renamed; duplicity ignores it (not one of its names).
+TEMP_PREFIX = ".cairn-tmp."
+
+
+class LocalBackend(Backend):
+    def __init__(self, path, url=None):
+        self.path = path
+        self.url = url or "file://" + path
+
+    @classmethod
+    def from_url(cls, url):
+        parts = urlsplit(url)
+        # duplicity accepts file:///abs and file://relative
+        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not path:
+            raise BackendError(f"no path in target URL {url!r}", ExitCode.USER_ERROR)
+        return cls(os.path.abspath(path), url)
+
+    def _full(self, name):
+        if "/" in name or name in ("", ".", ".."):
+            raise BackendError(f"refusing remote name {name!r}")
+        return os.path.join(self.path, name)
+
+    def _ensure_dir(self):
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise _error(e, f"cannot create target directory {self.path}") from None
+
+    def list(self):
+        try:
+            with os.scandir(self.path) as it:
+                return [e.name for e in it if e.is_file(follow_symlinks=True)]
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise _error(e, f"cannot list {self.path}") from None
+
+    def get(self, name, local_path):
+        try:
+            shutil.copyfile(self._full(name), local_path)
+        except FileNotFoundError:
+            raise BackendNotFound(f"{name} is missing from {self.path}") from None
+        except OSError as e:
+            raise _error(e, f"cannot read {name} from {self.path}") from None
+
+    def put(self, local_path, name):
+        self._ensure_dir()
+        final = self._full(name)
+        tmp = os.path.join(self.path, TEMP_PREFIX + name)
+        try:
+            with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.path)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _error(e, f"cannot write {name} to {self.path}") from None
+
+    def delete(self, names):
+        for name in names:
+            try:
+                os.unlink(self._full(name))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise _error(e, f"cannot delete {name} from {self.path}") from None
+        _fsync_dir(self.path)
+
+    def size(self, name):
+        try:
+            return os.stat(self._full(name)).st_size
+        except OSError:
+            return None
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _error(e, what):
+    code = {errno.EACCES: ExitCode.BACKEND_PERMISSION, errno.EPERM: ExitCode.BACKEND_PERMISSION,
+            errno.ENOSPC: ExitCode.BACKEND_NO_SPACE, errno.ENOENT: ExitCode.BACKEND_NOT_FOUND}.get(e.errno)
+    return BackendError(f"{what}: {e.strerror}", code)

@@ -1,0 +1,432 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The diff and volume layers of a backup: walk + old signatures -> difftar volumes + sigtar.
+
+Write order (what makes an interrupted run harmless): every volume is uploaded under its final
+name only when complete; then the manifest; then the signatures. Until the manifest exists the
+set is incomplete and every reader (cairn and duplicity) ignores it.
+"""
+import gzip
+import hashlib
+import heapq
+import os
+import shutil
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import archive, librsync, manifest as manifest_mod
+from .archive import CHUNK, REG, PathInfo
+from .errors import CorruptArchive
+
+
+# --- old signatures --------------------------------------------------------------------------
+
+@dataclass
+class SigEntry:
+    index: tuple
+    order: int
+    info: PathInfo          # None when deleted
+    signature: bytes = None
+
+
+def _sig_stream(path, order):
+    with gzip.open(path, "rb") as f:
+        for m, read in archive.read_members(f, what=os.path.basename(path)):
+            if m.prefix == "deleted":
+                yield SigEntry(m.index, order, None)
+            elif m.prefix == "signature":
+                yield SigEntry(m.index, order, m.info, read())
+            elif m.prefix == "snapshot":
+                yield SigEntry(m.index, order, m.info)
+            else:
+                raise CorruptArchive(f"unexpected entry {m.tarinfo.name!r} in signature file {path}")
+
+
+def merged_signatures(paths):
+    """The current state from a chain's sigtars (oldest first): later entries win, deleted drop.
+
+    A streaming k-way merge: memory holds one entry per sigtar, never the whole tree.
+    """
+    streams = [_sig_stream(p, i) for i, p in enumerate(paths)]
+    current = None
+    for e in heapq.merge(*streams, key=lambda e: (e.index, e.order)):
+        if current is not None and current.index != e.index:
+            if current.info is not None:
+                yield current
+        current = e
+    if current is not None and current.info is not None:
+        yield current
+
+
+# --- volumes ---------------------------------------------------------------------------------
+
+@dataclass
+class VolumeResult:
+    number: int
+    name: str
+    sha1: str
+    size: int
+
+
+class VolumeWriter:
+    """Cuts the difftar stream into volumes of ``limit`` plaintext bytes and ships each one.
+
+    Finished volumes are encrypted (one gpg process each) and uploaded by a pool of ``jobs``
+    workers while the next volume is built; at most ``jobs`` volumes wait, which bounds disk use
+    in the temp dir to about (jobs + 1) x 2 x volsize.
+    """
+
+    def __init__(self, shipper, name_for, limit, tmpdir, jobs):
+        self.shipper = shipper
+        self.name_for = name_for
+        self.limit = limit
+        self.tmpdir = tmpdir
+        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cairn-vol")
+        self.slots = threading.BoundedSemaphore(jobs)
+        self.futures = []
+        self.volumes = []        # manifest VolumeInfo, in order
+        self.number = 0
+        self.f = None
+        self.size = 0
+        self.first = self.last = None
+
+    def add(self, index, chunk, last_chunk, hdr, data):
+        if self.f is not None and self.size >= self.limit:
+            self._finish()
+        if self.f is None:
+            self._start()
+        block = None if (chunk is None or last_chunk) else chunk
+        if self.first is None:
+            self.first = (index, block)
+        self.last = (index, block)
+        self.f.write(hdr)
+        if data:
+            self.f.write(data)
+            pad = archive.padding(len(data))
+            self.f.write(pad)
+            self.size += len(hdr) + len(data) + len(pad)
+        else:
+            self.size += len(hdr)
+
+    def _start(self):
+        self.number += 1
+        self.path = os.path.join(self.tmpdir, f"vol{self.number}.tar")
+        self.f = open(self.path, "wb")
+        self.size = 0
+        self.first = self.last = None
+
+    def _finish(self):
+        self.f.write(archive.end_of_archive(self.size))
+        self.f.close()
+        self.f = None
+        vi = manifest_mod.VolumeInfo(self.number, self.first[0], self.first[1],
+                                     self.last[0], self.last[1], {})
+        self.volumes.append(vi)
+        name = self.name_for(self.number)
+        self.slots.acquire()
+        fut = self.pool.submit(self._ship, self.path, name, self.number)
+        self.futures.append((vi, fut))
+        # surface a failed upload early instead of building more volumes
+        for _, f in self.futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+
+    def _ship(self, path, name, number):
+        try:
+            sha1, size = self.shipper(path, name)
+            return VolumeResult(number, name, sha1, size)
+        finally:
+            self.slots.release()
+
+    def close(self):
+        """Finish the last volume and wait for every upload; returns the VolumeResults."""
+        if self.f is None and not self.volumes:
+            # an empty difftar still makes one volume (duplicity writes one too)
+            self._start()
+        if self.f is not None:
+            self._finish()
+        results = []
+        try:
+            for vi, fut in self.futures:
+                r = fut.result()
+                vi.hashes["SHA1"] = r.sha1
+                results.append(r)
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return results
+
+    def abort(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SigWriter:
+    """The sigtar: a plain tar file written to ``path``."""
+
+    def __init__(self, path):
+        self.f = open(path, "wb")
+        self.size = 0
+
+    def add(self, name, info, data=b"", as_deleted=False):
+        hdr = archive.header(name, info, len(data), as_deleted=as_deleted)
+        self.f.write(hdr)
+        self.size += len(hdr)
+        if data:
+            pad = archive.padding(len(data))
+            self.f.write(data)
+            self.f.write(pad)
+            self.size += len(data) + len(pad)
+
+    def close(self):
+        self.f.write(archive.end_of_archive(self.size))
+        self.f.close()
+
+
+# --- content -------------------------------------------------------------------------------
+
+def _chunks(pieces):
+    """Re-cut a byte stream into duplicity's 64 KiB pieces: yields (data, is_last).
+
+    A stream shorter than one piece is a single entry; otherwise every piece is a multivol chunk
+    and the last one is whatever is left (possibly empty), as duplicity's reads produce.
+    """
+    buf = b""
+    for p in pieces:
+        if not p:
+            continue
+        buf = buf + p if buf else p
+        view, off, n = memoryview(buf), 0, len(buf)
+        while n - off >= CHUNK:
+            yield view[off:off + CHUNK], False
+            off += CHUNK
+        buf = buf[off:]
+    yield buf, True
+
+
+def _read_pieces(fd, sig_job, delta_job=None):
+    """Read a file in 1 MiB reads, feeding the new signature; yield the bytes to store."""
+    while True:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            break
+        sig_job.feed(data)
+        if delta_job is None:
+            yield data
+        else:
+            out = delta_job.update(data)
+            if out:
+                yield out
+    if delta_job is not None:
+        out = delta_job.finish()
+        if out:
+            yield out
+
+
+class _SigCollector:
+    def __init__(self, block_len):
+        self.job = librsync.SignatureJob(block_len)
+        self.out = []
+
+    def feed(self, data):
+        o = self.job.update(data)
+        if o:
+            self.out.append(o)
+
+    def result(self):
+        self.out.append(self.job.finish())
+        return b"".join(self.out)
+
+
+@dataclass
+class Stats:
+    source_files: int = 0
+    source_bytes: int = 0
+    new_files: int = 0
+    new_bytes: int = 0
+    changed_files: int = 0
+    changed_bytes: int = 0
+    deleted_files: int = 0
+    unchanged_files: int = 0
+    delta_entries: int = 0
+    raw_delta_bytes: int = 0
+    errors: int = 0
+    skipped: list = field(default_factory=list)
+
+
+def _open_for_backup(path):
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)   # O_NOATIME needs ownership; plain open may still work
+
+
+def write_sets(entries, old_sigs, vol_writer, sig_writer, filelist, stats, *, incremental,
+               max_blocksize=0, on_warning=None, progress=None):
+    """Diff the walk against the old signatures and write difftar entries and the sigtar.
+
+    ``entries``: Selection.walk() output; ``old_sigs``: merged_signatures() or empty.
+    ``filelist``: a text file object receiving the manifest's Filelist lines.
+    """
+    old_iter = iter(old_sigs)
+    old = next(old_iter, None)
+    for e in entries:
+        while old is not None and old.index < e.index:
+            _deleted(old, vol_writer, sig_writer, filelist, stats)
+            old = next(old_iter, None)
+        prev = None
+        if old is not None and old.index == e.index:
+            prev = old
+            old = next(old_iter, None)
+        _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize,
+             on_warning)
+        if progress is not None:
+            progress(stats)
+    while old is not None:
+        _deleted(old, vol_writer, sig_writer, filelist, stats)
+        old = next(old_iter, None)
+
+
+def _deleted(old, vol_writer, sig_writer, filelist, stats):
+    name = archive.entry_name("deleted", old.index)
+    vol_writer.add(old.index, None, True, archive.header(name, None, 0, as_deleted=True), b"")
+    sig_writer.add(name, None, as_deleted=True)
+    stats.deleted_files += 1
+    if old.info.type == REG:
+        filelist.write(b"    deleted  " + manifest_mod.quote(old.info.relpath) + b"\n")
+
+
+def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize, on_warning):
+    try:
+        info = archive.path_info(e.index, e.path, e.stat)
+    except OSError as exc:       # e.g. a symlink that vanished before readlink
+        stats.errors += 1
+        if on_warning:
+            on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped")
+        return
+    if info is None:
+        return
+    stats.source_files += 1
+    stats.source_bytes += info.size
+    unchanged = prev is not None and info.same_as(prev.info)
+    if unchanged and incremental:
+        stats.unchanged_files += 1
+        return
+    if info.type != REG:
+        name = archive.entry_name("snapshot", e.index)
+        vol_writer.add(e.index, None, True, archive.header(name, info, 0), b"")
+        sig_writer.add(archive.entry_name("snapshot", e.index, root_dot=False), info)
+        _count(stats, prev)
+        return
+    try:
+        fd = _open_for_backup(e.path)
+    except OSError as exc:
+        stats.errors += 1
+        stats.skipped.append(e.path)
+        if on_warning:
+            on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped "
+                       + ("(its previous version stays in the archive)" if prev else ""))
+        return
+    try:
+        use_delta = incremental and prev is not None and prev.info.type == REG and prev.signature is not None
+        sig = _SigCollector(librsync.block_len_for(info.size, max_blocksize))
+        delta_job = librsync.DeltaJob(prev.signature) if use_delta else None
+        single, multi = ("diff", "multivol_diff") if use_delta else ("snapshot", "multivol_snapshot")
+        stored = 0
+        chunk_no = 0
+        for data, last in _chunks(_read_pieces(fd, sig, delta_job)):
+            chunk_no += 1
+            if chunk_no == 1 and last:
+                name = archive.entry_name(single, e.index)
+                vol_writer.add(e.index, None, True, archive.header(name, info, len(data)), data)
+            else:
+                name = archive.entry_name(multi, e.index, chunk_no)
+                vol_writer.add(e.index, chunk_no, last, archive.header(name, info, len(data)), data)
+            stored += len(data)
+        signature = sig.result()
+    except OSError as exc:
+        # a read error mid-file: the entries already written are harmless only if a complete
+        # version follows; we cannot take them back, so fail loudly rather than store half a file
+        raise CorruptArchive(f"read error in {os.fsdecode(e.path)}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    sig_writer.add(archive.entry_name("signature", e.index), info, signature)
+    if use_delta:
+        stats.delta_entries += 1
+        stats.raw_delta_bytes += stored
+    kind = _count(stats, prev)
+    filelist.write(b"    " + kind.ljust(7).encode() + b"  " + manifest_mod.quote(info.relpath) + b"\n")
+    if prev is None:
+        stats.new_bytes += info.size
+    else:
+        stats.changed_bytes += info.size
+
+
+def _count(stats, prev):
+    if prev is None:
+        stats.new_files += 1
+        return "new"
+    stats.changed_files += 1
+    return "changed"
+
+
+# --- shipping a finished file ------------------------------------------------------------------
+
+def sample_compressible(path, samples=12, piece=32768):
+    """Whether gpg's compression is worth its CPU for this file: zlib level 1 on a few samples.
+
+    Incompressible data (media, archives, already-encrypted files) gains nothing from gpg's ZIP
+    at level 6, which is most of a backup's CPU time; it is stored with --compress-algo none.
+    """
+    size = os.path.getsize(path)
+    if size <= piece * samples:
+        offsets = [0]
+        piece = size
+    else:
+        step = (size - piece) // (samples - 1)
+        offsets = [i * step for i in range(samples)]
+    raw = comp = 0
+    with open(path, "rb") as f:
+        for off in offsets:
+            f.seek(off)
+            data = f.read(piece)
+            raw += len(data)
+            comp += len(zlib.compress(data, 1))
+    return raw == 0 or comp < 0.9 * raw
+
+
+def sha1_file(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_shipper(crypto, backend, *, adaptive_compression=True, gzip_when_plain=True):
+    """Encrypt (or gzip) a finished local file, hash it, upload it; returns (sha1, size)."""
+    def ship(plain_path, remote_name):
+        out = plain_path + ".out"
+        compress = sample_compressible(plain_path) if adaptive_compression else True
+        try:
+            crypto.encrypt_file(plain_path, out, compress=compress, gzip_when_plain=gzip_when_plain)
+            sha1 = sha1_file(out)
+            size = os.path.getsize(out)
+            backend.put(out, remote_name)
+            return sha1, size
+        finally:
+            for p in (out, plain_path):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+    return ship
+
+
+def gzip_file(src, dst):
+    with open(src, "rb") as fin, open(dst, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The local archive dir (duplicity's cache): plain manifests and gzipped signatures.
+
+Layout as duplicity's (duplicity-format.md §1), so a user can point both tools at one cache.
+Files are fetched from the target on demand, only for the chains an operation needs, and local
+files whose remote twin is gone are dropped.
+"""
+import errno
+import fcntl
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+
+from . import naming
+from .errors import LockHeld, ManifestError
+from .manifest import Manifest
+
+
+def default_archive_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "duplicity")
+
+
+def default_name(url):
+    return hashlib.md5(url.encode("utf-8")).hexdigest()
+
+
+def local_manifest_name(s):
+    if s.type == "full":
+        return naming.manifest_name(time=s.start_time)
+    return naming.manifest_name(start_time=s.start_time, end_time=s.end_time)
+
+
+def local_signature_name(s):
+    if s.type == "full":
+        return naming.signature_name(time=s.start_time, suffix=".gz")
+    return naming.signature_name(start_time=s.start_time, end_time=s.end_time, suffix=".gz")
+
+
+class ArchiveDir:
+    def __init__(self, archive_dir, name):
+        self.path = os.path.join(archive_dir or default_archive_dir(), name)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self._lock_fd = None
+
+    # --- locking (fcntl.lockf, as duplicity's fasteners lock, so the two tools exclude each other)
+
+    def lock(self):
+        fd = os.open(os.path.join(self.path, "lockfile"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                raise LockHeld(f"another backup is running on this archive (lock {self.path}/lockfile "
+                               "is held); try again when it has finished") from None
+            raise
+        self._lock_fd = fd
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- files ---------------------------------------------------------------------------
+
+    def _p(self, name):
+        return os.path.join(self.path, name)
+
+    def manifest(self, s, backend, crypto, tmpdir):
+        """The parsed manifest of set ``s``, from the cache or fetched and cached."""
+        local = self._p(local_manifest_name(s))
+        if not os.path.exists(local):
+            if not s.manifest:
+                raise ManifestError(f"backup set of {s.end_time} has no manifest")
+            fetched = os.path.join(tmpdir, s.manifest)
+            backend.get(s.manifest, fetched)
+            plain = fetched + ".plain"
+            if s.manifest.endswith((".gpg", ".g")):
+                crypto.decrypt_file(fetched, plain)
+            else:
+                os.replace(fetched, plain)
+            _atomic_move(plain, local)
+        with open(local, "rb") as f:
+            data = f.read()
+        return Manifest.from_bytes(data)
+
+    def signature(self, s, backend, crypto, tmpdir):
+        """Path of the local gzipped sigtar of set ``s``, fetched from the target when missing."""
+        local = self._p(local_signature_name(s))
+        if os.path.exists(local):
+            return local
+        if not s.signature:
+            raise ManifestError(f"backup set of {s.end_time} has no signature file")
+        fetched = os.path.join(tmpdir, s.signature)
+        backend.get(s.signature, fetched)
+        name = s.signature
+        if name.endswith((".gpg", ".g")):
+            plain = fetched + ".plain"
+            crypto.decrypt_file(fetched, plain)
+            gz = fetched + ".gz"
+            with open(plain, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.unlink(plain)
+        elif name.endswith((".gz", ".z")):
+            gz = fetched
+        else:
+            gz = fetched + ".gz"
+            with open(fetched, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        _atomic_move(gz, local)
+        return local
+
+    def store_manifest(self, s, plain_path):
+        _atomic_copy(plain_path, self._p(local_manifest_name(s)))
+
+    def store_signature(self, s, gz_path):
+        _atomic_copy(gz_path, self._p(local_signature_name(s)))
+
+    def forget(self, sets):
+        for s in sets:
+            for name in (local_manifest_name(s), local_signature_name(s)):
+                try:
+                    os.unlink(self._p(name))
+                except FileNotFoundError:
+                    pass
+
+    def drop_stale(self, collection):
+        """Delete cached metadata of sets no longer at the target (as duplicity's sync does)."""
+        keep = set()
+        for s in collection.sets:
+            if s.manifest and s.complete:
+                keep.add(local_manifest_name(s))
+            if s.signature:
+                keep.add(local_signature_name(s))
+        for name in os.listdir(self.path):
+            p = naming.parse(name)
+            if p is None or p.partial:
+                continue
+            if name not in keep and (p.manifest or p.type in ("full-sig", "new-sig")):
+                os.unlink(self._p(name))
+
+
+def _atomic_move(src, dst):
+    tmp = dst + ".cairn-tmp"
+    shutil.move(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _atomic_copy(src, dst):
+    tmp = dst + ".cairn-tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def make_tempdir(parent=None):
+    return tempfile.mkdtemp(prefix="cairn-", dir=parent)

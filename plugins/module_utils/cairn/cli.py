@@ -1,0 +1,345 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The `cairn` command: duplicity's command lines over the engine, plus --json.
+
+    cairn [full|incremental] [options] SOURCE_DIR TARGET_URL
+    cairn restore [options] TARGET_URL DEST_DIR
+    cairn verify [--compare-data] [options] TARGET_URL SOURCE_DIR
+    cairn collection-status|list-current-files|cleanup [options] TARGET_URL
+    cairn remove-older-than TIME | remove-all-but-n-full N | remove-all-inc-of-but-n-full N [--force] TARGET_URL
+
+Secrets come from the environment (PASSPHRASE, SIGN_PASSPHRASE) or --passphrase-file, never argv.
+"""
+import argparse
+import getpass
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+
+from . import __version__, api, timespec
+from .crypto import CryptoOptions
+from .errors import CairnError, ExitCode, UserError
+
+COMMANDS = ("full", "incremental", "inc", "restore", "verify", "collection-status",
+            "list-current-files", "remove-older-than", "remove-all-but-n-full",
+            "remove-all-inc-of-but-n-full", "cleanup", "backup")
+log = logging.getLogger("cairn")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"command line error: {message} (see cairn --help)")
+
+
+class _Rule(argparse.Action):
+    """Selection options keep their command-line order in one list."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        kind = self.dest.replace("_", "-")
+        rules = getattr(ns, "rules", None) or []
+        rules.append((kind, values))
+        ns.rules = rules
+
+
+def build_parser():
+    p = _Parser(prog="cairn", description="duplicity-compatible encrypted incremental backups",
+                epilog="Exit codes follow duplicity's; see docs/cli.md.")
+    p.add_argument("args", nargs="*", help="command and its arguments, as with duplicity")
+    p.add_argument("--version", action="version", version=f"cairn {__version__}")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--progress", action="store_true", default=None, help="force the progress display")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-v", "--verbosity", default="notice")
+    # target and cache
+    p.add_argument("--archive-dir")
+    p.add_argument("--name")
+    p.add_argument("--tempdir")
+    p.add_argument("--file-prefix", default="")
+    # encryption
+    p.add_argument("--no-encryption", action="store_true")
+    p.add_argument("--encrypt-key", action="append", default=[])
+    p.add_argument("--hidden-encrypt-key", action="append", default=[])
+    p.add_argument("--sign-key")
+    p.add_argument("--gpg-options", default="")
+    p.add_argument("--gpg-binary", default="gpg")
+    p.add_argument("--passphrase-file", help="read the passphrase from this file (first line)")
+    # backup
+    p.add_argument("--volsize", type=int, default=200)
+    p.add_argument("--full-if-older-than")
+    p.add_argument("--allow-source-mismatch", action="store_true")
+    p.add_argument("--max-blocksize", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=0, help="parallel gpg processes (default: CPUs)")
+    p.add_argument("--no-adaptive-compression", action="store_true",
+                   help="always let gpg compress, even data that does not compress")
+    p.add_argument("--asynchronous-upload", action="store_true", help="accepted; uploads are always concurrent")
+    p.add_argument("--no-print-statistics", action="store_true")
+    p.add_argument("--print-statistics", action="store_true")
+    # restore / verify / list
+    p.add_argument("-t", "--time", "--restore-time", dest="time")
+    p.add_argument("--file-to-restore", dest="path")
+    p.add_argument("-r", "--path-to-restore", dest="path")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--compare-data", action="store_true")
+    p.add_argument("--numeric-owner", action="store_true")
+    p.add_argument("--no-restore-ownership", "--do-not-restore-ownership", dest="no_restore_ownership",
+                   action="store_true")
+    # selection
+    for opt in ("include", "exclude", "include-filelist", "exclude-filelist", "include-regexp",
+                "exclude-regexp", "exclude-if-present"):
+        p.add_argument("--" + opt, dest=opt.replace("-", "_"), action=_Rule)
+    p.add_argument("--exclude-older-than", dest="exclude_older_than", action=_Rule)
+    p.add_argument("--exclude-device-files", dest="exclude_device_files", action=_Rule, nargs=0)
+    p.add_argument("--exclude-other-filesystems", dest="exclude_other_filesystems", action=_Rule, nargs=0)
+    p.add_argument("--null-separator", action="store_true")
+    return p
+
+
+def _passphrase(ns, env_name="PASSPHRASE", required=False):
+    if ns.passphrase_file:
+        try:
+            with open(ns.passphrase_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise UserError(f"cannot read passphrase file {ns.passphrase_file}: {e.strerror}") from None
+    value = os.environ.get(env_name)
+    if value is not None:
+        return value
+    if required and sys.stdin.isatty():
+        return getpass.getpass("GnuPG passphrase: ")
+    if required:
+        raise UserError("no passphrase: set PASSPHRASE, use --passphrase-file, or --encrypt-key for "
+                        "public-key encryption, or --no-encryption")
+    return None
+
+
+def _crypto(ns, writing):
+    if ns.no_encryption:
+        return CryptoOptions(mode="none")
+    pubkey = bool(ns.encrypt_key or ns.hidden_encrypt_key)
+    passphrase = _passphrase(ns, required=writing and not pubkey)
+    sign_pass = os.environ.get("SIGN_PASSPHRASE") or passphrase
+    return CryptoOptions(mode="pubkey" if pubkey else "symmetric", passphrase=passphrase,
+                         sign_passphrase=sign_pass, recipients=tuple(ns.encrypt_key),
+                         hidden_recipients=tuple(ns.hidden_encrypt_key), sign_key=ns.sign_key,
+                         gnupg_home=os.environ.get("GNUPGHOME"),
+                         gpg_options=tuple(shlex.split(ns.gpg_options)), gpg_binary=ns.gpg_binary)
+
+
+def _target(ns, url, writing):
+    return api.TargetOptions(url=url, crypto=_crypto(ns, writing), archive_dir=ns.archive_dir,
+                             name=ns.name, tempdir=ns.tempdir, file_prefix=ns.file_prefix)
+
+
+def _time(ns):
+    return timespec.parse(ns.time) if ns.time else None
+
+
+def _rules(ns):
+    rules = []
+    for kind, value in getattr(ns, "rules", None) or []:
+        if kind == "exclude-older-than":
+            value = timespec.parse(value)
+        elif kind in ("exclude-device-files", "exclude-other-filesystems"):
+            value = None
+        rules.append((kind, value))
+    return rules
+
+
+def _is_url(s):
+    return "://" in s
+
+
+def _split_command(args):
+    if args and args[0] in COMMANDS:
+        return args[0], args[1:]
+    if len(args) == 2:
+        if _is_url(args[1]) and not _is_url(args[0]):
+            return "backup", args
+        if _is_url(args[0]) and not _is_url(args[1]):
+            return "restore", args
+    raise UserError("command line error: expected a command (full, incremental, restore, verify, "
+                    "collection-status, ...) or SOURCE_DIR TARGET_URL")
+
+
+def _want(args, n, usage):
+    if len(args) != n:
+        raise UserError(f"command line error: usage: cairn {usage}")
+    return args
+
+
+class _Progress:
+    """One status line on a terminal, rewritten at most twice a second; silent otherwise."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.last = 0.0
+        self.start = time.time()
+
+    def __call__(self, stats):
+        if not self.enabled:
+            return
+        now = time.time()
+        if now - self.last < 0.5:
+            return
+        self.last = now
+        if isinstance(stats, int):
+            text = f"{stats} files"
+        else:
+            text = (f"{stats.source_files} files, {stats.source_bytes / 1e6:.1f} MB scanned, "
+                    f"{stats.new_files} new, {stats.changed_files} changed")
+        sys.stderr.write(f"\r{text}, {now - self.start:.0f}s\x1b[K")
+        sys.stderr.flush()
+
+    def done(self):
+        if self.enabled and self.last:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _stats_text(r):
+    lines = ["--------------[ Backup Statistics ]--------------",
+             f"StartTime {r['timestamp']:.2f} ({timespec.asctime(r['timestamp'])})",
+             f"ElapsedTime {r['duration']:.2f} ({r['duration']:.2f} seconds)",
+             f"SourceFiles {r['source_files']}",
+             f"SourceFileSize {r['source_bytes']} ({_human(r['source_bytes'])})",
+             f"NewFiles {r['new_files']}",
+             f"DeletedFiles {r['deleted_files']}",
+             f"ChangedFiles {r['changed_files']}",
+             f"DeltaEntries {r['delta_entries']}",
+             f"RawDeltaSize {r['raw_delta_bytes']} ({_human(r['raw_delta_bytes'])})",
+             f"TotalDestinationSizeChange {r['bytes_stored']} ({_human(r['bytes_stored'])})",
+             f"Errors {r['errors']}",
+             "-------------------------------------------------"]
+    return "\n".join(lines)
+
+
+def _human(n):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.2f} {unit}"
+        n /= 1024
+
+
+def run(argv):
+    ns = build_parser().parse_intermixed_args(argv)
+    command, args = _split_command(ns.args)
+    progress = _Progress(sys.stderr.isatty() if ns.progress is None else ns.progress)
+    out = sys.stdout
+    rc = ExitCode.OK
+    result = None
+    try:
+        if command in ("full", "incremental", "inc", "backup"):
+            src, url = _want(args, 2, f"{command} SOURCE_DIR TARGET_URL")
+            mode = {"full": "full", "incremental": "incremental", "inc": "incremental"}.get(command, "auto")
+            opts = api.BackupOptions(
+                source=src, mode=mode, volsize=ns.volsize, rules=_rules(ns),
+                full_if_older_than=timespec.parse(ns.full_if_older_than) if ns.full_if_older_than else None,
+                allow_source_mismatch=ns.allow_source_mismatch, max_blocksize=ns.max_blocksize,
+                jobs=ns.jobs, adaptive_compression=not ns.no_adaptive_compression)
+            result = api.backup(_target(ns, url, True), opts, progress=progress)
+            rc = result["exit_code"]
+            if not ns.json and not ns.no_print_statistics:
+                print(_stats_text(result), file=out)
+        elif command == "restore":
+            url, dest = _want(args, 2, "restore [--time T] [-r PATH] TARGET_URL DEST")
+            result = api.restore(_target(ns, url, False), dest, time=_time(ns), path=ns.path,
+                                 force=ns.force, numeric_owner=ns.numeric_owner,
+                                 restore_owner=False if ns.no_restore_ownership else None,
+                                 progress=progress)
+        elif command == "verify":
+            url, src = _want(args, 2, "verify [--compare-data] TARGET_URL SOURCE_DIR")
+            result = api.verify(_target(ns, url, False), src, time=_time(ns), path=ns.path,
+                                compare_data=ns.compare_data, rules=_rules(ns), progress=progress)
+            if not ns.json:
+                for d in result["differences"]:
+                    print(f"Difference found: {d['message']}", file=out)
+                print(f"Verify complete: {result['compared']} file(s) compared, "
+                      f"{len(result['differences'])} difference(s) found.", file=out)
+            rc = ExitCode.GENERIC if result["differences"] else ExitCode.OK
+        elif command == "collection-status":
+            (url,) = _want(args, 1, "collection-status TARGET_URL")
+            st = api.status(_target(ns, url, False))
+            st.pop("_collection") if ns.json else None
+            if ns.json:
+                result = st
+            else:
+                out.write(api.format_status(st))
+        elif command == "list-current-files":
+            (url,) = _want(args, 1, "list-current-files [--time T] TARGET_URL")
+            infos, t = api.list_files(_target(ns, url, False), _time(ns))
+            if ns.json:
+                result = {"time": timespec.to_iso(t), "files": [
+                    {"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
+                     "size": i.size, "mode": i.mode} for i in infos]}
+            else:
+                buf = out.buffer if hasattr(out, "buffer") else None
+                for i in infos:
+                    line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
+                    buf.write(line) if buf else out.write(os.fsdecode(line))
+        elif command in ("remove-older-than", "remove-all-but-n-full", "remove-all-inc-of-but-n-full"):
+            arg, url = _want(args, 2, f"{command} {'TIME' if command == 'remove-older-than' else 'N'} [--force] TARGET_URL")
+            target = _target(ns, url, False)
+            if command == "remove-older-than":
+                result = api.remove_older_than(target, timespec.parse(arg), force=ns.force)
+            else:
+                try:
+                    n = int(arg)
+                except ValueError:
+                    raise UserError(f"command line error: {command} needs a number, got {arg!r}") from None
+                fn = api.remove_all_but_n_full if command == "remove-all-but-n-full" else api.remove_all_inc_of_but_n_full
+                result = fn(target, n, force=ns.force)
+            _print_prune(result, ns, out)
+        elif command == "cleanup":
+            (url,) = _want(args, 1, "cleanup [--force] TARGET_URL")
+            result = api.cleanup(_target(ns, url, False), force=ns.force)
+            _print_prune(result, ns, out)
+    finally:
+        progress.done()
+    if ns.json and result is not None:
+        result = dict(result)
+        result.setdefault("command", command)
+        result["exit_code"] = rc
+        json.dump(result, out, indent=2, default=str)
+        out.write("\n")
+    return rc
+
+
+def _print_prune(result, ns, out):
+    if ns.json:
+        return
+    if not result["files"]:
+        print("No old backup sets found, nothing deleted.", file=out)
+        return
+    verb = "Deleting" if result["deleted"] else "Would delete"
+    for s in result["sets"]:
+        print(f"{verb} backup set: {s['type']} {s['time']}", file=out)
+    for name in result["files"]:
+        print(f"  {name}", file=out)
+    if not result["deleted"]:
+        print("Run again with --force to actually delete.", file=out)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "-v9" in argv or "--verbosity=debug" in argv
+    try:
+        code = run(argv)
+    except CairnError as e:
+        print(f"cairn: {e.message}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("cairn: interrupted", file=sys.stderr)
+        code = ExitCode.NO_MANIFESTS
+    except Exception as e:   # a bug: say so plainly, traceback only when asked for
+        print(f"cairn: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        if debug:
+            raise
+        code = ExitCode.EXCEPTION
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The crypto layer: whole files through the real gpg (python-gnupg), or gzip when unencrypted.
+
+Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), never argv or the
+environment, and never appear in messages. Outputs appear under their final name only when
+complete.
+"""
+import gzip
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from .errors import CairnError, CryptoError, UserError, WrongSigner
+
+try:
+    import gnupg
+except ImportError:      # reported when encryption is actually used
+    gnupg = None
+
+
+@dataclass(frozen=True)
+class CryptoOptions:
+    mode: str = "symmetric"               # 'symmetric' | 'pubkey' | 'none'
+    passphrase: str = field(default=None, repr=False)
+    sign_passphrase: str = field(default=None, repr=False)
+    recipients: tuple = ()
+    hidden_recipients: tuple = ()
+    sign_key: str = None
+    gnupg_home: str = None
+    gpg_options: tuple = ()
+    gpg_binary: str = "gpg"
+
+
+def _norm_key(k):
+    k = k.strip().upper()
+    return k[2:] if k.startswith("0X") else k
+
+
+class Crypto:
+    def __init__(self, options):
+        self.o = options
+        if options.mode not in ("symmetric", "pubkey", "none"):
+            raise UserError(f"unknown encryption mode {options.mode!r}")
+        for p in (options.passphrase, options.sign_passphrase):
+            if p is not None and ("\n" in p or "\r" in p):
+                raise UserError("the passphrase contains a line break; gpg cannot take it on a "
+                                "passphrase file descriptor")
+        if options.mode == "pubkey" and not (options.recipients or options.hidden_recipients):
+            raise UserError("public-key encryption needs at least one --encrypt-key")
+        self._gpg = None
+
+    @property
+    def encrypted(self):
+        return self.o.mode != "none"
+
+    @property
+    def suffix(self):
+        return ".gpg" if self.encrypted else ".gz"
+
+    def _g(self):
+        if self._gpg is None:
+            if gnupg is None:
+                raise CairnError("python-gnupg is not installed (pip install python-gnupg)")
+            home = self.o.gnupg_home or os.environ.get("GNUPGHOME") or None
+            try:
+                self._gpg = gnupg.GPG(gpgbinary=self.o.gpg_binary, gnupghome=home)
+            except (OSError, ValueError, RuntimeError) as e:
+                raise CryptoError(f"cannot run gpg ({self.o.gpg_binary}): {e}") from None
+            self._gpg.encoding = "utf-8"
+        return self._gpg
+
+    def _common(self):
+        return ["--no-secmem-warning", "--no-symkey-cache", *self.o.gpg_options]
+
+    # --- files ---------------------------------------------------------------------------
+
+    def encrypt_file(self, src, dst, *, compress=True, compress_level=None, gzip_when_plain=True):
+        tmp = dst + ".tmp"
+        try:
+            if not self.encrypted:
+                if gzip_when_plain:
+                    with open(src, "rb") as fin, open(tmp, "wb") as raw:
+                        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw,
+                                           mtime=0) as fout:
+                            shutil.copyfileobj(fin, fout, 1 << 20)
+                else:
+                    shutil.copyfile(src, tmp)
+            else:
+                self._encrypt(src, tmp, compress, compress_level)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _encrypt(self, src, out, compress, compress_level):
+        o = self.o
+        extra = self._common() + ["--force-mdc"]
+        if not compress:
+            extra += ["--compress-algo", "none"]
+        elif compress_level is not None:
+            extra += ["-z", str(int(compress_level))]
+        if o.sign_key:
+            extra += ["--default-key", o.sign_key]
+        symmetric = o.mode == "symmetric"
+        if symmetric and not o.passphrase:
+            raise UserError("symmetric encryption needs a passphrase (PASSPHRASE or --passphrase-file)")
+        passphrase = o.passphrase if symmetric else (o.sign_passphrase or o.passphrase if o.sign_key else None)
+        with open(src, "rb") as f:
+            r = self._g().encrypt_file(
+                f, None if symmetric else list(o.recipients), hidden_recipients=list(o.hidden_recipients) or None,
+                sign=o.sign_key or None, always_trust=True, passphrase=passphrase, armor=False,
+                output=out, symmetric=symmetric, extra_args=extra)
+        if not r.ok:
+            raise CryptoError(f"gpg could not encrypt {os.path.basename(src)}: {self._reason(r)}")
+
+    def decrypt_file(self, src, dst):
+        tmp = dst + ".tmp"
+        try:
+            if not self.encrypted and not _is_gpg(src):
+                with open(src, "rb") as f:
+                    magic = f.read(2)
+                if magic == b"\x1f\x8b":
+                    with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+                else:
+                    shutil.copyfile(src, tmp)
+            else:
+                self._decrypt(src, tmp)
+            os.replace(tmp, dst)
+        except (OSError, EOFError) as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise
+            raise CryptoError(f"{os.path.basename(src)} is corrupt: {e}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _decrypt(self, src, out):
+        with open(src, "rb") as f:
+            r = self._g().decrypt_file(f, passphrase=self.o.passphrase or None, output=out,
+                                       extra_args=self._common())
+        if not r.ok:
+            raise CryptoError(f"gpg could not decrypt {os.path.basename(src)}: {self._reason(r)}")
+        if self.o.sign_key:
+            want = _norm_key(self.o.sign_key)
+            got = [x for x in (r.fingerprint, r.key_id, getattr(r, "pubkey_fingerprint", None)) if x]
+            if not r.valid or not any(_norm_key(g).endswith(want) or want.endswith(_norm_key(g)) for g in got):
+                signer = r.key_id or "nobody"
+                raise WrongSigner(f"{os.path.basename(src)} is not signed by {self.o.sign_key} "
+                                  f"(signature: {signer if r.valid else 'missing or invalid'})")
+
+    def encrypt_bytes(self, data, **kw):
+        return self._via_files(data, self.encrypt_file, **kw)
+
+    def decrypt_bytes(self, data):
+        return self._via_files(data, self.decrypt_file)
+
+    def _via_files(self, data, fn, **kw):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="cairn-")
+        try:
+            a, b = os.path.join(d, "in"), os.path.join(d, "out")
+            with open(a, "wb") as f:
+                f.write(data)
+            fn(a, b, **kw)
+            with open(b, "rb") as f:
+                return f.read()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    @staticmethod
+    def _reason(r):
+        text = (r.stderr or "")
+        if "BAD_PASSPHRASE" in text or "Bad session key" in text or "bad passphrase" in text.lower():
+            return "bad passphrase (check PASSPHRASE or the passphrase file)"
+        if "NO_SECKEY" in text or "No secret key" in text:
+            return "no secret key to decrypt it in this GnuPG home"
+        if "INV_RECP" in text or "No public key" in text or "unusable public key" in text:
+            return "a recipient key is missing or unusable (import it and check its validity)"
+        if "INV_SGNR" in text or "unusable secret key" in text:
+            return "the signing key is missing or unusable"
+        if "MISSING_PASSPHRASE" in text or "NEED_PASSPHRASE_SYM" in text and "passphrase" not in text.lower():
+            return "no passphrase was given"
+        if "NODATA" in text or "invalid packet" in text or "CRC error" in text or "DECRYPTION_FAILED" in text:
+            return "the file is corrupt or not an OpenPGP message"
+        status = getattr(r, "status", None) or "failed"
+        return f"{status} (gpg said: {_last_gpg_line(text)})"
+
+
+def _last_gpg_line(text):
+    lines = [ln for ln in text.splitlines() if ln.startswith("gpg:")]
+    return lines[-1][4:].strip() if lines else "nothing"
+
+
+def _is_gpg(path):
+    return path.endswith((".gpg", ".g"))

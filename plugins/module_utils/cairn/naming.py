@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Archive file names (duplicity-format.md §1): parse any variant, write the long form."""
+import re
+from dataclasses import dataclass
+
+from .errors import TimeStringError
+from .timespec import from_timestr, to_timestr
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    type: str                 # 'full' | 'inc' | 'full-sig' | 'new-sig' | 'jsonstat'
+    manifest: bool = False
+    volume: int = None
+    time: int = None          # full, full-sig
+    start_time: int = None    # inc, new-sig
+    end_time: int = None
+    encrypted: bool = False
+    compressed: bool = False
+    partial: bool = False
+
+
+_T = r"(?P<time>.+?)"
+_S = r"(?P<start>.+?)\.to\.(?P<end>.+?)"
+_P = r"(?P<partial>\.part)?"
+_LONG = [
+    ("full-sig", False, re.compile(r"duplicity-full-signatures\." + _T + r"\.sigtar" + _P + r"(?:\.|$)")),
+    ("new-sig", False, re.compile(r"duplicity-new-signatures\." + _S + r"\.sigtar" + _P + r"(?:\.|$)")),
+    ("full", True, re.compile(r"duplicity-full\." + _T + r"\.manifest" + _P + r"(?:\.|$)")),
+    ("inc", True, re.compile(r"duplicity-inc\." + _S + r"\.manifest" + _P + r"(?:\.|$)")),
+    ("full", False, re.compile(r"duplicity-full\." + _T + r"\.vol(?P<vol>\d+)\.difftar(?:\.|$)")),
+    ("inc", False, re.compile(r"duplicity-inc\." + _S + r"\.vol(?P<vol>\d+)\.difftar(?:\.|$)")),
+    ("jsonstat", False, re.compile(r"duplicity-full\." + _T + r"\.jsonstat(?:\.|$)")),
+    ("jsonstat", False, re.compile(r"duplicity-inc\." + _S + r"\.jsonstat(?:\.|$)")),
+]
+_B36 = r"[0-9a-z]+"
+_SP = r"(?P<partial>\.p)?"
+_SHORT = [
+    ("full-sig", False, re.compile(r"dfs\.(?P<time>" + _B36 + r")\.st" + _SP + r"(?:\.|$)")),
+    ("new-sig", False, re.compile(r"dns\.(?P<start>" + _B36 + r")\.(?P<end>" + _B36 + r")\.st" + _SP + r"(?:\.|$)")),
+    ("full", True, re.compile(r"df\.(?P<time>" + _B36 + r")\.m" + _SP + r"(?:\.|$)")),
+    ("inc", True, re.compile(r"di\.(?P<start>" + _B36 + r")\.(?P<end>" + _B36 + r")\.m" + _SP + r"(?:\.|$)")),
+    ("full", False, re.compile(r"df\.(?P<time>" + _B36 + r")\.(?P<vol>" + _B36 + r")\.dt(?:\.|$)")),
+    ("inc", False, re.compile(r"di\.(?P<start>" + _B36 + r")\.(?P<end>" + _B36 + r")\.(?P<vol>" + _B36 + r")\.dt(?:\.|$)")),
+]
+
+
+def _flags(name):
+    return (name.endswith((".gpg", ".g", ".p7m")), name.endswith((".gz", ".z")))
+
+
+def parse(name, prefix=""):
+    """ParsedName for a duplicity file name, or None for anything else."""
+    if prefix:
+        if not name.startswith(prefix):
+            return None
+        name = name[len(prefix):]
+    for rules, conv, vconv in ((_LONG, from_timestr, int), (_SHORT, _b36, _b36)):
+        for kind, is_manifest, rx in rules:
+            m = rx.match(name)
+            if not m:
+                continue
+            g = m.groupdict()
+            try:
+                times = {}
+                if g.get("time"):
+                    times["time"] = conv(g["time"])
+                else:
+                    times["start_time"] = conv(g["start"])
+                    times["end_time"] = conv(g["end"])
+            except (TimeStringError, ValueError):
+                return None
+            enc, comp = _flags(name)
+            return ParsedName(kind, is_manifest, vconv(g["vol"]) if g.get("vol") else None,
+                              encrypted=enc, compressed=comp, partial=bool(g.get("partial")), **times)
+    return None
+
+
+def _b36(s):
+    return int(s, 36)
+
+
+def _times(time, start_time, end_time):
+    if time is not None:
+        return "full", to_timestr(time)
+    if start_time is None or end_time is None:
+        raise ValueError("need time, or start_time and end_time")
+    return "inc", f"{to_timestr(start_time)}.to.{to_timestr(end_time)}"
+
+
+def volume_name(n, *, time=None, start_time=None, end_time=None, suffix="", prefix=""):
+    kind, t = _times(time, start_time, end_time)
+    return f"{prefix}duplicity-{kind}.{t}.vol{n}.difftar{suffix}"
+
+
+def manifest_name(*, time=None, start_time=None, end_time=None, suffix="", partial=False, prefix=""):
+    kind, t = _times(time, start_time, end_time)
+    return f"{prefix}duplicity-{kind}.{t}.manifest{'.part' if partial else ''}{suffix}"
+
+
+def signature_name(*, time=None, start_time=None, end_time=None, suffix="", partial=False, prefix=""):
+    kind, t = _times(time, start_time, end_time)
+    base = "full-signatures" if kind == "full" else "new-signatures"
+    return f"{prefix}duplicity-{base}.{t}.sigtar{'.part' if partial else ''}{suffix}"

@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""verify: the archive's view of each path collated with the local tree (§8)."""
+import filecmp
+import os
+import stat
+
+from . import archive
+from .archive import REG, SYM, CHR, BLK
+from .restore import write_content
+from .selection import Selection
+from . import timespec
+
+
+class Comparer:
+    def __init__(self, source, rules, tmpdir, *, compare_data, prefix=()):
+        self.compare_data = compare_data
+        self.tmpdir = tmpdir
+        self.compared = 0
+        self.differences = []
+        self.local = None
+        self.pending = None
+        if compare_data:
+            root = os.path.join(os.fsencode(source), *prefix) if prefix else os.fsencode(source)
+            if not os.path.lexists(root):
+                from .errors import CairnError, ExitCode
+                raise CairnError(f"verify: {os.fsdecode(root)} does not exist", ExitCode.VERIFY_DIR_MISSING)
+            self.local = iter(Selection(root, rules).walk()) if os.path.isdir(root) else None
+            self.single_root = None if self.local is not None else root
+            self.pending = next(self.local, None) if self.local is not None else None
+
+    def _diff(self, index, what, message):
+        self.differences.append({"path": _rel(index), "what": what, "message": message})
+
+    def _local_until(self, index):
+        """Report local paths sorting before ``index`` as new; return the local entry at it."""
+        while self.pending is not None and self.pending.index < index:
+            self._diff(self.pending.index, "new", f"New file {_rel(self.pending.index)}")
+            self.pending = next(self.local, None)
+        if self.pending is not None and self.pending.index == index:
+            e, self.pending = self.pending, next(self.local, None)
+            return e
+        return None
+
+    def archive_entry(self, index, entries):
+        if entries[0].kind == "deleted":
+            return
+        self.compared += 1
+        if not self.compare_data:
+            return
+        if self.local is None:   # a single file was verified
+            path = self.single_root
+            st = os.lstat(path) if os.path.lexists(path) else None
+        else:
+            e = self._local_until(index)
+            path, st = (e.path, e.stat) if e is not None else (None, None)
+        info = entries[-1].info
+        if st is None:
+            self._diff(index, "missing", f"File {_rel(index)} is missing")
+            return
+        local = archive.path_info(index, path, st)
+        if local is None or local.type != info.type:
+            self._diff(index, "type", f"File {_rel(index)} has type {local.type if local else 'socket'}, "
+                       f"expected {info.type}")
+            return
+        if info.type != SYM and (local.mode, local.uid, local.gid) != (info.mode, info.uid, info.gid):
+            self._diff(index, "permissions",
+                       f"File {_rel(index)} has permissions {local.uid}:{local.gid} {oct(local.mode)}, "
+                       f"expected {info.uid}:{info.gid} {oct(info.mode)}")
+        if info.type != SYM and local.mtime != info.mtime:
+            self._diff(index, "mtime", f"File {_rel(index)} has mtime {timespec.asctime(local.mtime)}, "
+                       f"expected {timespec.asctime(info.mtime)}")
+        if info.type == SYM and local.linkname != info.linkname:
+            self._diff(index, "symlink", f"Symlink {_rel(index)} points to {os.fsdecode(local.linkname)}, "
+                       f"expected {os.fsdecode(info.linkname)}")
+        if info.type in (CHR, BLK) and (local.devmajor, local.devminor) != (info.devmajor, info.devminor):
+            self._diff(index, "device", f"Device file {_rel(index)} has other device numbers")
+        if info.type == REG:
+            tmp = os.path.join(self.tmpdir, "verify-content")
+            write_content(entries, tmp, self.tmpdir)
+            try:
+                if not filecmp.cmp(tmp, path, shallow=False):
+                    self._diff(index, "data", f"Data for file {_rel(index)} is different")
+            finally:
+                os.unlink(tmp)
+
+    def finish(self):
+        if self.local is not None:
+            while self.pending is not None:
+                self._diff(self.pending.index, "new", f"New file {_rel(self.pending.index)}")
+                self.pending = next(self.local, None)
+
+
+def _rel(index):
+    return os.fsdecode(b"/".join(index)) if index else "."

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Bad input: clear message, documented exit code, nothing lost, nothing written outside."""
+import gzip
+import io
+import os
+import tarfile
+
+import pytest
+
+from treeutil import cairn, make_hard_tree, snapshot
+
+from cairn import naming
+from cairn.manifest import Manifest, VolumeInfo
+
+
+def _listing(path):
+    return sorted((n, os.path.getsize(os.path.join(path, n))) for n in os.listdir(path))
+
+
+def test_wrong_passphrase(tmp_path, gnupghome):
+    src = make_hard_tree(tmp_path / "src")
+    target = tmp_path / "target"
+    url = f"file://{target}"
+    cache = ["--archive-dir", tmp_path / "cache"]
+    cairn("full", *cache, src, url)
+    before = _listing(target)
+    bad = {"PASSPHRASE": "not the passphrase"}
+    # restore: exit 31, a one-line reason, no traceback, nothing written
+    r = cairn("restore", *cache, url, tmp_path / "out", env=bad, check=False)
+    assert r.returncode == 31, r.stderr
+    assert b"passphrase" in r.stderr.lower() and b"Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    # an incremental with the wrong passphrase is refused before anything is written
+    (src / "plain.txt").write_bytes(b"changed")
+    r = cairn("incremental", *cache, src, url, env=bad, check=False)
+    assert r.returncode == 31, r.stderr
+    assert b"Traceback" not in r.stderr
+    assert _listing(target) == before
+    # and the right passphrase still works afterwards
+    cairn("incremental", *cache, src, url)
+
+
+def _flip_byte(path, offset=None):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(offset if offset is not None else size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "none"])
+def test_flipped_byte_is_named(tmp_path, gnupghome, mode):
+    src = make_hard_tree(tmp_path / "src")
+    target = tmp_path / "target"
+    url = f"file://{target}"
+    enc = ["--no-encryption"] if mode == "none" else []
+    common = [*enc, "--archive-dir", tmp_path / "cache", "--volsize", "1"]
+    cairn("full", *common, src, url)
+    vol2 = next(n for n in os.listdir(target) if ".vol2.difftar" in n)
+    _flip_byte(target / vol2)
+    r = cairn("verify", *common, url, src, check=False)
+    assert r.returncode == 21 and vol2.encode() in r.stderr, r.stderr
+    r = cairn("restore", *common, url, tmp_path / "out", check=False)
+    assert r.returncode == 21 and vol2.encode() in r.stderr, r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+def _crafted_archive(target, entries):
+    """A --no-encryption archive whose single volume holds ``entries`` [(TarInfo, data)]."""
+    os.makedirs(target, exist_ok=True)
+    t = 1_700_000_000
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for ti, data in entries:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    vol = gzip.compress(raw.getvalue())
+    vname = naming.volume_name(1, time=t, suffix=".gz")
+    with open(os.path.join(target, vname), "wb") as f:
+        f.write(vol)
+    import hashlib
+    m = Manifest(hostname="evil", localdir=b"/src")
+    m.add_volume(VolumeInfo(1, (), None, (b"zzz",), None, {"SHA1": hashlib.sha1(vol).hexdigest()}))
+    with open(os.path.join(target, naming.manifest_name(time=t)), "wb") as f:
+        f.write(m.to_bytes())
+    sig = io.BytesIO()
+    with tarfile.open(fileobj=sig, mode="w", format=tarfile.PAX_FORMAT):
+        pass
+    with open(os.path.join(target, naming.signature_name(time=t, suffix=".gz")), "wb") as f:
+        f.write(gzip.compress(sig.getvalue()))
+
+
+def _ti(name, type_=tarfile.REGTYPE, size=0, linkname=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.size, ti.linkname, ti.mode, ti.mtime = type_, size, linkname, 0o644, 1_700_000_000
+    return ti
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink-out"])
+def test_crafted_archive_cannot_escape(tmp_path, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    payload = b"owned\n"
+    root = _ti("snapshot/.", tarfile.DIRTYPE)
+    if case == "dotdot":
+        entries = [(root, None), (_ti("snapshot/../outside/pwned", size=len(payload)), payload)]
+    elif case == "absolute":
+        entries = [(root, None), (_ti(f"/{outside}/pwned", size=len(payload)), payload)]
+    else:
+        entries = [(root, None), (_ti("snapshot/link", tarfile.SYMTYPE, linkname=str(outside)), None),
+                   (_ti("snapshot/link/pwned", size=len(payload)), payload)]
+    target = tmp_path / "target"
+    _crafted_archive(target, entries)
+    dest = tmp_path / "restore"
+    r = cairn("restore", "--no-encryption", "--archive-dir", tmp_path / "cache", f"file://{target}",
+              dest, check=False)
+    assert r.returncode != 0
+    assert b"refus" in r.stderr.lower(), r.stderr
+    assert b"Traceback" not in r.stderr
+    assert os.listdir(outside) == []
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_source_and_bad_time(tmp_path):
+    r = cairn("full", "--no-encryption", tmp_path / "nope", f"file://{tmp_path}/t", check=False)
+    assert r.returncode == 13
+    r = cairn("restore", "--no-encryption", "--time", "3d", f"file://{tmp_path}/t", tmp_path / "o",
+              check=False)
+    assert r.returncode == 23 and b"time string" in r.stderr.lower()
+    r = cairn("restore", "--no-encryption", "--archive-dir", tmp_path / "c", f"file://{tmp_path}/empty",
+              tmp_path / "o", check=False)
+    assert r.returncode == 4
+    r = cairn("frobnicate", "--no-encryption", check=False)
+    assert r.returncode == 23
+
+
+def test_unreadable_file_warns_and_goes_on(tmp_path):
+    """Run as an unprivileged user: a file it cannot read is skipped, the rest is backed up."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    import pwd
+    import subprocess
+    import sys
+    from treeutil import ROOT
+    nobody = pwd.getpwnam("nobody")
+    base = tmp_path / "u"
+    base.mkdir()
+    os.chmod(tmp_path, 0o755)
+    src = base / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("readable")
+    (src / "secret.txt").write_text("not for you")
+    os.chmod(src / "secret.txt", 0o600)      # owned by root: nobody cannot read it
+    for p in (base,):
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "plugins", "module_utils"), HOME=str(base))
+    r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                        sys.executable, "-m", "cairn.cli", "full", "--no-encryption", "--archive-dir",
+                        str(base / "cache"), str(src), f"file://{base}/target"], env=env, capture_output=True)
+    assert r.returncode == 9, r.stderr
+    assert b"secret.txt" in r.stderr
+    listed = cairn("list-current-files", "--no-encryption", "--archive-dir", tmp_path / "c2",
+                   f"file://{base}/target").stdout
+    assert b"ok.txt" in listed and b"secret.txt" not in listed

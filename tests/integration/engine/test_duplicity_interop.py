@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Both directions with stock duplicity 3.2.1: what one writes, the other restores and lists."""
+import os
+import time
+
+import pytest
+
+from treeutil import cairn, diff_snapshots, duplicity, make_hard_tree, snapshot, write
+
+pytestmark = pytest.mark.duplicity
+
+MODES = ["symmetric", "pubkey", "none"]
+
+
+def _enc(mode, keys):
+    return {"symmetric": [], "pubkey": ["--encrypt-key", keys["enc"]], "none": ["--no-encryption"]}[mode]
+
+
+def _mutate(src, n):
+    write(os.path.join(src, b"plain.txt"), b"change %d\n" % n)
+    with open(os.path.join(src, b"sub", b"big.bin"), "r+b") as f:
+        f.seek(200_000 * n)
+        f.write(os.urandom(4096))
+    write(os.path.join(src, b"added-%d" % n, b"f.txt"), b"x" * (n * 1000))
+    if n == 1:
+        os.remove(os.path.join(src, b"name with spaces.txt"))
+
+
+def _listing(out):
+    return sorted(line[25:] for line in out.splitlines() if len(line) > 25 and line[24:25] == b" "
+                  and line[:3] in (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"))
+
+
+def _dup_common(tmp_path, name):
+    return ["--archive-dir", tmp_path / "dupcache", "--name", name, "--volsize", "1"]
+
+
+def _chain(tmp_path, writers, mode, keys, duplicity_bin):
+    """Back up three points, each written by the tool named in ``writers``; returns states, times."""
+    src = make_hard_tree(tmp_path / "src")
+    url = f"file://{tmp_path}/target"
+    enc = _enc(mode, keys)
+    states, times = [], []
+    for i, who in enumerate(writers):
+        if i:
+            time.sleep(1.1)
+            _mutate(src, i)
+        states.append(snapshot(src))
+        action = "full" if i == 0 else "incremental"
+        if who == "cairn":
+            cairn(action, *enc, "--archive-dir", tmp_path / "cache", "--volsize", "1", src, url)
+        else:
+            duplicity(duplicity_bin, action, *enc, *_dup_common(tmp_path, "w"), src, url)
+        times.append(int(time.time()))
+    return src, url, enc, states, times
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_duplicity_restores_cairn_chain(tmp_path, gnupghome, duplicity_bin, mode):
+    src, url, enc, states, times = _chain(tmp_path, ["cairn"] * 3, mode, gnupghome, duplicity_bin)
+    status = duplicity(duplicity_bin, "collection-status", *enc, *_dup_common(tmp_path, "r"), url)
+    assert b"Number of contained backup sets: 3" in status.stdout
+    for i, state in enumerate(states):
+        # restore at each point: the times between sets are at least a second apart
+        dest = tmp_path / f"dup-restore-{i}"
+        duplicity(duplicity_bin, "restore", *enc, *_dup_common(tmp_path, "r"), "--time", times[i], url, dest)
+        assert diff_snapshots(state, snapshot(dest)) == [], f"point {i}"
+    dup_list = _listing(duplicity(duplicity_bin, "list-current-files", *enc, *_dup_common(tmp_path, "r"), url).stdout)
+    our_list = _listing(cairn("list-current-files", *enc, "--archive-dir", tmp_path / "cache", url).stdout)
+    assert dup_list == our_list and len(our_list) > 10
+    verify = duplicity(duplicity_bin, "verify", "--compare-data", *enc, *_dup_common(tmp_path, "r"), url, src)
+    assert b"0 difference(s) found" in verify.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cairn_restores_duplicity_chain(tmp_path, gnupghome, duplicity_bin, mode):
+    src, url, enc, states, times = _chain(tmp_path, ["duplicity"] * 3, mode, gnupghome, duplicity_bin)
+    for i, state in enumerate(states):
+        dest = tmp_path / f"cairn-restore-{i}"
+        cairn("restore", *enc, "--archive-dir", tmp_path / "cache", "--time", times[i], url, dest)
+        assert diff_snapshots(state, snapshot(dest)) == [], f"point {i}"
+    dup_list = _listing(duplicity(duplicity_bin, "list-current-files", *enc, *_dup_common(tmp_path, "r"), url).stdout)
+    our_list = _listing(cairn("list-current-files", *enc, "--archive-dir", tmp_path / "cache", url).stdout)
+    assert dup_list == our_list and len(our_list) > 10
+    r = cairn("verify", "--compare-data", *enc, "--archive-dir", tmp_path / "cache", url, src)
+    assert b"0 difference(s) found" in r.stdout
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "none"])
+def test_mixed_chain_restores_with_both(tmp_path, gnupghome, duplicity_bin, mode):
+    src, url, enc, states, times = _chain(tmp_path, ["duplicity", "cairn", "duplicity"], mode,
+                                          gnupghome, duplicity_bin)
+    for i, state in enumerate(states):
+        d1 = tmp_path / f"dup-{i}"
+        duplicity(duplicity_bin, "restore", *enc, *_dup_common(tmp_path, "r"), "--time", times[i], url, d1)
+        assert diff_snapshots(state, snapshot(d1)) == [], f"duplicity, point {i}"
+        d2 = tmp_path / f"cairn-{i}"
+        cairn("restore", *enc, "--archive-dir", tmp_path / "cache2", "--time", times[i], url, d2)
+        assert diff_snapshots(state, snapshot(d2)) == [], f"cairn, point {i}"
