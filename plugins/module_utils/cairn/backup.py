@@ -120,8 +120,9 @@ class VolumeWriter:
         self.f.write(archive.end_of_archive(self.size))
         self.f.close()
         self.f = None
-        vi = manifest_mod.VolumeInfo(self.number, self.first[0], self.first[1],
-                                     self.last[0], self.last[1], {})
+        first = self.first or ((), None)     # an empty difftar: nothing changed
+        last = self.last or ((), None)
+        vi = manifest_mod.VolumeInfo(self.number, first[0], first[1], last[0], last[1], {})
         self.volumes.append(vi)
         name = self.name_for(self.number)
         self.slots.acquire()

@@ -1,21 +1,57 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """rsync signatures, deltas and patches through the system librsync (cffi, ABI mode).
 
-Streaming jobs: feed bytes, get bytes; memory is bounded by the piece size, never by the file.
-Signatures use duplicity's parameters: MD4, 8-byte strong sums, rollsum (magic 0x72730136).
-cffi drops the GIL around every librsync call, so jobs run beside gpg and other threads.
+The library (``librsync.so.2``: package librsync2 on Debian/Ubuntu, librsync on RHEL/Fedora) is
+opened on first use, never at import time, so importing the engine cannot fail on a host without
+it; the first job raises :class:`~.errors.CairnError` naming the package to install instead.
+
+Every job is a streaming state machine driven with ``rs_job_iter``: feed it pieces of any size
+with ``update()``, end it with ``finish()``. Each job owns one output buffer (256 KiB) that is
+reused for its whole life, and large inputs are handed to librsync in slices of at most 1 MiB,
+so memory stays bounded by the piece size, never by the file size. cffi drops the GIL around
+every librsync call, so jobs run beside gpg, compression and other threads.
+
+Signatures use duplicity's parameters: rollsum weak sums, MD4 strong sums truncated to 8 bytes
+(magic 0x72730136), byte-identical to ``rdiff signature -R rollsum -H md4 -S 8 -b N``.
+
+Every failure reported by librsync (a bad signature, a truncated or garbled delta, a delta that
+copies beyond the end of its basis) raises :class:`~.errors.CorruptArchive`. A job is not
+thread-safe: use one job from one thread at a time (different jobs in different threads are fine).
 """
+from __future__ import annotations
+
+import collections
+import io
 import math
 import os
+import re
+import stat
 import threading
 
 from .errors import CairnError, CorruptArchive
 
-RS_DONE, RS_BLOCKED = 0, 1
-RS_IO_ERROR, RS_INPUT_ENDED = 100, 103
+# rs_result
+RS_DONE = 0
+RS_BLOCKED = 1
+RS_IO_ERROR = 100
+RS_INPUT_ENDED = 103
+
+# rs_magic_number
+RS_DELTA_MAGIC = 0x72730236
 RS_MD4_SIG_MAGIC = 0x72730136
-STRONG_LEN = 8
-_OUT_SIZE = 256 * 1024
+RS_BLAKE2_SIG_MAGIC = 0x72730137
+RS_RK_MD4_SIG_MAGIC = 0x72730146
+RS_RK_BLAKE2_SIG_MAGIC = 0x72730147
+# the longest strong sum each signature kind may carry (MD4: 16 bytes, BLAKE2: 32 bytes)
+_SIG_MAX_STRONG = {RS_MD4_SIG_MAGIC: 16, RS_RK_MD4_SIG_MAGIC: 16,
+                   RS_BLAKE2_SIG_MAGIC: 32, RS_RK_BLAKE2_SIG_MAGIC: 32}
+
+STRONG_LEN = 8                  # duplicity's strong sum length (librsync < 1.0 default)
+OUT_BUFFER_SIZE = 256 * 1024    # the one output buffer each job owns
+MAX_IN_SLICE = 1024 * 1024      # the most input handed to one rs_job_iter call
+MAX_BLOCK_LEN = 1 << 30         # librsync keeps block lengths in an int; larger is nonsense
+
+_RS_LOG_WARNING = 4
 
 _CDEF = """
 typedef intmax_t rs_long_t;
@@ -30,249 +66,574 @@ typedef struct rs_buffers_s {
     size_t avail_out;
 } rs_buffers_t;
 typedef rs_result rs_copy_cb(void *opaque, rs_long_t pos, size_t *len, void **buf);
+typedef void rs_trace_fn_t(int level, char const *msg);
+
 char const *rs_strerror(rs_result r);
 rs_result rs_job_iter(rs_job_t *job, rs_buffers_t *buffers);
-rs_result rs_job_free(rs_job_t *);
+rs_result rs_job_free(rs_job_t *job);
 rs_job_t *rs_sig_begin(size_t block_len, size_t strong_len, unsigned int sig_magic);
-rs_job_t *rs_delta_begin(rs_signature_t *);
-rs_job_t *rs_loadsig_begin(rs_signature_t **);
+rs_job_t *rs_loadsig_begin(rs_signature_t **sig);
 rs_result rs_build_hash_table(rs_signature_t *sums);
+void rs_free_sumset(rs_signature_t *sums);
+rs_job_t *rs_delta_begin(rs_signature_t *sig);
 rs_job_t *rs_patch_begin(rs_copy_cb *copy_cb, void *copy_arg);
-void rs_free_sumset(rs_signature_t *);
+void rs_trace_to(rs_trace_fn_t *fn);
 void rs_trace_set_level(int level);
 """
 
-_lock = threading.Lock()
-_ffi = _lib = _copy_cb = None
+_load_lock = threading.Lock()
+_ffi = None
+_lib = None
+_alloc = None        # allocator that skips zeroing (the output buffer is always written first)
+_copy_cb = None      # the one rs_copy_cb trampoline; each PatchJob passes its reader as opaque
+_trace_cb = None     # keeps librsync's log lines for error messages instead of printing them
+_tls = threading.local()
+
+
+def _library_names():
+    """Where to look for librsync, most specific first."""
+    names = ["librsync.so.2", "librsync.2.dylib"]
+    try:
+        import ctypes.util
+        found = ctypes.util.find_library("rsync")
+    except Exception:       # find_library shells out; never let that break loading
+        found = None
+    if found:
+        names.append(found)
+    names.append("librsync.so")
+    return names
 
 
 def _load():
-    global _ffi, _lib, _copy_cb
+    """Open librsync once (thread-safe); return ``(ffi, lib)``."""
+    global _ffi, _lib, _alloc, _copy_cb, _trace_cb
     if _lib is not None:
         return _ffi, _lib
-    with _lock:
-        if _lib is None:
+    with _load_lock:
+        if _lib is not None:
+            return _ffi, _lib
+        try:
+            import cffi
+        except ImportError:
+            raise CairnError("the Python package cffi is missing: install python3-cffi "
+                             "(Debian/Ubuntu, RHEL/Fedora) or `pip install cffi`") from None
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        lib = None
+        tried = []
+        for name in _library_names():
             try:
-                import cffi
-            except ImportError:
-                raise CairnError("the Python package cffi is missing (pip install cffi)") from None
-            ffi = cffi.FFI()
-            ffi.cdef(_CDEF)
-            lib = None
-            errors = []
-            for name in ("librsync.so.2", "librsync.so"):
-                try:
-                    lib = ffi.dlopen(name)
-                    break
-                except OSError as e:
-                    errors.append(str(e))
-            if lib is None:
-                raise CairnError("librsync is not installed: install librsync2 (Debian/Ubuntu) or "
-                                 "librsync (RHEL/Fedora)")
-            _copy_cb = ffi.callback("rs_copy_cb", _patch_copy)
-            lib.rs_trace_set_level(0)    # errors come back as exceptions, not stderr noise
-            _ffi = ffi
-            _lib = lib
-    return _ffi, _lib
+                lib = ffi.dlopen(name)
+                break
+            except OSError as exc:
+                tried.append(f"{name}: {exc}")
+        if lib is None:
+            raise CairnError("cannot load the librsync library (librsync.so.2): install the package "
+                             "librsync2 (Debian/Ubuntu) or librsync (RHEL/Fedora, from EPEL on RHEL)."
+                             " Tried " + "; ".join(tried))
+        copy_cb = ffi.callback("rs_copy_cb *", _copy_trampoline, error=RS_IO_ERROR)
+        trace_cb = ffi.callback("rs_trace_fn_t *", _trace_sink)
+        lib.rs_trace_to(trace_cb)
+        lib.rs_trace_set_level(_RS_LOG_WARNING)
+        _alloc = ffi.new_allocator(should_clear_after_alloc=False)
+        _ffi, _copy_cb, _trace_cb = ffi, copy_cb, trace_cb
+        _lib = lib
+        return _ffi, _lib
 
 
-def block_len_for(size, max_blocksize=0):
-    """duplicity 3.x: sqrt of the size rounded up to a multiple of 512 (at least 512)."""
-    n = math.isqrt(max(1, int(size)))
-    n = max(512, -(-n // 512) * 512)
-    if max_blocksize and n > max_blocksize:
-        n = max(512, max_blocksize)
+def _trace_sink(level, msg):
+    """rs_trace_fn_t: keep this thread's last few log lines for the next error message."""
+    try:
+        text = _ffi.string(msg).decode("utf-8", "replace").strip()
+        # "librsync: ERROR: (rs_patch_s_header) got magic number ..." -> "got magic number ..."
+        text = _LOG_PREFIX.sub("", text, count=1)
+        lines = getattr(_tls, "lines", None)
+        if lines is None:
+            lines = _tls.lines = collections.deque(maxlen=4)
+        lines.append(text)
+    except BaseException:   # a log line is never worth an exception inside librsync
+        pass
+
+
+_LOG_PREFIX = re.compile(r"^librsync: (?:[A-Za-z!]+: )?(?:\([A-Za-z0-9_]+\) )?")
+
+
+def _clear_log():
+    lines = getattr(_tls, "lines", None)
+    if lines:
+        lines.clear()
+
+
+def _last_log():
+    """The most telling recent log line (not librsync's generic "... job failed" summary)."""
+    lines = getattr(_tls, "lines", None)
+    if not lines:
+        return ""
+    useful = [line for line in lines if " job failed: " not in line]
+    lines.clear()
+    return useful[-1] if useful else ""
+
+
+def _describe(code):
+    text = _ffi.string(_lib.rs_strerror(code)).decode("utf-8", "replace")
+    detail = _last_log()
+    return f"{text} [{code}]" + (f" ({detail})" if detail else "")
+
+
+def block_len_for(size: int, max_blocksize: int = 0) -> int:
+    """duplicity 3.x block length for a file of ``size`` bytes.
+
+    The integer square root of the size rounded up to a multiple of 512 (at least 512); capped at
+    ``max_blocksize`` when that is > 0 (duplicity's ``--max-blocksize``, default 0 = no cap).
+    """
+    n = max(1, math.isqrt(max(0, int(size))))
+    n = -(-n // 512) * 512
+    if max_blocksize and max_blocksize > 0:
+        n = min(n, int(max_blocksize))
     return n
 
 
 class _Job:
-    """Drives one rs_job_t with rs_job_iter over caller-supplied pieces."""
+    """One rs_job_t driven with rs_job_iter over caller-supplied pieces."""
 
-    what = "librsync job"
+    _kind = "librsync job"        # used in error messages
 
     def __init__(self):
-        self.ffi, self.lib = _load()
-        self.job = None
-        self.done = False
-        self._bufs = self.ffi.new("rs_buffers_t *")
-        self._out = self.ffi.new("char[]", _OUT_SIZE)
-        self._pending = b""
-        self._error = None
+        # set first so close()/GC work whatever happens later in a subclass __init__
+        self._job = None
+        self._done = False
+        self._bufs = None
+        self._out = None
 
     def _start(self, job):
-        if job == self.ffi.NULL:
-            raise CorruptArchive(f"{self.what}: librsync could not start the job")
-        self.job = job
+        ffi = _ffi
+        if job == ffi.NULL:
+            raise CorruptArchive(f"{self._kind}: librsync could not start the job")
+        self._job = ffi.gc(job, _lib.rs_job_free)
+        self._bufs = ffi.new("rs_buffers_t *")
+        self._out = _alloc("char[]", OUT_BUFFER_SIZE)
 
-    def _run(self, data, eof):
-        if self.done:
-            if data:
-                raise CorruptArchive(f"{self.what}: data after the end of the stream")
-            return b""
-        if self._pending:
-            data = self._pending + bytes(data)
-            self._pending = b""
-        ffi, lib = self.ffi, self.lib
-        keep = ffi.from_buffer(data) if data else ffi.NULL
-        b = self._bufs
-        b.next_in = ffi.cast("char *", keep)
-        b.avail_in = len(data)
-        b.eof_in = 1 if eof else 0
-        out = []
-        while True:
-            before_in = b.avail_in
-            b.next_out = self._out
-            b.avail_out = _OUT_SIZE
-            r = lib.rs_job_iter(self.job, b)
-            n = _OUT_SIZE - b.avail_out
-            if n:
-                out.append(ffi.buffer(self._out, n)[:])
-            if self._error is not None:
-                err, self._error = self._error, None
-                raise err
-            if r == RS_DONE:
-                self.done = True
-                break
-            if r != RS_BLOCKED:
-                msg = ffi.string(lib.rs_strerror(r)).decode(errors="replace")
-                raise CorruptArchive(f"{self.what}: {msg}")
-            if b.avail_out == 0:
-                continue                        # output full: go on draining
-            if b.avail_in and (b.avail_in != before_in or n):
-                continue                        # progress made, more input to give
-            if b.avail_in:
-                # librsync wants more input before it can use the rest: keep it for later
-                self._pending = ffi.buffer(b.next_in, b.avail_in)[:]
-            if eof and not n and b.avail_in == before_in:
-                raise CorruptArchive(f"{self.what}: input ended before the stream was complete")
-            if not eof:
-                break
-        return b"".join(out)
+    def _fail(self, message):
+        """Free the job (it cannot go on after an error) and build the exception to raise."""
+        self.close()
+        return CorruptArchive(f"{self._kind}: {message}")
 
-    def update(self, data):
-        return self._run(data, False)
+    def _callback_error(self):
+        """An exception recorded by a callback of this job, or None."""
+        return None
 
-    def finish(self):
+    def _pump(self, data, eof):
+        """Feed ``data`` (and end of input if ``eof``); yield output pieces of <= 256 KiB.
+
+        Abandoning the generator before it is exhausted leaves librsync in the middle of a piece,
+        so the job is closed then.
+        """
+        if self._job is None:
+            raise ValueError(f"{self._kind}: the job is closed")
+        ffi = _ffi
+        iterate = _lib.rs_job_iter
+        job = self._job
+        bufs = self._bufs
+        out = self._out
+        # One zero-copy view of the caller's buffer, sliced by pointer arithmetic and released
+        # as soon as we are done. (No memoryview of our own: cffi + CPython crash when a frame
+        # holding a from_buffer() of a memoryview is collected as part of a reference cycle.)
+        keep = ffi.from_buffer(data)
+        completed = False
+        _clear_log()
         try:
-            return self._run(b"", True)
+            total = len(keep)
+            start = 0
+            while True:
+                size = min(MAX_IN_SLICE, total - start)
+                bufs.next_in = keep + start
+                bufs.avail_in = size
+                start += size
+                last = start >= total
+                bufs.eof_in = 1 if (eof and last) else 0
+                while True:
+                    in_before = bufs.avail_in
+                    bufs.next_out = out
+                    bufs.avail_out = OUT_BUFFER_SIZE
+                    result = iterate(job, bufs)
+                    produced = OUT_BUFFER_SIZE - bufs.avail_out
+                    chunk = ffi.buffer(out, produced)[:] if produced else None
+                    if result == RS_DONE:
+                        self._done = True
+                        if chunk:
+                            yield chunk
+                        break
+                    if result != RS_BLOCKED:
+                        err = self._callback_error()
+                        if err is not None:
+                            self.close()
+                            try:
+                                raise err
+                            finally:
+                                err = None      # no frame <-> traceback cycle
+                        raise self._fail(_describe(result))
+                    if chunk:
+                        yield chunk
+                    if bufs.avail_out == 0:
+                        continue                  # output full: librsync may have more to give
+                    if bufs.avail_in == 0 and not bufs.eof_in:
+                        break                     # this slice is consumed; wait for more input
+                    if not produced and bufs.avail_in == in_before:
+                        # librsync itself reports a stall with input and output space as an
+                        # internal error; this catches the same at end of input
+                        raise self._fail("librsync made no progress (truncated input?)")
+                if self._done:
+                    trailing = bufs.avail_in + (total - start)
+                    if trailing:
+                        raise self._fail(f"{trailing} bytes of unexpected data after the end "
+                                         "of the stream")
+                    break
+                if last:
+                    break
+            completed = True
+        finally:
+            # librsync never keeps a pointer into the input between calls: every slice is
+            # consumed (or copied into its own buffer) before we return
+            if bufs is not None:
+                bufs.next_in = ffi.NULL
+                bufs.avail_in = 0
+            ffi.release(keep)
+            if not completed:
+                self.close()
+
+    def update_iter(self, data):
+        """Like :meth:`update`, but yield the output in pieces of at most 256 KiB.
+
+        A patch can expand a few bytes of delta into gigabytes of copied basis data; this keeps
+        memory bounded for that case. The generator must be exhausted before the next call.
+        """
+        if self._job is None:
+            raise ValueError(f"{self._kind}: the job is closed")
+        if self._done:                  # a patch ends with its END command
+            if len(data):
+                raise self._fail(f"{len(data)} bytes of unexpected data after the end of "
+                                 "the stream")
+            return
+        if not len(data):
+            return        # nothing to do: after every call librsync's output is fully drained
+        yield from self._pump(data, False)
+
+    def finish_iter(self):
+        """Like :meth:`finish`, but yield the output in pieces of at most 256 KiB."""
+        try:
+            if not self._done:
+                yield from self._pump(b"", True)
         finally:
             self.close()
 
-    def close(self):
-        if self.job is not None:
-            self.lib.rs_job_free(self.job)
-            self.job = None
+    def update(self, data: bytes) -> bytes:
+        """Feed a piece of input; return the output produced so far (may be ``b""``)."""
+        return b"".join(self.update_iter(data))
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    def finish(self) -> bytes:
+        """Signal end of input; return the remaining output. The job is freed."""
+        return b"".join(self.finish_iter())
+
+    def close(self):
+        """Free the librsync job now (also done on garbage collection). Idempotent."""
+        job, self._job = self._job, None
+        if job is not None:
+            _ffi.release(job)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class SignatureJob(_Job):
-    what = "signature"
+    """Streaming signature: ``rs_sig_begin(block_len, 8, RS_MD4_SIG_MAGIC)``."""
 
-    def __init__(self, block_len):
+    _kind = "rsync signature"
+
+    def __init__(self, block_len: int):
         super().__init__()
-        self._start(self.lib.rs_sig_begin(block_len, STRONG_LEN, RS_MD4_SIG_MAGIC))
-
-
-class _LoadedSignature:
-    """A signature parsed into librsync's sumset with its hash table built."""
-
-    def __init__(self, signature):
+        block_len = int(block_len)
+        if not 0 < block_len <= MAX_BLOCK_LEN:
+            raise ValueError(f"block length {block_len} is out of range (1..{MAX_BLOCK_LEN})")
         ffi, lib = _load()
-        self.lib = lib
-        self.ptr = ffi.new("rs_signature_t **")
-        job = _Job()
-        job.what = "signature"
-        job._start(lib.rs_loadsig_begin(self.ptr))
-        try:
-            job._run(signature, True)
-        except CorruptArchive as e:
-            self.free()
-            raise CorruptArchive(f"bad rsync signature: {e}") from None
-        finally:
-            job.close()
-        if self.ptr[0] == ffi.NULL:
-            raise CorruptArchive("bad rsync signature: empty")
-        r = lib.rs_build_hash_table(self.ptr[0])
-        if r != RS_DONE:
-            self.free()
-            raise CorruptArchive("bad rsync signature: cannot index it")
+        self._start(lib.rs_sig_begin(block_len, STRONG_LEN, RS_MD4_SIG_MAGIC))
 
-    def free(self):
-        if self.ptr is not None and self.ptr[0] != _ffi.NULL:
-            self.lib.rs_free_sumset(self.ptr[0])
-        self.ptr = None
+
+def _check_signature_header(sig):
+    """Reject signatures librsync would misread or trip an assertion on."""
+    size = len(sig)
+    if size < 12:
+        raise CorruptArchive(f"bad rsync signature: {size} bytes, shorter than its 12-byte header")
+    head = bytes(sig[:12])
+    magic = int.from_bytes(head[0:4], "big")
+    block_len = int.from_bytes(head[4:8], "big")
+    strong_len = int.from_bytes(head[8:12], "big")
+    if magic not in _SIG_MAX_STRONG:
+        raise CorruptArchive(f"bad rsync signature: unknown magic number {magic:#010x}")
+    if not 0 < block_len <= MAX_BLOCK_LEN:
+        raise CorruptArchive(f"bad rsync signature: implausible block length {block_len}")
+    max_strong = _SIG_MAX_STRONG[magic]
+    if not 0 < strong_len <= max_strong:
+        raise CorruptArchive(f"bad rsync signature: implausible strong sum length {strong_len}")
+    if (size - 12) % (4 + strong_len):
+        raise CorruptArchive(f"bad rsync signature: {size - 12} bytes of block sums is not a "
+                             f"whole number of {4 + strong_len}-byte entries (truncated?)")
+
+
+class _LoadSignatureJob(_Job):
+    _kind = "bad rsync signature"
 
 
 class DeltaJob(_Job):
-    what = "delta"
+    """Streaming delta of new data against a signature (bytes)."""
 
-    def __init__(self, signature):
+    _kind = "rsync delta"
+
+    def __init__(self, signature: bytes):
         super().__init__()
-        self.sig = _LoadedSignature(signature)
-        self._start(self.lib.rs_delta_begin(self.sig.ptr[0]))
+        self._sumset = None
+        _check_signature_header(signature)
+        ffi, lib = _load()
+        holder = ffi.new("rs_signature_t **")
+        loader = _LoadSignatureJob()
+        loader._start(lib.rs_loadsig_begin(holder))
+        if holder[0] == ffi.NULL:
+            loader.close()
+            raise CorruptArchive("bad rsync signature: librsync could not allocate it")
+        # the loader does not own the sumset: it is ours from now on, whatever happens
+        self._sumset = ffi.gc(holder[0], lib.rs_free_sumset)
+        try:
+            try:
+                for _ in loader._pump(signature, True):
+                    pass                      # loading a signature produces no output
+                if not loader._done:
+                    raise CorruptArchive("bad rsync signature: incomplete")
+            finally:
+                loader.close()
+            result = lib.rs_build_hash_table(self._sumset)
+            if result != RS_DONE:
+                raise CorruptArchive(f"bad rsync signature: cannot index it: {_describe(result)}")
+            self._start(lib.rs_delta_begin(self._sumset))
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
-        super().close()
-        if getattr(self, "sig", None) is not None:
-            self.sig.free()
-            self.sig = None
+        super().close()             # the job first: it points at the sumset
+        sumset, self._sumset = getattr(self, "_sumset", None), None
+        if sumset is not None:
+            _ffi.release(sumset)
+
+
+class _BasisReader:
+    """Serves librsync's copy callback from the basis. ``error`` keeps what went wrong."""
+
+    def __init__(self, size):
+        self.size = size            # None when unknown
+        self.error = None
+
+    def _clip(self, pos, want):
+        """How many bytes to read at ``pos``, or None (error recorded) when beyond the end."""
+        if pos < 0 or (self.size is not None and pos >= self.size):
+            self.error = CorruptArchive(
+                f"rsync delta: copies from offset {pos} but the basis file is only "
+                f"{self.size} bytes long (wrong basis or corrupt delta)")
+            return None
+        if self.size is not None:
+            want = min(want, self.size - pos)
+        return want
+
+    def _short(self, pos):
+        self.error = CorruptArchive(f"rsync delta: copies from offset {pos}, beyond the end of "
+                                    "the basis file (wrong basis or corrupt delta)")
+        return RS_INPUT_ENDED
+
+
+class _BytesBasis(_BasisReader):
+    def __init__(self, data):
+        ptr = _ffi.from_buffer(data)
+        super().__init__(len(ptr))
+        self._ptr = ptr
+
+    def release(self):
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            _ffi.release(ptr)
+
+    def __del__(self):      # runs before a reference cycle is torn down (see _Job._pump)
+        try:
+            self.release()
+        except Exception:
+            pass
+
+    def copy(self, pos, len_p, buf_p):
+        n = self._clip(pos, len_p[0])
+        if n is None:
+            return RS_INPUT_ENDED
+        if self._ptr is None:
+            raise ValueError("the basis was released")
+        buf_p[0] = self._ptr + pos      # librsync copies from our buffer itself: no Python copy
+        len_p[0] = n
+        return RS_DONE
+
+
+class _FdBasis(_BasisReader):
+    """A real file: positional reads on its descriptor straight into librsync's buffer."""
+
+    def __init__(self, fd, size):
+        super().__init__(size)
+        self._fd = fd
+
+    def copy(self, pos, len_p, buf_p):
+        n = self._clip(pos, len_p[0])
+        if n is None:
+            return RS_INPUT_ENDED
+        dest = _ffi.buffer(_ffi.cast("char *", buf_p[0]), n)
+        if _HAVE_PREADV:
+            got = os.preadv(self._fd, [dest], pos)
+        else:
+            data = os.pread(self._fd, n, pos)
+            got = len(data)
+            dest[:got] = data
+        if not got:
+            return self._short(pos)
+        len_p[0] = got
+        return RS_DONE
+
+
+class _FileBasis(_BasisReader):
+    """Any seekable binary file object: seek + readinto (or read)."""
+
+    def __init__(self, fileobj, size):
+        super().__init__(size)
+        self._f = fileobj
+        self._readinto = getattr(fileobj, "readinto", None)
+
+    def copy(self, pos, len_p, buf_p):
+        n = self._clip(pos, len_p[0])
+        if n is None:
+            return RS_INPUT_ENDED
+        f = self._f
+        f.seek(pos)
+        dest = _ffi.buffer(_ffi.cast("char *", buf_p[0]), n)
+        if self._readinto is not None:
+            got = self._readinto(dest)
+            if got is None:
+                raise BlockingIOError("the basis file object returned no data (non-blocking?)")
+        else:
+            data = f.read(n)
+            got = len(data)
+            if got > n:
+                raise ValueError("the basis file object returned more data than asked for")
+            dest[:got] = data
+        if not got:
+            return self._short(pos)
+        len_p[0] = got
+        return RS_DONE
+
+
+_HAVE_PREADV = hasattr(os, "preadv")
+
+
+def _make_reader(basis):
+    if not (hasattr(basis, "read") or hasattr(basis, "readinto")):
+        try:
+            return _BytesBasis(basis)
+        except TypeError:
+            raise TypeError("basis must be a seekable binary file object or a bytes-like "
+                            f"object, not {type(basis).__name__}") from None
+    if getattr(basis, "writable", None) is not None:
+        try:
+            if basis.writable():
+                basis.flush()           # positional reads below must see buffered writes
+        except (OSError, ValueError):
+            pass
+    fd = None
+    try:
+        fd = basis.fileno()
+    except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation is both
+        fd = None
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                return _FdBasis(fd, st.st_size)
+        except OSError:
+            pass
+    size = None
+    try:
+        here = basis.tell()
+        size = basis.seek(0, io.SEEK_END)
+        basis.seek(here)
+    except (AttributeError, OSError, ValueError):
+        size = None
+    return _FileBasis(basis, size)
+
+
+def _copy_trampoline(opaque, pos, len_p, buf_p):
+    """rs_copy_cb: runs the PatchJob's reader; any exception is kept and re-raised by the job."""
+    reader = _ffi.from_handle(opaque)
+    try:
+        return reader.copy(pos, len_p, buf_p)
+    except BaseException as exc:    # KeyboardInterrupt included: raised again from update()
+        reader.error = exc
+        return RS_IO_ERROR
 
 
 class PatchJob(_Job):
-    """Applies a delta to ``basis``, a seekable binary file object."""
+    """Streaming patch: apply a delta (fed with update/finish) to ``basis``.
 
-    what = "patch"
+    ``basis`` is a seekable binary file object (read with ``os.preadv`` on its descriptor when
+    it is a regular file, else with seek + readinto) or a bytes-like object.
+    """
+
+    _kind = "rsync delta"
 
     def __init__(self, basis):
         super().__init__()
-        self.basis = basis
-        try:
-            self._fd = basis.fileno()
-        except (AttributeError, OSError, ValueError):
-            self._fd = None
-        self._handle = self.ffi.new_handle(self)
-        self._start(self.lib.rs_patch_begin(_copy_cb, self._handle))
+        self._handle = None
+        self._reader = None
+        ffi, lib = _load()
+        self._reader = _make_reader(basis)
+        self._handle = ffi.new_handle(self._reader)   # the reader never refers back: no cycle
+        self._start(lib.rs_patch_begin(_copy_cb, self._handle))
 
-    def _read(self, pos, n):
-        if self._fd is not None:
-            return os.pread(self._fd, n, pos)
-        self.basis.seek(pos)
-        return self.basis.read(n)
+    def _callback_error(self):
+        reader = self._reader
+        if reader is None or reader.error is None:
+            return None
+        err, reader.error = reader.error, None
+        return err
 
-
-def _patch_copy(opaque, pos, len_p, buf_p):
-    job = _ffi.from_handle(opaque)
-    try:
-        data = job._read(pos, len_p[0])
-    except Exception as e:          # surfaced by PatchJob.update/finish
-        job._error = CorruptArchive(f"patch: cannot read the basis file: {e}")
-        return RS_IO_ERROR
-    if not data:
-        job._error = CorruptArchive("patch: the delta copies beyond the end of the basis file")
-        return RS_INPUT_ENDED
-    _ffi.memmove(buf_p[0], data, len(data))
-    len_p[0] = len(data)
-    return RS_DONE
+    def close(self):
+        super().close()           # the job first: it holds the handle
+        self._handle = None
+        release = getattr(getattr(self, "_reader", None), "release", None)
+        if release is not None:
+            release()
 
 
-def signature(data, block_len=None):
-    job = SignatureJob(block_len or block_len_for(len(data)))
-    return job.update(data) + job.finish()
+def signature(data: bytes, block_len: int | None = None) -> bytes:
+    """Signature of ``data`` (block length ``block_len_for(len(data))`` unless given)."""
+    if block_len is None:
+        block_len = block_len_for(len(data))
+    with SignatureJob(block_len) as job:
+        return job.update(data) + job.finish()
 
 
-def delta(sig, data):
-    job = DeltaJob(sig)
-    return job.update(data) + job.finish()
+def delta(signature: bytes, data: bytes) -> bytes:
+    """Delta turning the file described by ``signature`` into ``data``."""
+    with DeltaJob(signature) as job:
+        out = [job.update(data)]
+        out.append(job.finish())
+        return b"".join(out)
 
 
-def patch(basis, delta_bytes):
-    import io
-    if isinstance(basis, (bytes, bytearray)):
-        basis = io.BytesIO(basis)
-    job = PatchJob(basis)
-    return job.update(delta_bytes) + job.finish()
+def patch(basis, delta: bytes) -> bytes:
+    """Apply ``delta`` to ``basis`` (bytes-like or a seekable binary file object)."""
+    with PatchJob(basis) as job:
+        out = [job.update(delta)]
+        out.append(job.finish())
+        return b"".join(out)

@@ -31,7 +31,8 @@ def test_wrong_passphrase(tmp_path, gnupghome):
     assert b"passphrase" in r.stderr.lower() and b"Traceback" not in r.stderr
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
     # an incremental with the wrong passphrase is refused before anything is written
-    (src / "plain.txt").write_bytes(b"changed")
+    with open(os.path.join(src, b"plain.txt"), "wb") as f:
+        f.write(b"changed")
     r = cairn("incremental", *cache, src, url, env=bad, check=False)
     assert r.returncode == 31, r.stderr
     assert b"Traceback" not in r.stderr
@@ -138,27 +139,35 @@ def test_unreadable_file_warns_and_goes_on(tmp_path):
     """Run as an unprivileged user: a file it cannot read is skipped, the rest is backed up."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
+    import pathlib
     import pwd
+    import shutil
     import subprocess
     import sys
+    import tempfile
     from treeutil import ROOT
     nobody = pwd.getpwnam("nobody")
-    base = tmp_path / "u"
-    base.mkdir()
-    os.chmod(tmp_path, 0o755)
-    src = base / "src"
-    src.mkdir()
-    (src / "ok.txt").write_text("readable")
-    (src / "secret.txt").write_text("not for you")
-    os.chmod(src / "secret.txt", 0o600)      # owned by root: nobody cannot read it
-    for p in (base,):
-        os.chown(p, nobody.pw_uid, nobody.pw_gid)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "plugins", "module_utils"), HOME=str(base))
-    r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
-                        sys.executable, "-m", "cairn.cli", "full", "--no-encryption", "--archive-dir",
-                        str(base / "cache"), str(src), f"file://{base}/target"], env=env, capture_output=True)
-    assert r.returncode == 9, r.stderr
-    assert b"secret.txt" in r.stderr
-    listed = cairn("list-current-files", "--no-encryption", "--archive-dir", tmp_path / "c2",
-                   f"file://{base}/target").stdout
-    assert b"ok.txt" in listed and b"secret.txt" not in listed
+    # pytest's tmp_path is private to root; nobody needs a path it can traverse
+    base = pathlib.Path(tempfile.mkdtemp(prefix="cairn-unreadable-"))
+    try:
+        os.chmod(base, 0o755)
+        src = base / "src"
+        src.mkdir()
+        (src / "ok.txt").write_text("readable")
+        (src / "secret.txt").write_text("not for you")
+        os.chmod(src / "secret.txt", 0o600)      # owned by root: nobody cannot read it
+        work = base / "work"
+        work.mkdir()
+        os.chown(work, nobody.pw_uid, nobody.pw_gid)
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "plugins", "module_utils"), HOME=str(work))
+        r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                            "--clear-groups", sys.executable, "-m", "cairn.cli", "full", "--no-encryption",
+                            "--archive-dir", str(work / "cache"), "--tempdir", str(work), str(src),
+                            f"file://{work}/target"], env=env, capture_output=True)
+        assert r.returncode == 9, r.stderr
+        assert b"secret.txt" in r.stderr
+        listed = cairn("list-current-files", "--no-encryption", "--archive-dir", tmp_path / "c2",
+                       f"file://{work}/target").stdout
+        assert b"ok.txt" in listed and b"secret.txt" not in listed
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

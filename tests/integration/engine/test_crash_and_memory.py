@@ -70,6 +70,7 @@ def test_sigkill_at_random_points(tmp_path, gnupghome, duplicity_bin):
     # one more kill, then cleanup --force leaves only complete sets
     time.sleep(1.1)
     _grow(src, rnd, 15, "last")
+    last_state = snapshot(src)
     proc = _popen_cairn("full", *common, src, url)
     time.sleep(rnd.uniform(0.2, 0.8) * duration)
     proc.send_signal(signal.SIGKILL)
@@ -80,7 +81,8 @@ def test_sigkill_at_random_points(tmp_path, gnupghome, duplicity_bin):
     assert not [n for n in os.listdir(target) if n.startswith(".")]
     d = tmp_path / "final"
     cairn("restore", "--archive-dir", tmp_path / "cfinal", url, d)
-    assert diff_snapshots(good_state, snapshot(d)) == []
+    # the killed full may have got as far as its signatures: then it is the latest point
+    assert snapshot(d) in (good_state, last_state)
 
 
 @pytest.mark.slow

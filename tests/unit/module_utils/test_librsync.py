@@ -1,0 +1,539 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The librsync binding against the real library and the rdiff command line tool."""
+import collections
+import gc
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from cairn import librsync
+from cairn.errors import CairnError, CorruptArchive
+
+RDIFF = shutil.which("rdiff")
+needs_rdiff = pytest.mark.skipif(RDIFF is None, reason="rdiff is not installed (Debian: rdiff)")
+
+MODULE_UTILS = os.path.dirname(os.path.dirname(librsync.__file__))
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def rand(n, seed=0):
+    return random.Random(seed).randbytes(n)
+
+
+def rdiff(*args):
+    subprocess.run([RDIFF, *map(str, args)], check=True, capture_output=True)
+
+
+def rdiff_signature(tmp_path, data, block_len, name="old"):
+    src, sig = tmp_path / f"{name}.bin", tmp_path / f"{name}.rdiff-sig"
+    src.write_bytes(data)
+    rdiff("signature", "-R", "rollsum", "-H", "md4", "-S", "8", "-b", block_len, src, sig)
+    return sig.read_bytes()
+
+
+def pieces(data, seed, low=1, high=100 * KIB):
+    """``data`` cut at random points, 1 byte .. 100 KiB per piece."""
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(data):
+        n = rng.randint(low, high)
+        yield data[pos:pos + n]
+        pos += n
+
+
+def run_job(job, chunks):
+    out = [job.update(c) for c in chunks]
+    out.append(job.finish())
+    return b"".join(out)
+
+
+def edits(old, seed=1):
+    """(name, new) pairs: the kinds of change a backup sees between two versions of a file."""
+    rng = random.Random(seed)
+    mid = len(old) // 2
+    return [
+        ("identical", old),
+        ("edit-middle", old[:mid] + b"<<changed in the middle>>" + old[mid + 25:]),
+        ("insert-middle", old[:mid] + rng.randbytes(3333) + old[mid:]),
+        ("delete-middle", old[:mid] + old[mid + 7000:]),
+        ("append", old + rng.randbytes(12345)),
+        ("prepend", b"header!" + old),
+        ("truncate", old[:len(old) // 3]),
+        ("empty", b""),
+        ("different", rng.randbytes(len(old) + 1000)),
+    ]
+
+
+# --- block length ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size,expected", [
+    (0, 512), (1, 512), (511, 512), (262_144, 512), (263_168, 512), (263_169, 1024),
+    (200_000, 512), (1_048_576, 1024), (3_100_000, 2048), (4_198_400, 2048), (4_198_401, 2560),
+    (10 ** 12, 1_000_448),
+])
+def test_block_len_for_duplicity_3_rule(size, expected):
+    assert librsync.block_len_for(size) == expected
+
+
+def test_block_len_for_cap():
+    assert librsync.block_len_for(3_100_000, 1024) == 1024
+    assert librsync.block_len_for(3_100_000, 2048) == 2048
+    assert librsync.block_len_for(3_100_000, 4096) == 2048      # a cap, never a floor
+    assert librsync.block_len_for(200_000, 4096) == 512
+    assert librsync.block_len_for(10 ** 12, 0) == 1_000_448     # 0 = no cap (duplicity default)
+    assert librsync.block_len_for(10 ** 12, 1536) == 1536
+
+
+# --- signatures -----------------------------------------------------------------------------
+
+@needs_rdiff
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 2048, 2048 * 7, 100_000, 3_100_000])
+@pytest.mark.parametrize("block_len", [512, 700, 2048])
+def test_signature_identical_to_rdiff(tmp_path, size, block_len):
+    data = rand(size, seed=size)
+    ours = librsync.signature(data, block_len)
+    assert ours == rdiff_signature(tmp_path, data, block_len)
+    assert ours[:4] == bytes.fromhex("72730136")
+    assert int.from_bytes(ours[4:8], "big") == block_len
+    assert int.from_bytes(ours[8:12], "big") == 8
+    assert len(ours) == 12 + 12 * -(-size // block_len)
+
+
+@needs_rdiff
+def test_signature_default_block_len_is_duplicity_rule(tmp_path):
+    data = rand(3_100_000, seed=3)
+    ours = librsync.signature(data)
+    assert int.from_bytes(ours[4:8], "big") == 2048
+    assert ours == rdiff_signature(tmp_path, data, 2048)
+    assert librsync.signature(b"") == bytes.fromhex("727301360000020000000008")
+
+
+def test_signature_streaming_matches_one_shot():
+    data = rand(1_500_000, seed=4)
+    expected = librsync.signature(data, 1024)
+    for seed in range(3):
+        assert run_job(librsync.SignatureJob(1024), pieces(data, seed)) == expected
+    # other buffer types, empty pieces in between, one byte at a time at the start
+    job = librsync.SignatureJob(1024)
+    out = [job.update(b""), job.update(bytearray(data[:10]))]
+    out += [job.update(data[i:i + 1]) for i in range(10, 2000)]
+    out += [job.update(b""), job.update(memoryview(data)[2000:])]
+    out.append(job.finish())
+    assert b"".join(out) == expected
+
+
+def test_signature_job_rejects_bad_block_len():
+    for bad in (0, -1, 1 << 31):
+        with pytest.raises(ValueError):
+            librsync.SignatureJob(bad)
+
+
+# --- deltas and patches ---------------------------------------------------------------------
+
+@needs_rdiff
+@pytest.mark.parametrize("case", [name for name, _ in edits(b"x" * 10)])
+def test_our_delta_applied_by_rdiff(tmp_path, case):
+    old = rand(600_000, seed=5)
+    new = dict(edits(old))[case]
+    sig = librsync.signature(old)
+    delta = librsync.delta(sig, new)
+    assert delta[:4] == bytes.fromhex("72730236")
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "delta").write_bytes(delta)
+    rdiff("patch", tmp_path / "old", tmp_path / "delta", tmp_path / "new")
+    assert (tmp_path / "new").read_bytes() == new
+    assert librsync.patch(old, delta) == new
+    if case in ("identical", "edit-middle", "append", "truncate"):
+        assert len(delta) < 20_000          # real copy commands, not one big literal
+
+
+@needs_rdiff
+@pytest.mark.parametrize("case", [name for name, _ in edits(b"x" * 10)])
+def test_rdiff_delta_applied_by_us(tmp_path, case):
+    old = rand(600_000, seed=6)
+    new = dict(edits(old, seed=2))[case]
+    sig = rdiff_signature(tmp_path, old, 512)
+    (tmp_path / "new.bin").write_bytes(new)
+    rdiff("delta", tmp_path / "old.rdiff-sig", tmp_path / "new.bin", tmp_path / "delta")
+    delta = (tmp_path / "delta").read_bytes()
+    # a real file (positional reads on its descriptor)
+    with open(tmp_path / "old.bin", "rb") as basis:
+        job = librsync.PatchJob(basis)
+        assert run_job(job, pieces(delta, seed=7, high=20 * KIB)) == new
+    # a file object without a descriptor, and plain bytes
+    assert librsync.patch(io.BytesIO(old), delta) == new
+    assert librsync.patch(old, delta) == new
+    # and our delta against rdiff's signature gives the same kind of result
+    assert librsync.patch(old, librsync.delta(sig, new)) == new
+
+
+@needs_rdiff
+def test_delta_accepts_rdiff_default_signatures(tmp_path):
+    """librsync 2.x defaults (RabinKarp + BLAKE2) work too: deltas read any signature kind."""
+    old = rand(300_000, seed=8)
+    new = old[:1000] + b"edit" + old[1000:]
+    (tmp_path / "old").write_bytes(old)
+    rdiff("signature", tmp_path / "old", tmp_path / "sig")
+    sig = (tmp_path / "sig").read_bytes()
+    assert sig[:4] != bytes.fromhex("72730136")
+    delta = librsync.delta(sig, new)
+    assert len(delta) < 5000
+    assert librsync.patch(old, delta) == new
+
+
+def test_round_trip_streaming_matches_one_shot():
+    old = rand(2_000_000, seed=9)
+    sig = librsync.signature(old)
+    sig_streamed = run_job(librsync.SignatureJob(librsync.block_len_for(len(old))), pieces(old, 1))
+    assert sig_streamed == sig
+    for n, (name, new) in enumerate(edits(old, seed=3)):
+        one_shot = librsync.delta(sig, new)
+        streamed = run_job(librsync.DeltaJob(sig), pieces(new, seed=10 + n))
+        assert streamed == one_shot, name
+        patched = run_job(librsync.PatchJob(old), pieces(one_shot, seed=20 + n))
+        assert patched == new, name
+        assert librsync.patch(old, streamed) == new, name
+
+
+def test_patch_basis_kinds(tmp_path):
+    old = rand(400_000, seed=11)
+    new = old[:5000] + old[9000:] + b"tail"
+    delta = librsync.delta(librsync.signature(old), new)
+
+    class ReadOnly:             # seek + read only: no readinto, no fileno
+        def __init__(self, data):
+            self._f = io.BytesIO(data)
+
+        def seek(self, pos, whence=0):
+            return self._f.seek(pos, whence)
+
+        def tell(self):
+            return self._f.tell()
+
+        def read(self, n=-1):
+            return self._f.read(n)
+
+    assert librsync.patch(ReadOnly(old), delta) == new
+    assert librsync.patch(bytearray(old), delta) == new
+    assert librsync.patch(memoryview(old), delta) == new
+    with open(tmp_path / "basis", "w+b") as f:      # unflushed writes are seen
+        f.write(old)
+        assert librsync.patch(f, delta) == new
+    with pytest.raises(TypeError):
+        librsync.PatchJob(12345)
+
+
+def test_patch_output_in_bounded_pieces():
+    """A few bytes of delta can stand for megabytes of basis: update_iter keeps pieces small."""
+    old = rand(5 * MIB, seed=12)
+    delta = librsync.delta(librsync.signature(old), old)
+    assert len(delta) < 20
+    job = librsync.PatchJob(old)
+    got = list(job.update_iter(delta)) + list(job.finish_iter())
+    assert b"".join(got) == old
+    assert len(got) >= 5 * MIB // librsync.OUT_BUFFER_SIZE
+    assert max(map(len, got)) <= librsync.OUT_BUFFER_SIZE
+
+
+# --- corrupt input --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample():
+    old = rand(300_000, seed=13)
+    new = old[:100_000] + rand(5000, seed=14) + old[100_000:]
+    sig = librsync.signature(old)
+    return old, new, sig, librsync.delta(sig, new)
+
+
+def corrupt_deltas(delta):
+    yield "garbage", rand(1000, seed=15)
+    yield "empty", b""
+    yield "bad-magic", b"\x72\x73\x02\x37" + delta[4:]
+    yield "header-only", delta[:4]
+    yield "short-header", delta[:3]
+    yield "bogus-command", delta[:4] + b"\x99" + delta[5:]
+    yield "trailing-garbage", delta + b"\x00more"
+    for cut in (5, 6, 20, 1000, len(delta) // 2, len(delta) - 1):
+        yield f"truncated-{cut}", delta[:cut]
+
+
+def test_corrupt_delta_raises(sample):
+    old, new, sig, delta = sample
+    for name, bad in corrupt_deltas(delta):
+        with pytest.raises(CorruptArchive) as exc:
+            librsync.patch(old, bad)
+        assert "rsync delta" in str(exc.value), name
+        # the same, streamed: the error comes from update() or finish()
+        job = librsync.PatchJob(io.BytesIO(old))
+        with pytest.raises(CorruptArchive):
+            run_job(job, pieces(bad, seed=16, high=4 * KIB))
+        with pytest.raises(ValueError):         # a failed job is closed
+            job.update(b"more")
+
+
+def test_corrupt_delta_messages(sample):
+    old, new, sig, delta = sample
+    with pytest.raises(CorruptArchive, match="magic"):
+        librsync.patch(old, b"not a delta at all")
+    with pytest.raises(CorruptArchive, match="end of input"):
+        librsync.patch(old, delta[:-1])
+    with pytest.raises(CorruptArchive, match="after the end"):
+        librsync.patch(old, delta + b"x")
+    assert CorruptArchive("x").exit_code == 61
+
+
+def test_delta_copying_beyond_short_basis(sample, tmp_path):
+    old, new, sig, delta = sample
+    (tmp_path / "short").write_bytes(old[:50_000])
+    for basis in (old[:50_000], io.BytesIO(old[:50_000]), open(tmp_path / "short", "rb")):
+        with pytest.raises(CorruptArchive, match="basis file"):
+            librsync.patch(basis, delta)
+        if hasattr(basis, "close"):
+            basis.close()
+
+
+def test_garbage_signature_raises(sample):
+    old, new, sig, delta = sample
+    bad = [
+        b"", b"rs\x016", sig[:11], rand(5000, seed=17), b"\x00" * 24,
+        sig[:4] + b"\x00\x00\x00\x00" + sig[8:],            # block length 0
+        sig[:4] + b"\xff\xff\xff\xff" + sig[8:],            # block length 4 GiB
+        sig[:8] + b"\x00\x00\x00\x63" + sig[12:],           # strong sum length 99
+        sig[:8] + b"\x00\x00\x00\x00" + sig[12:],           # strong sum length 0
+        sig[:-1], sig[:-5], sig + b"\x01",                  # not whole block entries
+        b"\x72\x73\x02\x36" + sig[4:],                      # a delta's magic
+    ]
+    for b in bad:
+        with pytest.raises(CorruptArchive, match="signature"):
+            librsync.DeltaJob(b)
+        with pytest.raises(CorruptArchive):
+            librsync.delta(b, new)
+    # a header with no blocks is a valid signature (of an empty file)
+    assert librsync.patch(b"", librsync.delta(sig[:12], b"abc")) == b"abc"
+
+
+# --- callbacks, lifetime, threads -----------------------------------------------------------
+
+class Exploding(io.BytesIO):
+    def __init__(self, data, exc):
+        super().__init__(data)
+        self.exc = exc
+
+    def readinto(self, b):
+        raise self.exc
+
+
+def test_basis_read_errors_are_not_swallowed(sample):
+    old, new, sig, delta = sample
+    err = OSError(5, "Input/output error")
+    with pytest.raises(OSError) as exc:
+        librsync.patch(Exploding(old, err), delta)
+    assert exc.value is err
+
+    class Stop(BaseException):
+        pass
+
+    job = librsync.PatchJob(Exploding(old, Stop()))
+    with pytest.raises(Stop):
+        run_job(job, [delta])
+    with pytest.raises(ValueError):
+        job.finish()
+
+
+class CountingLib:
+    """Stands in for the cffi library object and counts the frees."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self.freed = collections.Counter()
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def rs_job_free(self, job):
+        self.freed["job"] += 1
+        return self._lib.rs_job_free(job)
+
+    def rs_free_sumset(self, sumset):
+        self.freed["sumset"] += 1
+        return self._lib.rs_free_sumset(sumset)
+
+
+def test_jobs_are_freed(sample, monkeypatch):
+    old, new, sig, delta = sample
+    librsync._load()
+    counting = CountingLib(librsync._lib)
+    monkeypatch.setattr(librsync, "_lib", counting)
+
+    librsync.signature(old)                                 # finish() frees
+    assert counting.freed == {"job": 1}
+    librsync.delta(sig, new)                                # loader + delta job + sumset
+    assert counting.freed == {"job": 3, "sumset": 1}
+    librsync.patch(old, delta)
+    assert counting.freed == {"job": 4, "sumset": 1}
+
+    counting.freed.clear()
+    jobs = [librsync.SignatureJob(512), librsync.DeltaJob(sig), librsync.PatchJob(old)]
+    jobs[0].update(old[:70_000])
+    jobs[1].update(new[:70_000])
+    jobs[2].update(delta[:1000])
+    assert counting.freed == {"job": 1}                     # only DeltaJob's loader so far
+    del jobs                                                # abandoned mid-stream
+    gc.collect()
+    assert counting.freed == {"job": 4, "sumset": 1}
+
+    counting.freed.clear()
+    with librsync.DeltaJob(sig) as job:
+        job.update(new[:1000])
+    assert counting.freed == {"job": 2, "sumset": 1}
+    job.close()                                             # idempotent
+    assert counting.freed == {"job": 2, "sumset": 1}
+    with pytest.raises(ValueError):
+        job.update(b"x")
+
+    counting.freed.clear()
+    with pytest.raises(CorruptArchive):
+        librsync.PatchJob(old).update(b"garbage!")           # errors free at once
+    assert counting.freed == {"job": 1}
+    with pytest.raises(CorruptArchive):
+        librsync.DeltaJob(sig[:4] + b"\x00\x00\x02\x00\x00\x00\x00\x63" + rand(103 * 7))
+    gc.collect()
+    assert counting.freed == {"job": 1}                     # rejected before librsync saw it
+    counting.freed.clear()
+    big = sig[:4] + b"\x00\x00\x02\x00\x00\x00\x00\x08" + rand(12 * 7)   # loads fine
+    librsync.DeltaJob(big).close()
+    assert counting.freed == {"job": 2, "sumset": 1}
+
+
+def test_abandoned_iteration_closes_job(sample):
+    old, new, sig, delta = sample
+    job = librsync.PatchJob(old)
+    it = job.update_iter(librsync.delta(sig, old + old))
+    next(it)
+    it.close()
+    with pytest.raises(ValueError):
+        job.update(b"x")
+
+
+def test_threads(sample):
+    old, new, sig, delta = sample
+    expected_sig, expected_delta = librsync.signature(new), librsync.delta(sig, new)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(librsync.signature(new) == expected_sig
+                               and librsync.delta(sig, new) == expected_delta
+                               and librsync.patch(old, delta) == new)
+                with pytest.raises(CorruptArchive, match="magic"):
+                    librsync.patch(old, b"garbage garbage")
+        except BaseException as e:      # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [True] * 20
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def test_import_does_not_load_the_library():
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {MODULE_UTILS!r})
+        from cairn import librsync
+        assert librsync._lib is None and librsync._ffi is None
+        librsync.block_len_for(10)
+        assert librsync._lib is None
+        librsync.signature(b"x")
+        assert librsync._lib is not None
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_library_names_the_package(monkeypatch):
+    monkeypatch.setattr(librsync, "_lib", None)
+    monkeypatch.setattr(librsync, "_ffi", None)
+    monkeypatch.setattr(librsync, "_library_names", lambda: ["libcairn-no-such-rsync.so.9"])
+    for make in (lambda: librsync.SignatureJob(512), lambda: librsync.signature(b"x"),
+                 lambda: librsync.PatchJob(b"")):
+        with pytest.raises(CairnError) as exc:
+            make()
+        assert "librsync2" in str(exc.value) and "RHEL" in str(exc.value)
+        assert not isinstance(exc.value, CorruptArchive)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+MEMORY_SCRIPT = r"""
+import os, random, resource, sys, tracemalloc
+sys.path.insert(0, sys.argv[1])
+from cairn import librsync
+
+SIZE, PIECE = 50 * 1024 * 1024, 64 * 1024
+
+def stream(seed, edit_every=0):
+    rng = random.Random(seed)
+    for pos in range(0, SIZE, PIECE):
+        data = rng.randbytes(PIECE)
+        if edit_every and pos % edit_every == 0:
+            data = data[:1000] + b"edited" + data[1006:]
+        yield data
+
+def rss_kib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+# warm up: library loaded, one of each job run
+sig = librsync.signature(random.Random(9).randbytes(3 * PIECE))
+librsync.patch(b"", librsync.delta(sig, b"warm up"))
+base = rss_kib()
+tracemalloc.start()
+
+job = librsync.SignatureJob(librsync.block_len_for(SIZE))
+parts = [job.update(piece) for piece in stream(1)]
+parts.append(job.finish())
+sig = b"".join(parts)
+del parts
+
+job = librsync.DeltaJob(sig)
+delta_len = 0
+for piece in stream(1, edit_every=1024 * 1024):
+    delta_len += len(job.update(piece))
+delta_len += len(job.finish())
+
+job = librsync.DeltaJob(sig)
+different = 0
+for piece in stream(2):
+    different += len(job.update(piece))
+different += len(job.finish())
+
+_, py_peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+print(len(sig), delta_len, different, py_peak, rss_kib() - base)
+"""
+
+
+def test_memory_is_bounded_by_the_piece_size(tmp_path):
+    script = tmp_path / "mem.py"
+    script.write_text(MEMORY_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), MODULE_UTILS], check=True,
+                         capture_output=True, text=True).stdout.split()
+    sig_len, delta_len, different, py_peak, rss_growth_kib = map(int, out)
+    size = 50 * MIB
+    assert sig_len == 12 + 12 * -(-size // librsync.block_len_for(size))
+    assert delta_len < 2 * MIB                  # 50 edits: mostly copy commands
+    assert different > size                     # unrelated data: all literal
+    assert py_peak < 4 * MIB, py_peak           # Python-side allocations (signature included)
+    assert rss_growth_kib < 24 * 1024, rss_growth_kib   # C side too: a few MB, not 50
