@@ -53,7 +53,8 @@ class BackupOptions:
     allow_source_mismatch: bool = False
     max_blocksize: int = 0
     jobs: int = 0                      # parallel gpg processes; 0 = number of CPUs
-    adaptive_compression: bool = True
+    adaptive_compression: bool = True  # no compression for data that does not compress
+    compress_level: int = 3            # gpg -z; None = gpg's default (6), as duplicity
 
 
 class Session:
@@ -177,7 +178,7 @@ def backup(target, opts, progress=None):
         log.info("%s backup of %s to %s: %s", kind, source, redact_url(target.url), reason)
         suffix = sess.crypto.suffix
         jobs = opts.jobs or os.cpu_count() or 1
-        shipper = make_shipper(sess.crypto, sess.backend, adaptive_compression=opts.adaptive_compression)
+        shipper = make_shipper(sess.crypto, sess.backend, compress_level=opts.compress_level)
         vol_writer = VolumeWriter(shipper, lambda n: naming.volume_name(n, suffix=suffix, prefix=target.file_prefix, **names),
                                   opts.volsize * MiB, sess.tmpdir, jobs)
         sig_plain = os.path.join(sess.tmpdir, "signatures.tar")
@@ -195,7 +196,8 @@ def backup(target, opts, progress=None):
             with open(filelist_path, "wb") as filelist:
                 write_sets(selection.walk(), merged_signatures(old_sig_paths), vol_writer, sig_writer,
                            filelist, stats, incremental=(kind == "incremental"),
-                           max_blocksize=opts.max_blocksize, on_warning=warn, progress=progress)
+                           max_blocksize=opts.max_blocksize, on_warning=warn, progress=progress,
+                           adaptive=opts.adaptive_compression)
             sig_writer.close()
             results = vol_writer.close()
         except BaseException:

@@ -69,12 +69,50 @@ class VolumeResult:
     size: int
 
 
-class VolumeWriter:
-    """Cuts the difftar stream into volumes of ``limit`` plaintext bytes and ships each one.
+class GrowingFile:
+    """Reads a file while another thread is still writing it; EOF only once it is finished.
 
-    Finished volumes are encrypted (one gpg process each) and uploaded by a pool of ``jobs``
-    workers while the next volume is built; at most ``jobs`` volumes wait, which bounds disk use
-    in the temp dir to about (jobs + 1) x 2 x volsize.
+    Lets gpg encrypt a volume while the volume is being built, so compression and encryption
+    run on another core from the start instead of after the volume is complete.
+    """
+
+    def __init__(self, path):
+        self.f = open(path, "rb")
+        self.cond = threading.Condition()
+        self.finished = False
+        self.failed = False
+
+    def wake(self, finished=False, failed=False):
+        with self.cond:
+            self.finished = self.finished or finished
+            self.failed = self.failed or failed
+            self.cond.notify_all()
+
+    def read(self, n=-1):
+        while True:
+            data = self.f.read(n if n and n > 0 else 1 << 20)
+            if data:
+                return data
+            with self.cond:
+                if self.failed:
+                    raise OSError("volume writer failed")
+                if self.finished:
+                    data = self.f.read(n if n and n > 0 else 1 << 20)
+                    return data
+                self.cond.wait(0.05)
+
+    def close(self):
+        self.f.close()
+
+
+class VolumeWriter:
+    """Cuts the difftar stream into volumes of at most ``limit`` plaintext bytes and ships them.
+
+    Each volume is handed to a worker as soon as it is started: gpg reads it while it grows,
+    then the worker hashes and uploads the result. At most ``jobs`` volumes are in flight,
+    which bounds temp space to about jobs x 2 x volsize. A volume is also cut early where the
+    data changes between compressible and incompressible (see ``regime``), so each gpg run
+    compresses only what gains from it.
     """
 
     def __init__(self, shipper, name_for, limit, tmpdir, jobs):
@@ -88,8 +126,17 @@ class VolumeWriter:
         self.volumes = []        # manifest VolumeInfo, in order
         self.number = 0
         self.f = None
+        self.reader = None
         self.size = 0
         self.first = self.last = None
+        self.compress = True
+        self.next_compress = True
+
+    def regime(self, compressible):
+        """Say whether the data about to be added compresses; may start a new volume."""
+        self.next_compress = compressible
+        if self.f is not None and self.size > 0 and compressible != self.compress:
+            self._finish()
 
     def add(self, index, chunk, last_chunk, hdr, data):
         if self.f is not None and self.size >= self.limit:
@@ -100,44 +147,54 @@ class VolumeWriter:
         if self.first is None:
             self.first = (index, block)
         self.last = (index, block)
-        self.f.write(hdr)
         if data:
-            self.f.write(data)
             pad = archive.padding(len(data))
-            self.f.write(pad)
+            self.f.write(b"".join((hdr, data, pad)))
             self.size += len(hdr) + len(data) + len(pad)
         else:
+            self.f.write(hdr)
             self.size += len(hdr)
+        self.reader.wake()
+
+    def _check_failures(self):
+        for _, f in self.futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
 
     def _start(self):
+        self._check_failures()
         self.number += 1
-        self.path = os.path.join(self.tmpdir, f"vol{self.number}.tar")
-        self.f = open(self.path, "wb")
+        path = os.path.join(self.tmpdir, f"vol{self.number}.tar")
+        self.f = open(path, "wb", buffering=0)
+        self.reader = GrowingFile(path)
         self.size = 0
         self.first = self.last = None
+        self.compress = self.next_compress
+        vi = manifest_mod.VolumeInfo(self.number, (), None, (), None, {})
+        self.volumes.append(vi)
+        name = self.name_for(self.number)
+        self.slots.acquire()
+        fut = self.pool.submit(self._ship, self.reader, path, name, self.number, self.compress)
+        self.futures.append((vi, fut))
 
     def _finish(self):
         self.f.write(archive.end_of_archive(self.size))
         self.f.close()
         self.f = None
+        vi = self.volumes[-1]
         first = self.first or ((), None)     # an empty difftar: nothing changed
         last = self.last or ((), None)
-        vi = manifest_mod.VolumeInfo(self.number, first[0], first[1], last[0], last[1], {})
-        self.volumes.append(vi)
-        name = self.name_for(self.number)
-        self.slots.acquire()
-        fut = self.pool.submit(self._ship, self.path, name, self.number)
-        self.futures.append((vi, fut))
-        # surface a failed upload early instead of building more volumes
-        for _, f in self.futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()
+        vi.start_index, vi.start_block = first
+        vi.end_index, vi.end_block = last
+        self.reader.wake(finished=True)
+        self._check_failures()
 
-    def _ship(self, path, name, number):
+    def _ship(self, reader, path, name, number, compress):
         try:
-            sha1, size = self.shipper(path, name)
+            sha1, size = self.shipper(reader, path, name, compress)
             return VolumeResult(number, name, sha1, size)
         finally:
+            reader.close()
             self.slots.release()
 
     def close(self):
@@ -161,6 +218,8 @@ class VolumeWriter:
         if self.f is not None:
             self.f.close()
             self.f = None
+        if self.reader is not None:
+            self.reader.wake(failed=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -266,7 +325,7 @@ def _open_for_backup(path):
 
 
 def write_sets(entries, old_sigs, vol_writer, sig_writer, filelist, stats, *, incremental,
-               max_blocksize=0, on_warning=None, progress=None):
+               max_blocksize=0, on_warning=None, progress=None, adaptive=True):
     """Diff the walk against the old signatures and write difftar entries and the sigtar.
 
     ``entries``: Selection.walk() output; ``old_sigs``: merged_signatures() or empty.
@@ -283,7 +342,7 @@ def write_sets(entries, old_sigs, vol_writer, sig_writer, filelist, stats, *, in
             prev = old
             old = next(old_iter, None)
         _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize,
-             on_warning)
+             on_warning, adaptive)
         if progress is not None:
             progress(stats)
     while old is not None:
@@ -300,7 +359,8 @@ def _deleted(old, vol_writer, sig_writer, filelist, stats):
         filelist.write(b"    deleted  " + manifest_mod.quote(old.info.relpath) + b"\n")
 
 
-def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize, on_warning):
+def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize, on_warning,
+         adaptive):
     try:
         info = archive.path_info(e.index, e.path, e.stat)
     except OSError as exc:       # e.g. a symlink that vanished before readlink
@@ -332,6 +392,8 @@ def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_bloc
                        + ("(its previous version stays in the archive)" if prev else ""))
         return
     try:
+        if adaptive:
+            vol_writer.regime(sample_compressible(fd, info.size) if info.size >= LARGE_FILE else True)
         use_delta = incremental and prev is not None and prev.info.type == REG and prev.signature is not None
         sig = _SigCollector(librsync.block_len_for(info.size, max_blocksize))
         delta_job = librsync.DeltaJob(prev.signature) if use_delta else None
@@ -376,13 +438,16 @@ def _count(stats, prev):
 
 # --- shipping a finished file ------------------------------------------------------------------
 
-def sample_compressible(path, samples=12, piece=32768):
-    """Whether gpg's compression is worth its CPU for this file: zlib level 1 on a few samples.
+LARGE_FILE = 8 << 20      # files at least this big get their compressibility sampled
 
-    Incompressible data (media, archives, already-encrypted files) gains nothing from gpg's ZIP
-    at level 6, which is most of a backup's CPU time; it is stored with --compress-algo none.
+
+def sample_compressible(fd, size, samples=8, piece=32768):
+    """Whether gpg's compression is worth its CPU for a file: zlib level 1 on a few samples.
+
+    Incompressible data (media, archives, encrypted files) gains nothing from compression,
+    which is most of a backup's CPU time; such data goes into volumes written with
+    --compress-algo none.
     """
-    size = os.path.getsize(path)
     if size <= piece * samples:
         offsets = [0]
         piece = size
@@ -390,12 +455,10 @@ def sample_compressible(path, samples=12, piece=32768):
         step = (size - piece) // (samples - 1)
         offsets = [i * step for i in range(samples)]
     raw = comp = 0
-    with open(path, "rb") as f:
-        for off in offsets:
-            f.seek(off)
-            data = f.read(piece)
-            raw += len(data)
-            comp += len(zlib.compress(data, 1))
+    for off in offsets:
+        data = os.pread(fd, piece, off)
+        raw += len(data)
+        comp += len(zlib.compress(data, 1))
     return raw == 0 or comp < 0.9 * raw
 
 
@@ -407,13 +470,12 @@ def sha1_file(path):
     return h.hexdigest()
 
 
-def make_shipper(crypto, backend, *, adaptive_compression=True, gzip_when_plain=True):
-    """Encrypt (or gzip) a finished local file, hash it, upload it; returns (sha1, size)."""
-    def ship(plain_path, remote_name):
+def make_shipper(crypto, backend, *, compress_level=None):
+    """Encrypt (or gzip) a volume as it is written, hash it, upload it; returns (sha1, size)."""
+    def ship(reader, plain_path, remote_name, compress):
         out = plain_path + ".out"
-        compress = sample_compressible(plain_path) if adaptive_compression else True
         try:
-            crypto.encrypt_file(plain_path, out, compress=compress, gzip_when_plain=gzip_when_plain)
+            crypto.encrypt_fileobj(reader, out, compress=compress, compress_level=compress_level)
             sha1 = sha1_file(out)
             size = os.path.getsize(out)
             backend.put(out, remote_name)

@@ -73,6 +73,8 @@ def build_parser():
     p.add_argument("--jobs", type=int, default=0, help="parallel gpg processes (default: CPUs)")
     p.add_argument("--no-adaptive-compression", action="store_true",
                    help="always let gpg compress, even data that does not compress")
+    p.add_argument("--compress-level", type=int, default=3,
+                   help="gpg compression level 0-9 (default 3; duplicity leaves gpg's 6)")
     p.add_argument("--asynchronous-upload", action="store_true", help="accepted; uploads are always concurrent")
     p.add_argument("--no-print-statistics", action="store_true")
     p.add_argument("--print-statistics", action="store_true")
@@ -237,7 +239,8 @@ def run(argv):
                 source=src, mode=mode, volsize=ns.volsize, rules=_rules(ns),
                 full_if_older_than=timespec.parse(ns.full_if_older_than) if ns.full_if_older_than else None,
                 allow_source_mismatch=ns.allow_source_mismatch, max_blocksize=ns.max_blocksize,
-                jobs=ns.jobs, adaptive_compression=not ns.no_adaptive_compression)
+                jobs=ns.jobs, adaptive_compression=not ns.no_adaptive_compression,
+                compress_level=ns.compress_level)
             result = api.backup(_target(ns, url, True), opts, progress=progress)
             rc = result["exit_code"]
             if not ns.json and not ns.no_print_statistics:

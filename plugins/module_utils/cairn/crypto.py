@@ -92,26 +92,48 @@ class Crypto:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def encrypt_fileobj(self, fileobj, dst, *, compress=True, compress_level=None):
+        """Like encrypt_file, reading from a file object (read until it returns b"")."""
+        tmp = dst + ".tmp"
+        try:
+            if not self.encrypted:
+                with open(tmp, "wb") as raw:
+                    with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw,
+                                       mtime=0) as fout:
+                        shutil.copyfileobj(fileobj, fout, 1 << 20)
+            else:
+                self._encrypt(fileobj, tmp, compress, compress_level)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
     def _encrypt(self, src, out, compress, compress_level):
         o = self.o
-        extra = self._common() + ["--force-mdc"]
+        extra = ["--no-secmem-warning", "--no-symkey-cache", "--force-mdc"]
         if not compress:
             extra += ["--compress-algo", "none"]
         elif compress_level is not None:
             extra += ["-z", str(int(compress_level))]
+        extra += list(o.gpg_options)       # the user's --gpg-options win
         if o.sign_key:
             extra += ["--default-key", o.sign_key]
         symmetric = o.mode == "symmetric"
         if symmetric and not o.passphrase:
             raise UserError("symmetric encryption needs a passphrase (PASSPHRASE or --passphrase-file)")
         passphrase = o.passphrase if symmetric else (o.sign_passphrase or o.passphrase if o.sign_key else None)
-        with open(src, "rb") as f:
+        f = open(src, "rb") if isinstance(src, (str, bytes)) else src
+        try:
             r = self._g().encrypt_file(
                 f, None if symmetric else list(o.recipients), hidden_recipients=list(o.hidden_recipients) or None,
                 sign=o.sign_key or None, always_trust=True, passphrase=passphrase, armor=False,
                 output=out, symmetric=symmetric, extra_args=extra)
+        finally:
+            if f is not src:
+                f.close()
         if not r.ok:
-            raise CryptoError(f"gpg could not encrypt {os.path.basename(src)}: {self._reason(r)}")
+            what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
+            raise CryptoError(f"gpg could not encrypt {what}: {self._reason(r)}")
 
     def decrypt_file(self, src, dst):
         tmp = dst + ".tmp"

@@ -234,13 +234,10 @@ def write_content(entries, dst_path, tmp_dir):
 
 
 def _patched(job, chunks):
+    # pieces of at most 256 KiB: a few delta bytes can copy megabytes of the basis
     for c in chunks:
-        out = job.update(c)
-        if out:
-            yield out
-    out = job.finish()
-    if out:
-        yield out
+        yield from job.update_iter(c)
+    yield from job.finish_iter()
 
 
 def _write_chunks(chunks, path):
