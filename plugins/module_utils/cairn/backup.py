@@ -40,7 +40,7 @@ def _sig_stream(path, order):
             elif m.prefix == "snapshot":
                 yield SigEntry(m.index, order, m.info)
             else:
-                raise CorruptArchive(f"unexpected entry {m.tarinfo.name!r} in signature file {path}")
+                raise CorruptArchive(f"unexpected entry {os.fsdecode(m.name)!r} in signature file {path}")
 
 
 def merged_signatures(paths):

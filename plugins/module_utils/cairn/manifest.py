@@ -42,8 +42,8 @@ class VolumeInfo:
     hashes: dict = field(default_factory=dict)
 
     def to_bytes(self):
-        def block(b):
-            return b"" if b is None else str(b).encode()
+        def block(b):    # a blank block is one space, so such lines end in two spaces
+            return b" " if b is None else str(b).encode()
         out = [b"Volume %d:\n" % self.number,
                b"    StartingPath   " + quote(_index_to_path(self.start_index)) + b" " + block(self.start_block) + b"\n",
                b"    EndingPath     " + quote(_index_to_path(self.end_index)) + b" " + block(self.end_block) + b"\n"]
