@@ -9,7 +9,9 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time as _time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import archive, naming, timespec
@@ -156,18 +158,19 @@ def backup(target, opts, progress=None):
     if not os.path.isdir(source):
         raise SourceError(f"source directory {source} does not exist or is not a directory")
     started = _time.time()
-    with Session(target) as sess:
-        _remove_interrupted(sess)
+    with Session(target) as sess, ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-meta") as pool:
         kind, reason, col = plan_backup(target, opts, sess)
         hostname = socket.gethostname()
         localdir = _localdir(source)
         old_sig_paths = []
+        precheck = None
         if kind == "incremental":
             chain = col.signature_chain
             last = sess.manifest(chain.sets[-1])
-            _check_remote_manifest(sess, chain.sets[-1])
             if not opts.allow_source_mismatch:
                 _check_source(last, hostname, localdir)
+            # runs beside the scan; nothing is uploaded or deleted before it has passed
+            precheck = pool.submit(_check_remote_manifest, sess, chain.sets[-1])
             old_sig_paths = sess.signature_paths(chain.sets)
             start = chain.end_time
             now = _now_after(start)
@@ -176,9 +179,10 @@ def backup(target, opts, progress=None):
             now = _now_after(col.last_backup_time())
             names = dict(time=now)
         log.info("%s backup of %s to %s: %s", kind, source, redact_url(target.url), reason)
+        gate = _Gate(lambda: (precheck.result() if precheck else None, _remove_interrupted(sess, col)))
         suffix = sess.crypto.suffix
         jobs = opts.jobs or os.cpu_count() or 1
-        shipper = make_shipper(sess.crypto, sess.backend, compress_level=opts.compress_level)
+        shipper = make_shipper(sess.crypto, sess.backend, compress_level=opts.compress_level, gate=gate)
         vol_writer = VolumeWriter(shipper, lambda n: naming.volume_name(n, suffix=suffix, prefix=target.file_prefix, **names),
                                   opts.volsize * MiB, sess.tmpdir, jobs)
         sig_plain = os.path.join(sess.tmpdir, "signatures.tar")
@@ -199,6 +203,11 @@ def backup(target, opts, progress=None):
                            max_blocksize=opts.max_blocksize, on_warning=warn, progress=progress,
                            adaptive=opts.adaptive_compression)
             sig_writer.close()
+            # the signatures are encrypted (and gzipped for the cache) while the volumes finish
+            sig_out = sig_plain + ".out"
+            sig_gz = sig_plain + ".gz"
+            sig_done = pool.submit(sess.crypto.encrypt_file, sig_plain, sig_out)
+            gz_done = pool.submit(gzip_file, sig_plain, sig_gz)
             results = vol_writer.close()
         except BaseException:
             vol_writer.abort()
@@ -218,18 +227,17 @@ def backup(target, opts, progress=None):
         man_name = naming.manifest_name(suffix=man_suffix, prefix=target.file_prefix, **names)
         man_out = man_plain + ".out"
         sess.crypto.encrypt_file(man_plain, man_out, gzip_when_plain=False)
+        gate()
         sess.backend.put(man_out, man_name)
         # then the signatures
         sig_name = naming.signature_name(suffix=suffix, prefix=target.file_prefix, **names)
-        sig_out = sig_plain + ".out"
-        sess.crypto.encrypt_file(sig_plain, sig_out)
+        sig_done.result()
         sess.backend.put(sig_out, sig_name)
         stored = sum(r.size for r in results) + os.path.getsize(man_out) + os.path.getsize(sig_out)
         # and the local cache
         new_set = _set_for(kind, names)
         sess.cache.store_manifest(new_set, man_plain)
-        sig_gz = sig_plain + ".gz"
-        gzip_file(sig_plain, sig_gz)
+        gz_done.result()
         sess.cache.store_signature(new_set, sig_gz)
     elapsed = _time.time() - started
     return {
@@ -306,9 +314,23 @@ def _check_remote_manifest(sess, s):
                                    "copy to fetch it again, or check who else writes to this target")
 
 
-def _remove_interrupted(sess):
+class _Gate:
+    """Runs a check once, before the first write to the target; later callers see its error."""
+
+    def __init__(self, check):
+        self.check = check
+        self.lock = threading.Lock()
+        self.passed = False
+
+    def __call__(self):
+        with self.lock:
+            if not self.passed:
+                self.check()
+                self.passed = True
+
+
+def _remove_interrupted(sess, col):
     """Delete the remains of an interrupted run: sets newer than the last complete one."""
-    col = Collection(sess.backend.list(), sess.opts.file_prefix)
     last = col.last_backup_time() or 0
     stale = [s for s in col.incomplete if s.end_time >= last]
     if not stale:

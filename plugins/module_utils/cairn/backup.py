@@ -266,23 +266,41 @@ def _chunks(pieces):
     yield buf, True
 
 
-def _read_pieces(fd, sig_job, delta_job=None):
-    """Read a file in 1 MiB reads, feeding the new signature; yield the bytes to store."""
-    while True:
-        data = os.read(fd, 1 << 20)
-        if not data:
-            break
-        sig_job.feed(data)
-        if delta_job is None:
-            yield data
-        else:
-            out = delta_job.update(data)
+_sig_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-sig")
+
+
+def _read_pieces(fd, sig_job, delta_job=None, size=0):
+    """Read a file in 1 MiB reads, feeding the new signature; yield the bytes to store.
+
+    For files of a MiB or more the signature is computed on another thread (librsync drops
+    the GIL) while this one computes the delta or writes the data.
+    """
+    parallel = size >= 1 << 20
+    pending = None
+    try:
+        while True:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                break
+            if parallel:
+                if pending is not None:
+                    pending.result()
+                pending = _sig_pool.submit(sig_job.feed, data)
+            else:
+                sig_job.feed(data)
+            if delta_job is None:
+                yield data
+            else:
+                out = delta_job.update(data)
+                if out:
+                    yield out
+        if delta_job is not None:
+            out = delta_job.finish()
             if out:
                 yield out
-    if delta_job is not None:
-        out = delta_job.finish()
-        if out:
-            yield out
+    finally:
+        if pending is not None:
+            pending.result()
 
 
 class _SigCollector:
@@ -400,7 +418,7 @@ def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_bloc
         single, multi = ("diff", "multivol_diff") if use_delta else ("snapshot", "multivol_snapshot")
         stored = 0
         chunk_no = 0
-        for data, last in _chunks(_read_pieces(fd, sig, delta_job)):
+        for data, last in _chunks(_read_pieces(fd, sig, delta_job, info.size)):
             chunk_no += 1
             if chunk_no == 1 and last:
                 name = archive.entry_name(single, e.index)
@@ -470,14 +488,20 @@ def sha1_file(path):
     return h.hexdigest()
 
 
-def make_shipper(crypto, backend, *, compress_level=None):
-    """Encrypt (or gzip) a volume as it is written, hash it, upload it; returns (sha1, size)."""
+def make_shipper(crypto, backend, *, compress_level=None, gate=None):
+    """Encrypt (or gzip) a volume as it is written, hash it, upload it; returns (sha1, size).
+
+    ``gate()`` is called before the upload: it raises when the run must not write (a failed
+    check of the target).
+    """
     def ship(reader, plain_path, remote_name, compress):
         out = plain_path + ".out"
         try:
             crypto.encrypt_fileobj(reader, out, compress=compress, compress_level=compress_level)
             sha1 = sha1_file(out)
             size = os.path.getsize(out)
+            if gate is not None:
+                gate()
             backend.put(out, remote_name)
             return sha1, size
         finally:

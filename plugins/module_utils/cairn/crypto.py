@@ -157,6 +157,10 @@ class Crypto:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def decrypt_stream_to(self, src, out):
+        """Decrypt into ``out`` directly (not atomically), so a reader can follow it."""
+        self._decrypt(src, out)
+
     def _decrypt(self, src, out):
         with open(src, "rb") as f:
             r = self._g().decrypt_file(f, passphrase=self.o.passphrase or None, output=out,

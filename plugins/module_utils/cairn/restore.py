@@ -9,6 +9,7 @@ import pwd
 import grp
 import shutil
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +21,55 @@ from .errors import (BackendError, CorruptArchive, HashMismatch, RestoreError, U
 
 
 # --- volumes of one set ----------------------------------------------------------------------
+
+class TailReader:
+    """Reads a file another thread is still writing; EOF once ``future`` is done.
+
+    Restore starts parsing a volume while gpg is still decrypting it. The volume's SHA1 was
+    checked before decryption began, and a gpg failure surfaces from read() as its error.
+    """
+
+    def __init__(self, path, future):
+        self.path = path
+        self.future = future
+        self.f = None
+
+    def _open(self):
+        while self.f is None:
+            try:
+                self.f = open(self.path, "rb")
+            except FileNotFoundError:
+                if self.future.done():
+                    self.future.result()          # raises the fetch/decrypt error
+                    self.f = open(self.path, "rb")
+                else:
+                    time.sleep(0.005)
+
+    def read(self, n=-1):
+        self._open()
+        n = n if n is not None and n >= 0 else 1 << 20
+        data = self.f.read(n)
+        while not data:
+            if self.future.done():
+                self.future.result()
+                return self.f.read(n)
+            time.sleep(0.002)
+            data = self.f.read(n)
+        # a short read while the writer is still going: wait for the rest
+        while len(data) < n and not self.future.done():
+            more = self.f.read(n - len(data))
+            if more:
+                data += more
+            else:
+                time.sleep(0.002)
+        if len(data) < n:
+            data += self.f.read(n - len(data))
+        return data
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+
 
 class VolumeFetcher:
     """Downloads, hash-checks and decrypts volumes, a couple ahead of the reader."""
@@ -35,8 +85,8 @@ class VolumeFetcher:
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def fetch(self, name, sha1):
-        """Local path of the decrypted volume ``name``; raises HashMismatch naming it."""
+    def download(self, name, sha1):
+        """Local path of the volume as stored, hash-checked; raises HashMismatch naming it."""
         enc = os.path.join(self.tmpdir, name)
         for attempt in range(self.retries + 1):
             try:
@@ -49,10 +99,14 @@ class VolumeFetcher:
             os.unlink(enc)
             raise HashMismatch(f"volume {name} is corrupt: its SHA1 does not match the manifest "
                                f"(expected {sha1})")
-        plain = enc + ".tar"
+        return enc
+
+    def fetch(self, name, sha1, plain):
+        """Download, check and decrypt ``name`` into ``plain`` (written progressively)."""
+        enc = self.download(name, sha1)
         try:
             if name.endswith((".gpg", ".g")):
-                self.crypto.decrypt_file(enc, plain)
+                self.crypto.decrypt_stream_to(enc, plain)
             elif name.endswith((".gz", ".z")):
                 _gunzip(enc, plain, name)
             else:
@@ -60,10 +114,9 @@ class VolumeFetcher:
         finally:
             if os.path.exists(enc):
                 os.unlink(enc)
-        return plain
 
     def stream(self, volumes):
-        """Yield (name, plain_path) for [(name, sha1)] in order, prefetching; caller deletes paths."""
+        """Yield (name, reader) for [(name, sha1)] in order, prefetching and decrypting ahead."""
         futures = []
         pending = list(volumes)
         pending.reverse()
@@ -71,18 +124,31 @@ class VolumeFetcher:
             while pending or futures:
                 while pending and len(futures) < self.prefetch:
                     name, sha1 = pending.pop()
-                    futures.append((name, self.pool.submit(self.fetch, name, sha1)))
-                name, fut = futures.pop(0)
-                yield name, fut.result()
+                    plain = os.path.join(self.tmpdir, name + ".tar")
+                    futures.append((name, plain, self.pool.submit(self.fetch, name, sha1, plain)))
+                name, plain, fut = futures.pop(0)
+                reader = TailReader(plain, fut)
+                try:
+                    yield name, reader
+                    fut.result()
+                finally:
+                    reader.close()
+                    _unlink(plain)
         finally:
-            for _, fut in futures:
+            for _, plain, fut in futures:
                 fut.cancel()
-                if not fut.cancelled():
-                    try:
-                        p = fut.result()
-                        os.unlink(p)
-                    except Exception:
-                        pass
+                try:
+                    fut.exception()
+                except Exception:
+                    pass
+                _unlink(plain)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _gunzip(src, dst, name):
@@ -97,15 +163,8 @@ def _gunzip(src, dst, name):
 
 def set_members(fetcher, volumes):
     """(Member, read) of one set across its volumes, in order."""
-    for name, plain in fetcher.stream(volumes):
-        try:
-            with open(plain, "rb") as f:
-                yield from archive.read_members(f, what=f"volume {name}")
-        finally:
-            try:
-                os.unlink(plain)
-            except FileNotFoundError:   # the session's temp dir is already gone
-                pass
+    for name, reader in fetcher.stream(volumes):
+        yield from archive.read_members(reader, what=f"volume {name}")
 
 
 # --- entries of one set ----------------------------------------------------------------------
@@ -211,12 +270,32 @@ def merged_entries(set_member_iters, on_warning):
 _ZERO = bytes(archive.CHUNK)
 
 
+MEM_BASIS_LIMIT = 128 << 20    # a file patched by deltas is held in memory up to this size
+
+
 def write_content(entries, dst_path, tmp_dir):
-    """Write the final content of a regular file (snapshot + deltas) to ``dst_path``."""
+    """Write the final content of a regular file (snapshot + deltas) to ``dst_path``.
+
+    With deltas, every version but the last is a basis for the next patch. Up to
+    MEM_BASIS_LIMIT it stays in memory (writing it out doubles the disk writes of a restore,
+    and on a busy disk that is most of its time); bigger ones go through temp files.
+    """
     base = entries[0]
     deltas = entries[1:]
     if not deltas:
         _write_chunks(base.chunks(), dst_path)
+        return
+    if base.info.size <= MEM_BASIS_LIMIT:
+        basis = b"".join(base.chunks())
+        for n, d in enumerate(deltas, 1):
+            job = librsync.PatchJob(basis)
+            try:
+                if n == len(deltas):
+                    _write_chunks(_patched(job, d.chunks()), dst_path)
+                else:
+                    basis = b"".join(_patched(job, d.chunks()))
+            finally:
+                job.close()
         return
     tmp_dir = os.fsencode(tmp_dir)
     cur = os.path.join(tmp_dir, b".cairn-patch-0")
@@ -284,7 +363,9 @@ class TreeWriter:
         """Close directories we have left, then make sure every ancestor is a real directory."""
         while self.dir_stack and self.dir_stack[-1][0] != index[:len(self.dir_stack[-1][0])]:
             self._finish_dir(*self.dir_stack.pop())
-        for depth in range(1, len(index)):
+        # directories on the stack were made by us: only deeper ancestors need a look
+        known = len(self.dir_stack[-1][0]) if self.dir_stack else 0
+        for depth in range(max(1, known + 1), len(index)):
             anc = index[:depth]
             p = self.path(anc)
             try:
@@ -351,19 +432,10 @@ class TreeWriter:
             os.unlink(p)
 
     def _owner(self, info):
-        uid, gid = info.uid, info.gid
-        if not self.numeric_owner:
-            if info.uname:
-                try:
-                    uid = pwd.getpwnam(info.uname).pw_uid
-                except KeyError:
-                    pass
-            if info.gname:
-                try:
-                    gid = grp.getgrnam(info.gname).gr_gid
-                except KeyError:
-                    pass
-        return uid, gid
+        if self.numeric_owner:
+            return info.uid, info.gid
+        return (_lookup(pwd.getpwnam, "pw_uid", info.uname, info.uid),
+                _lookup(grp.getgrnam, "gr_gid", info.gname, info.gid))
 
     def _apply_meta(self, p, info):
         if self.restore_owner:
@@ -386,6 +458,23 @@ class TreeWriter:
     def close(self):
         while self.dir_stack:
             self._finish_dir(*self.dir_stack.pop())
+
+
+_names = {}
+
+
+def _lookup(fn, field, name, default):
+    """A local id for a user/group name (cached), else the stored numeric id."""
+    if not name:
+        return default
+    key = (field, name)
+    if key not in _names:
+        try:
+            _names[key] = getattr(fn(name), field)
+        except KeyError:
+            _names[key] = None
+    found = _names[key]
+    return default if found is None else found
 
 
 def check_target(dest, force):
