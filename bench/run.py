@@ -85,10 +85,17 @@ def main():
         time.sleep(1)
         phase("incremental", tool, "incremental", *cache(tool), data, url(tool))
     total_bytes = {t: du(os.path.join(work, t, "target")) for t in tools}
+    # restore twice each, in the order d c c d, keeping the faster: this disk's write speed
+    # drifts from run to run, and neither tool should get the better slot
     print("restore of the latest point", flush=True)
-    for tool in ("duplicity", "cairn"):
+    best = {}
+    for tool in ("duplicity", "cairn", "cairn", "duplicity"):
         dest = os.path.join(work, tool, "restored")
+        shutil.rmtree(dest, ignore_errors=True)
         phase("restore", tool, "restore", *cache(tool), url(tool), dest)
+        best[tool] = min(best.get(tool, float("inf")), times[tool]["restore"])
+    for tool in tools:
+        times[tool]["restore"] = best[tool]
     # both restores must equal the source
     for tool in tools:
         r = subprocess.run(["diff", "-r", "--no-dereference", "-q", data, os.path.join(work, tool, "restored")],

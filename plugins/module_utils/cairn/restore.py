@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from . import archive, librsync
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
-from .errors import (BackendError, CorruptArchive, HashMismatch, RestoreError, UnsafeArchive,
+from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, RestoreError, UnsafeArchive,
                      ExitCode)
 
 
@@ -86,7 +86,18 @@ class VolumeFetcher:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def download(self, name, sha1):
-        """Local path of the volume as stored, hash-checked; raises HashMismatch naming it."""
+        """(path, is_copy) of the volume as stored, hash-checked; raises HashMismatch naming it.
+
+        A file:// target is read in place; other targets are downloaded into the temp dir.
+        """
+        in_place = self.backend.local_path(name)
+        if in_place is not None:
+            if not os.path.exists(in_place):
+                raise BackendNotFound(f"volume {name} is missing from the target")
+            if sha1 is not None and sha1_file(in_place) != sha1:
+                raise HashMismatch(f"volume {name} is corrupt: its SHA1 does not match the manifest "
+                                   f"(expected {sha1})")
+            return in_place, False
         enc = os.path.join(self.tmpdir, name)
         for attempt in range(self.retries + 1):
             try:
@@ -99,20 +110,22 @@ class VolumeFetcher:
             os.unlink(enc)
             raise HashMismatch(f"volume {name} is corrupt: its SHA1 does not match the manifest "
                                f"(expected {sha1})")
-        return enc
+        return enc, True
 
     def fetch(self, name, sha1, plain):
         """Download, check and decrypt ``name`` into ``plain`` (written progressively)."""
-        enc = self.download(name, sha1)
+        enc, is_copy = self.download(name, sha1)
         try:
             if name.endswith((".gpg", ".g")):
                 self.crypto.decrypt_stream_to(enc, plain)
             elif name.endswith((".gz", ".z")):
                 _gunzip(enc, plain, name)
-            else:
+            elif is_copy:
                 os.replace(enc, plain)
+            else:
+                shutil.copyfile(enc, plain)
         finally:
-            if os.path.exists(enc):
+            if is_copy and os.path.exists(enc):
                 os.unlink(enc)
 
     def stream(self, volumes):

@@ -25,6 +25,10 @@ class Backend:
         """Delete the given names; names already gone are not an error."""
         raise NotImplementedError
 
+    def local_path(self, name):
+        """A path to read ``name`` in place (file:// targets), or None: then use get()."""
+        return None
+
     def size(self, name):
         """Stored size in bytes, or None when the backend cannot tell cheaply."""
         return None

@@ -82,6 +82,9 @@ class LocalBackend(Backend):
                 raise _error(e, f"cannot delete {name} from {self.path}") from None
         _fsync_dir(self.path)
 
+    def local_path(self, name):
+        return self._full(name)
+
     def size(self, name):
         try:
             return os.stat(self._full(name)).st_size
