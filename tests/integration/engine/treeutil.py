@@ -91,6 +91,10 @@ def make_hard_tree(root, volsize_mib=1):
     os.chmod(j("plain.txt"), 0o640)
     os.chmod(j("empty-dir"), 0o750)
     os.utime(j("plain.txt"), (1_600_000_000, 1_600_000_000))
+    if os.geteuid() == 0:      # ownership other than the restoring user's must come back
+        os.lchown(j("plain.txt"), 65534, 65534)
+        os.lchown(j("empty-dir"), 65534, 0)
+        os.lchown(j("link-to-plain"), 65534, 65534)
     return root
 
 
