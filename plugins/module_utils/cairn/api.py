@@ -153,6 +153,39 @@ def plan_backup(target, opts, session=None):
         return decide(sess)
 
 
+def plan_changes(target, opts):
+    """What a backup would do, from metadata alone: type, reason and change counts (check mode)."""
+    if not os.path.isdir(opts.source):
+        raise SourceError(f"source directory {opts.source} does not exist or is not a directory")
+    with Session(target, lock=False) as sess:
+        kind, reason, col = plan_backup(target, opts, sess)
+        old = []
+        if kind == "incremental":
+            old = sess.signature_paths(col.signature_chain.sets)
+        counts = {"new_files": 0, "changed_files": 0, "deleted_files": 0, "unchanged_files": 0}
+        old_iter = iter(merged_signatures(old))
+        prev = next(old_iter, None)
+        for e in Selection(opts.source, opts.rules, on_warning=lambda m: None).walk():
+            while prev is not None and prev.index < e.index:
+                counts["deleted_files"] += 1
+                prev = next(old_iter, None)
+            info = archive.path_info(e.index, e.path, e.stat)
+            if info is None:
+                continue
+            if prev is not None and prev.index == e.index:
+                key = "unchanged_files" if info.same_as(prev.info) else "changed_files"
+                prev = next(old_iter, None)
+            else:
+                key = "new_files"
+            counts[key] += 1
+        while prev is not None:
+            counts["deleted_files"] += 1
+            prev = next(old_iter, None)
+        last = col.last_backup_time()
+        return dict(type=kind, reason=reason, last_backup=timespec.to_iso(last) if last else None,
+                    last_backup_age=int(_time.time()) - last if last else None, **counts)
+
+
 def backup(target, opts, progress=None):
     source = opts.source
     if not os.path.isdir(source):

@@ -1,0 +1,128 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: cairn.backup contributors
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: prune
+short_description: Apply a retention policy to a duplicity-format archive
+version_added: 0.1.0
+description:
+  - Deletes old backup chains and leftovers, as duplicity's C(remove-older-than),
+    C(remove-all-but-n-full), C(remove-all-inc-of-but-n-full) and C(cleanup) do, in that order
+    (cleanup first).
+  - Never removes the chain of the newest backup.
+  - C(changed) is V(true) when files were deleted (or would be, in check mode).
+author:
+  - cairn.backup contributors
+extends_documentation_fragment:
+  - cairn.backup.common
+  - cairn.backup.common.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Lists the sets and files that would be deleted.
+  diff_mode:
+    support: full
+    details: The chains (start and end times) before and after.
+options:
+  older_than:
+    description: Delete chains that ended before this time (a duplicity time string such as V(6M)).
+    type: str
+  keep_full:
+    description: Keep this many full backups with their incrementals; delete older chains.
+    type: int
+  keep_full_with_incrementals:
+    description: Keep the incrementals of only this many newest chains; older chains keep their full backup.
+    type: int
+  cleanup:
+    description: Delete what interrupted runs left (incomplete and orphaned sets, stray signatures, temp files).
+    type: bool
+    default: false
+'''
+
+EXAMPLES = r'''
+- name: Keep three months of daily backups, incrementals only for the last two chains
+  cairn.backup.prune:
+    target: file:///srv/backup/web1/etc
+    keep_full: 3
+    keep_full_with_incrementals: 2
+    cleanup: true
+'''
+
+RETURN = r'''
+files:
+  description: Remote files deleted (or that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [duplicity-full.20260101T020000Z.vol1.difftar.gpg]
+sets:
+  description: Backup sets deleted (or that would be), each with C(type) and C(time).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{type: full, time: "2026-01-01T02:00:00Z"}]
+chains:
+  description: The chains left (or that would be left), each with C(start_time) and C(end_time).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{start_time: "2026-11-01T02:00:00Z", end_time: "2026-11-25T02:00:00Z"}]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
+
+
+def _chains(module, target):
+    st = run(module, api.status, target)
+    return [{"start_time": c["start_time"], "end_time": c["end_time"]} for c in st["chains"]]
+
+
+def main():
+    spec = common_argument_spec()
+    spec.update(older_than=dict(type="str"), keep_full=dict(type="int"),
+                keep_full_with_incrementals=dict(type="int"), cleanup=dict(type="bool", default=False))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE,
+                           required_one_of=[("older_than", "keep_full", "keep_full_with_incrementals", "cleanup")])
+    p = module.params
+    target = target_options(module)
+    force = not module.check_mode
+    before = _chains(module, target)
+    steps = []
+    if p["cleanup"]:
+        steps.append((api.cleanup, ()))
+    if p["older_than"]:
+        try:
+            steps.append((api.remove_older_than, (timespec.parse(p["older_than"]),)))
+        except CairnError as e:
+            module.fail_json(msg=e.message, exit_code=e.exit_code)
+    if p["keep_full"] is not None:
+        steps.append((api.remove_all_but_n_full, (p["keep_full"],)))
+    if p["keep_full_with_incrementals"] is not None:
+        steps.append((api.remove_all_inc_of_but_n_full, (p["keep_full_with_incrementals"],)))
+    files, sets = [], []
+    for fn, args in steps:
+        r = run(module, fn, target, *args, force=force)
+        files += [f for f in r["files"] if f not in files]
+        sets += [{"type": s["type"], "time": s["time"]} for s in r["sets"] if {"type": s["type"], "time": s["time"]} not in sets]
+    if force:
+        after = _chains(module, target)
+    else:
+        gone = {s["time"] for s in sets if s["type"] == "full"}
+        after = [c for c in before if c["start_time"] not in gone]
+    result = dict(changed=bool(files), files=files, sets=sets, chains=after)
+    if module._diff:
+        result["diff"] = {"before": {"chains": before}, "after": {"chains": after}}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

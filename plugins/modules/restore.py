@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright: cairn.backup contributors
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: restore
+short_description: Restore files from a duplicity-format archive
+version_added: 0.1.0
+description:
+  - Restores the whole backup, or one path of it, as it was at a point in time, into O(dest).
+  - Reads archives written by duplicity or by M(cairn.backup.backup).
+  - C(changed) is V(true) when files were written (or would be, in check mode).
+  - Entries that would leave O(dest) (C(..), absolute names, paths through symlinks) are refused.
+author:
+  - cairn.backup contributors
+extends_documentation_fragment:
+  - cairn.backup.common
+  - cairn.backup.common.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be restored (from the signatures, no volume is read) and writes nothing.
+  diff_mode:
+    support: none
+options:
+  dest:
+    description:
+      - Where to restore. Must not exist or be empty, unless O(force=true).
+      - With O(path) naming a file, O(dest) is that file.
+    type: path
+    required: true
+  path:
+    description: The path to restore, relative to the backed-up directory, as listed by M(cairn.backup.backup_info).
+    type: str
+  time:
+    description: A duplicity time string (V(3D), V(2026-11-20), V(now), ...); default the latest backup.
+    type: str
+  force:
+    description: Restore into a non-empty O(dest), replacing what is there.
+    type: bool
+    default: false
+'''
+
+EXAMPLES = r'''
+- name: Restore nginx's configuration as it was three days ago
+  cairn.backup.restore:
+    target: file:///srv/backup/web1/etc
+    passphrase: "{{ vault_backup_passphrase }}"
+    path: nginx
+    dest: /root/nginx-3-days-ago
+    time: 3D
+
+# ad hoc, from the command line:
+# ansible web1 -m cairn.backup.restore -a 'target=file:///srv/backup/web1/etc path=nginx dest=/root/nginx time=3D'
+'''
+
+RETURN = r'''
+files:
+  description: Number of entries restored (or that would be).
+  returned: always
+  type: int
+  sample: 42
+time:
+  description: Time of the newest backup set used (ISO 8601, UTC).
+  returned: always
+  type: str
+  sample: "2026-11-22T02:00:00Z"
+dest:
+  description: Where the files went.
+  returned: always
+  type: str
+  sample: /root/nginx-3-days-ago
+paths:
+  description: The paths that would be restored (check mode only; at most 1000).
+  returned: in check mode
+  type: list
+  elements: str
+  sample: [nginx, nginx/nginx.conf]
+duration:
+  description: Seconds the restore took.
+  returned: when files were restored
+  type: float
+  sample: 1.5
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
+
+
+def main():
+    spec = common_argument_spec()
+    spec.update(dest=dict(type="path", required=True), path=dict(type="str"), time=dict(type="str"),
+                force=dict(type="bool", default=False))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
+    p = module.params
+    target = target_options(module)
+    try:
+        t = timespec.parse(p["time"]) if p["time"] else None
+    except CairnError as e:
+        module.fail_json(msg=e.message, exit_code=e.exit_code)
+    if module.check_mode:
+        infos, set_time = run(module, api.list_files, target, t)
+        prefix = api._parse_path(p["path"])
+        paths = [os.fsdecode(i.relpath) for i in infos if i.index[:len(prefix)] == prefix]
+        if prefix and not paths:
+            module.fail_json(msg=f"{p['path']} is not in the backup of {timespec.to_iso(set_time)}", exit_code=19)
+        module.exit_json(changed=bool(paths), files=len(paths), paths=paths[:1000],
+                         time=timespec.to_iso(set_time), dest=p["dest"])
+    result = run(module, api.restore, target, p["dest"], time=t, path=p["path"], force=p["force"])
+    for w in result.pop("warnings", []):
+        module.warn(w)
+    module.exit_json(changed=result["files"] > 0, **result)
+
+
+if __name__ == "__main__":
+    main()
