@@ -6,7 +6,7 @@ DUPLICITY_VERSION := 3.2.1
 export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
 COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
 
-.PHONY: setup test unit demo bench duplicity clean
+.PHONY: setup test unit demo bench duplicity sanity clean
 
 setup: $(VENV)/.done $(COLL_LINK)
 
@@ -34,6 +34,10 @@ test: setup duplicity
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
+
+# ansible-test sanity on a copy laid out as ansible_collections/cairn/backup
+sanity: setup
+	scripts/sanity.sh
 
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/demo.sh

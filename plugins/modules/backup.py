@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: cairn.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 DOCUMENTATION = r'''
@@ -14,7 +15,7 @@ description:
   - Stock duplicity restores what this module writes.
   - C(changed) is V(true) when a backup set was written (or would be, in check mode).
 author:
-  - cairn.backup contributors
+  - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
   - cairn.backup.common
   - cairn.backup.common.attributes
@@ -134,7 +135,7 @@ source_files:
   type: int
   sample: 5111
 errors:
-  description: Files that could not be read and were skipped (see RV(warnings)).
+  description: Files that could not be read and were skipped (named in the task's warnings).
   returned: when a set was written
   type: int
   sample: 0

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: cairn.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 DOCUMENTATION = r'''
@@ -13,7 +14,7 @@ description:
     ages, orphaned and incomplete sets, and with O(list_files) the files at O(time).
   - Reads only manifests and signatures (cached locally); never reports C(changed).
 author:
-  - cairn.backup contributors
+  - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
   - cairn.backup.common
   - cairn.backup.common.attributes
@@ -50,7 +51,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 chains:
-  description: Complete chains, oldest first, each with C(start_time), C(end_time), C(volumes), C(has_signatures) and C(sets) (each with C(type), C(time), C(volumes), C(encrypted)).
+  description:
+    - Complete chains, oldest first, each with C(start_time), C(end_time), C(volumes), C(has_signatures)
+      and C(sets) (each with C(type), C(time), C(volumes), C(encrypted)).
   returned: always
   type: list
   elements: dict
@@ -87,7 +90,9 @@ orphaned_sets:
   elements: dict
   sample: []
 incomplete_sets:
-  description: Sets without manifest or signatures (an interrupted run); M(cairn.backup.prune) with O(cairn.backup.prune#module:cleanup=true) removes them.
+  description:
+    - Sets without manifest or signatures (an interrupted run).
+    - M(cairn.backup.prune) with O(cairn.backup.prune#module:cleanup=true) removes them.
   returned: always
   type: list
   elements: dict
@@ -127,7 +132,7 @@ def main():
             t = timespec.parse(p["time"]) if p["time"] else None
         except CairnError as e:
             module.fail_json(msg=e.message, exit_code=e.exit_code)
-        infos, _ = run(module, api.list_files, target, t)
+        infos, _set_time = run(module, api.list_files, target, t)
         result["files"] = [{"path": os.fsdecode(i.relpath), "type": i.type, "size": i.size,
                             "mtime": timespec.to_iso(i.mtime)} for i in infos]
     module.exit_json(changed=False, **result)

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright: cairn.backup contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
 DOCUMENTATION = r'''
@@ -15,7 +16,7 @@ description:
   - Never removes the chain of the newest backup.
   - C(changed) is V(true) when files were deleted (or would be, in check mode).
 author:
-  - cairn.backup contributors
+  - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
   - cairn.backup.common
   - cairn.backup.common.attributes

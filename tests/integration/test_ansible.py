@@ -37,7 +37,7 @@ def _playbook(tmp_path, target, passphrase, extra_args=()):
     os.chmod(variables, 0o600)
     return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", f"@{variables}", *extra_args, str(play)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True)
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -90,7 +90,8 @@ def test_ad_hoc_restore_and_backup_info(tmp_path, gnupghome):
     def adhoc(module, args):
         return subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
                                "-e", f"ansible_python_interpreter={sys.executable}", "-m", module,
-                               "-a", f"{common} {args}", "-o"], cwd=ROOT, env=_env(), capture_output=True, text=True)
+                               "-a", f"{common} {args}", "-o"],
+                              cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
     r = adhoc("cairn.backup.backup", f"source={src}")
     assert r.returncode == 0 and "CHANGED" in r.stdout, r.stdout + r.stderr
     r = adhoc("cairn.backup.restore", f"path=etc/nginx dest={tmp_path}/nginx time=now")
@@ -109,5 +110,5 @@ def test_ansible_doc_renders(module):
     if not os.path.exists(path):
         pytest.fail(f"module {module} missing")
     r = subprocess.run([os.path.join(BIN, "ansible-doc"), f"cairn.backup.{module}"], cwd=ROOT, env=_env(),
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0 and "EXAMPLES" in r.stdout and "RETURN VALUES" in r.stdout, r.stderr

@@ -118,7 +118,7 @@ def _now_after(t):
 
 
 def _localdir(source):
-    parts = [p for p in os.fsencode(source).split(b"/")]
+    parts = os.fsencode(source).split(b"/")
     out = b"/".join(p for i, p in enumerate(parts) if p != b"." or i == 0)
     return out.rstrip(b"/") or b"/"
 
@@ -298,7 +298,7 @@ def backup(target, opts, progress=None):
 
 def _count_lines(path):
     with open(path, "rb") as f:
-        return sum(1 for _ in f)
+        return sum(1 for _line in f)
 
 
 def _set_for(kind, names):

@@ -247,7 +247,7 @@ def _pax_records(data, what):
         if length <= 0:
             break
         rec = data[sp + 1:pos + length - 1]       # without the trailing newline
-        key, _, value = rec.partition(b"=")
+        key, _sep, value = rec.partition(b"=")
         out[key] = value
         pos += length
     return out
@@ -262,11 +262,7 @@ def read_members(fileobj, what="archive"):
     read = fileobj.read
     pax = {}
     gnu_name = gnu_link = None
-    unread = 0           # data bytes (plus padding) of the previous member still to skip
     while True:
-        if unread:
-            _skip(fileobj, unread, what)
-            unread = 0
         hdr = read(BLOCK)
         if len(hdr) < BLOCK:
             if not hdr.strip(b"\0"):
@@ -330,19 +326,26 @@ def read_members(fileobj, what="archive"):
             m.info = info
         pax = {}
         gnu_name = gnu_link = None
-        state = {"done": False}
-        unread = size + (-size % BLOCK)
+        reader = _DataReader(fileobj, size, what)
+        yield m, reader
+        if not reader.done:              # the consumer did not want the data: skip it
+            _skip(fileobj, size + (-size % BLOCK), what)
 
-        def data_reader(size=size, state=state):
-            nonlocal unread
-            if state["done"]:
-                raise CorruptArchive(f"{what}: member data read twice")
-            state["done"] = True
-            data = _read_exact(fileobj, size, what) if size else b""
-            _skip(fileobj, -size % BLOCK, what)
-            unread = 0
-            return data
-        yield m, data_reader
+
+class _DataReader:
+    """Returns one member's data (once); read_members skips it when it was not called."""
+
+    def __init__(self, fileobj, size, what):
+        self.fileobj, self.size, self.what = fileobj, size, what
+        self.done = False
+
+    def __call__(self):
+        if self.done:
+            raise CorruptArchive(f"{self.what}: member data read twice")
+        self.done = True
+        data = _read_exact(self.fileobj, self.size, self.what) if self.size else b""
+        _skip(self.fileobj, -self.size % BLOCK, self.what)
+        return data
 
 
 def _read_exact(f, n, what):

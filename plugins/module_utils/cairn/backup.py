@@ -172,7 +172,7 @@ class VolumeWriter:
             self.reader.wake()
 
     def _check_failures(self):
-        for _, f in self.futures:
+        for _vi, f in self.futures:
             if f.done() and f.exception() is not None:
                 raise f.exception()
 

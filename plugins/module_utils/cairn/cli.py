@@ -244,7 +244,7 @@ def run(argv):
             result = api.backup(_target(ns, url, True), opts, progress=progress)
             rc = result["exit_code"]
             if not ns.json and not ns.no_print_statistics:
-                print(_stats_text(result), file=out)
+                _say(out, _stats_text(result))
         elif command == "restore":
             url, dest = _want(args, 2, "restore [--time T] [-r PATH] TARGET_URL DEST")
             result = api.restore(_target(ns, url, False), dest, time=_time(ns), path=ns.path,
@@ -257,9 +257,9 @@ def run(argv):
                                 compare_data=ns.compare_data, rules=_rules(ns), progress=progress)
             if not ns.json:
                 for d in result["differences"]:
-                    print(f"Difference found: {d['message']}", file=out)
-                print(f"Verify complete: {result['compared']} file(s) compared, "
-                      f"{len(result['differences'])} difference(s) found.", file=out)
+                    _say(out, f"Difference found: {d['message']}")
+                _say(out, f"Verify complete: {result['compared']} file(s) compared, "
+                      f"{len(result['differences'])} difference(s) found.")
             rc = ExitCode.GENERIC if result["differences"] else ExitCode.OK
         elif command == "collection-status":
             (url,) = _want(args, 1, "collection-status TARGET_URL")
@@ -309,19 +309,23 @@ def run(argv):
     return rc
 
 
+def _say(stream, text):
+    stream.write(f"{text}\n")
+
+
 def _print_prune(result, ns, out):
     if ns.json:
         return
     if not result["files"]:
-        print("No old backup sets found, nothing deleted.", file=out)
+        _say(out, "No old backup sets found, nothing deleted.")
         return
     verb = "Deleting" if result["deleted"] else "Would delete"
     for s in result["sets"]:
-        print(f"{verb} backup set: {s['type']} {s['time']}", file=out)
+        _say(out, f"{verb} backup set: {s['type']} {s['time']}")
     for name in result["files"]:
-        print(f"  {name}", file=out)
+        _say(out, f"  {name}")
     if not result["deleted"]:
-        print("Run again with --force to actually delete.", file=out)
+        _say(out, "Run again with --force to actually delete.")
 
 
 def main(argv=None):
@@ -331,17 +335,17 @@ def main(argv=None):
     try:
         code = run(argv)
     except CairnError as e:
-        print(f"cairn: {e.message}", file=sys.stderr)
+        _say(sys.stderr, f"cairn: {e.message}")
         code = e.exit_code
     except KeyboardInterrupt:
-        print("cairn: interrupted", file=sys.stderr)
+        _say(sys.stderr, "cairn: interrupted")
         code = ExitCode.NO_MANIFESTS
     except Exception as e:   # a bug: say so plainly, traceback only when asked for
-        print(f"cairn: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        _say(sys.stderr, f"cairn: unexpected error: {type(e).__name__}: {e}")
         if debug:
             raise
         code = ExitCode.EXCEPTION
-    sys.exit(code)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

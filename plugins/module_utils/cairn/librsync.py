@@ -406,7 +406,7 @@ class DeltaJob(_Job):
         self._sumset = ffi.gc(holder[0], lib.rs_free_sumset)
         try:
             try:
-                for _ in loader._pump(signature, True):
+                for _out in loader._pump(signature, True):
                     pass                      # loading a signature produces no output
                 if not loader._done:
                     raise CorruptArchive("bad rsync signature: incomplete")

@@ -112,7 +112,7 @@ class Manifest:
 
 
 def _parse_volume(blk):
-    head, _, rest = blk.partition(b"\n")
+    head, _sep, rest = blk.partition(b"\n")
     try:
         number = int(head.strip().rstrip(b":"))
     except ValueError:

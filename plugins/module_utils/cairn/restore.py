@@ -148,7 +148,7 @@ class VolumeFetcher:
                     reader.close()
                     _unlink(plain)
         finally:
-            for _, plain, fut in futures:
+            for _name, plain, fut in futures:
                 fut.cancel()
                 try:
                     fut.exception()
@@ -210,7 +210,7 @@ class _EntryStream:
     def next_entry(self):
         """The next SetEntry, after skipping whatever of the current one was not consumed."""
         if self.current is not None:
-            for _ in self.chunks(self.current):
+            for _chunk in self.chunks(self.current):
                 pass
             # chunks left behind by a consumer that stopped early
             while (self.head is not None and self.head[0].index == self.current.index
@@ -264,7 +264,7 @@ def merged_entries(set_member_iters, on_warning):
             return
         index = min(e.index for e in live)
         group = [(i, e) for i, e in enumerate(heads) if e is not None and e.index == index]
-        entries = [e for _, e in group]
+        entries = [e for _i, e in group]
         base = None
         for k in range(len(entries) - 1, -1, -1):
             if entries[k].kind != "diff":
@@ -274,7 +274,7 @@ def merged_entries(set_member_iters, on_warning):
             on_warning(f"{os.fsdecode(b'/'.join(index))}: only deltas found, no full version; skipped")
         else:
             yield index, entries[base:]
-        for i, _ in group:
+        for i, _e in group:
             heads[i] = streams[i].next_entry()
 
 

@@ -2,7 +2,6 @@
 """verify: the archive's view of each path collated with the local tree (§8)."""
 import filecmp
 import os
-import stat
 
 from . import archive
 from .archive import REG, SYM, CHR, BLK

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from treeutil import cairn, make_hard_tree, snapshot
+from treeutil import cairn, make_hard_tree
 
 from cairn import naming
 from cairn.manifest import Manifest, VolumeInfo
@@ -163,7 +163,7 @@ def test_unreadable_file_warns_and_goes_on(tmp_path):
         r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                             "--clear-groups", sys.executable, "-m", "cairn.cli", "full", "--no-encryption",
                             "--archive-dir", str(work / "cache"), "--tempdir", str(work), str(src),
-                            f"file://{work}/target"], env=env, capture_output=True)
+                            f"file://{work}/target"], env=env, capture_output=True, check=False)
         assert r.returncode == 9, r.stderr
         assert b"secret.txt" in r.stderr
         listed = cairn("list-current-files", "--no-encryption", "--archive-dir", tmp_path / "c2",

@@ -67,7 +67,9 @@ def make_hard_tree(root, volsize_mib=1):
     """A tree with every awkward case the engine must carry."""
     root = os.fsencode(root)
     os.makedirs(root, exist_ok=True)
-    j = lambda *p: os.path.join(root, *[x if isinstance(x, bytes) else x.encode() for x in p])
+
+    def j(*p):
+        return os.path.join(root, *[x if isinstance(x, bytes) else x.encode() for x in p])
     write(j("plain.txt"), b"hello\n")
     write(j("name with spaces.txt"), b"spaces\n")
     write(j("new\nline"), b"newline in name\n")
@@ -105,7 +107,7 @@ def cairn(*args, env=None, check=True, input=None, passphrase=PASSPHRASE):
         e["PASSPHRASE"] = passphrase
     e.update(env or {})
     r = subprocess.run([sys.executable, "-m", "cairn.cli", *map(_s, args)], env=e, input=input,
-                       capture_output=True)
+                       capture_output=True, check=False)
     if check and r.returncode != 0:
         raise AssertionError(f"cairn {args} failed ({r.returncode}):\n{r.stderr.decode(errors='replace')}")
     return r
@@ -116,7 +118,7 @@ def duplicity(bin_, *args, env=None, check=True, passphrase=PASSPHRASE):
     if passphrase is not None:
         e["PASSPHRASE"] = passphrase
     e.update(env or {})
-    r = subprocess.run([bin_, *map(_s, args)], env=e, capture_output=True)
+    r = subprocess.run([bin_, *map(_s, args)], env=e, capture_output=True, check=False)
     if check and r.returncode != 0:
         raise AssertionError(f"duplicity {args} failed ({r.returncode}):\n"
                              f"{r.stdout.decode(errors='replace')}\n{r.stderr.decode(errors='replace')}")

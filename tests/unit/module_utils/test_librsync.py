@@ -139,7 +139,7 @@ def test_signature_job_rejects_bad_block_len():
 # --- deltas and patches ---------------------------------------------------------------------
 
 @needs_rdiff
-@pytest.mark.parametrize("case", [name for name, _ in edits(b"x" * 10)])
+@pytest.mark.parametrize("case", [name for name, _data in edits(b"x" * 10)])
 def test_our_delta_applied_by_rdiff(tmp_path, case):
     old = rand(600_000, seed=5)
     new = dict(edits(old))[case]
@@ -156,7 +156,7 @@ def test_our_delta_applied_by_rdiff(tmp_path, case):
 
 
 @needs_rdiff
-@pytest.mark.parametrize("case", [name for name, _ in edits(b"x" * 10)])
+@pytest.mark.parametrize("case", [name for name, _data in edits(b"x" * 10)])
 def test_rdiff_delta_applied_by_us(tmp_path, case):
     old = rand(600_000, seed=6)
     new = dict(edits(old, seed=2))[case]
@@ -430,7 +430,7 @@ def test_threads(sample):
 
     def work():
         try:
-            for _ in range(5):
+            for _round in range(5):
                 results.append(librsync.signature(new) == expected_sig
                                and librsync.delta(sig, new) == expected_delta
                                and librsync.patch(old, delta) == new)
