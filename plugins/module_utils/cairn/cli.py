@@ -259,7 +259,7 @@ def run(argv):
                 for d in result["differences"]:
                     _say(out, f"Difference found: {d['message']}")
                 _say(out, f"Verify complete: {result['compared']} file(s) compared, "
-                      f"{len(result['differences'])} difference(s) found.")
+                          f"{len(result['differences'])} difference(s) found.")
             rc = ExitCode.GENERIC if result["differences"] else ExitCode.OK
         elif command == "collection-status":
             (url,) = _want(args, 1, "collection-status TARGET_URL")

@@ -439,7 +439,7 @@ def test_threads(sample):
         except BaseException as e:      # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work) for _n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
