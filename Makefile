@@ -31,6 +31,7 @@ $(DUPVENV)/.done: scripts/setup-system.sh
 
 test: setup duplicity
 	$(VENV)/bin/pytest -q -ra tests
+	scripts/sanity.sh
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
