@@ -224,7 +224,7 @@ def backup(target, opts, progress=None):
         stats = Stats()
         warnings = []
 
-        def warn(msg):
+        def warn(msg):      # something could not be read: the run goes on, the exit code says so
             warnings.append(msg)
             log.warning("%s", msg)
 
@@ -292,7 +292,7 @@ def backup(target, opts, progress=None):
         "errors": stats.errors,
         "warnings": warnings,
         "duration": round(elapsed, 3),
-        "exit_code": ExitCode.SKIPPED_FILES if stats.errors else 0,
+        "exit_code": ExitCode.SKIPPED_FILES if (stats.errors or warnings) else 0,
     }
 
 

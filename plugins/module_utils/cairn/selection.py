@@ -1,20 +1,46 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The selection and scan layers: a sorted, streaming walk filtered with duplicity's rules (§9).
 
-Each path is tested as the string ``<source as given>/<relative path>`` against the rules in
-command-line order; the first rule with an opinion wins; a path no rule speaks of is included.
-A rule answers INCLUDE, EXCLUDE, or SCAN (a directory kept only if something below is kept).
+Every path below the source is tested as the string ``<source>/<relative path>`` (the source with
+empty and ``.`` components dropped, as duplicity normalises it; ``..`` is kept) against the rules
+in command-line order. A rule answers INCLUDE, EXCLUDE, SCAN or nothing:
+
+* the first INCLUDE or EXCLUDE ends the search, except that an EXCLUDE after a SCAN leaves SCAN;
+* a SCAN (an include glob that could match something below a directory) is remembered and the
+  search goes on, so a later INCLUDE still includes the directory itself;
+* no answer at all includes the path.
+
+A SCAN directory is emitted only once something below it is emitted, which the walk handles by
+keeping its not-yet-emitted ancestors on the directory stack. ``exclude-if-present`` and
+``exclude-device-files`` are moved in front of all other rules, as duplicity does. The root
+itself is never tested: it is always emitted and always descended into.
+
+Behaviour observed with duplicity 3.2.1 and honoured here (see the oracle tests):
+
+* a glob matches the path or any ancestor of it; a trailing ``/`` restricts the match of the path
+  itself to directories; ``\\`` is a literal character, not an escape; ``[...]`` classes may match
+  ``/``; ``//`` in a glob is an error (exit 15);
+* a glob that cannot match the source, an ancestor of it or anything below it -> exit 14;
+* the last rule, after the moves above and after filelists are expanded, being an include glob or
+  regexp -> exit 16;
+* ``exclude-older-than`` and ``exclude-other-filesystems`` keep their place in the order;
+* sockets are skipped before any rule sees them (they never make a SCAN directory appear).
+
+Deliberate differences: an unreadable directory is emitted (duplicity leaves it out) and reported
+through ``on_warning``; a bad character range such as ``[z-a]`` or a bad regular expression is a
+SelectionError with exit 15 (duplicity crashes with exit 30).
 """
 import logging
 import os
 import re
-import stat
+import stat as _stat
 from dataclasses import dataclass
 
-from .errors import ExitCode, SelectionError
+from .errors import ExitCode, SelectionError, SourceError
 
 EXCLUDE, INCLUDE, SCAN = 0, 1, 2
 _log = logging.getLogger("cairn")
+_IGNORECASE = "ignorecase:"
 
 
 @dataclass
@@ -24,8 +50,41 @@ class Entry:
     stat: os.stat_result
 
 
+class _UnknownStat:
+    """Stands in for the stat of a path that is not on disk (``selected`` without a stat)."""
+
+    def __init__(self, mode=0):
+        self.st_mode = mode
+        self.st_mtime = None
+        self.st_dev = None
+
+
+# ---------------------------------------------------------------------------------------- globs
+
+def _class_to_regex(glob, i):
+    """The character class starting at ``glob[i] == '['`` -> (regex, next index), or None when the
+    class is not terminated (then the ``[`` is a literal character)."""
+    n = len(glob)
+    j = i + 1
+    negate = j < n and glob[j] in "!^"
+    if negate:
+        j += 1
+    start = j
+    if j < n and glob[j] == "]":          # a leading ']' is a member, not the end
+        j += 1
+    while j < n and glob[j] != "]":
+        j += 1
+    if j >= n:
+        return None
+    body = glob[start:j].replace("\\", "\\\\").replace("[", "\\[")
+    if body.startswith("^"):             # a literal ^ that is not a negation
+        body = "\\" + body
+    return ("[^" if negate else "[") + body + "]", j + 1
+
+
 def _glob_to_regex(glob):
-    """duplicity's glob: ** any chars, * any but /, ? one non-/ char, [..] classes."""
+    """``**`` any characters, ``*`` any but ``/``, ``?`` one character but ``/``, ``[..]`` a class
+    (``!``/``^`` negate; unterminated ``[`` is literal); everything else literal, ``\\`` included."""
     out = []
     i, n = 0, len(glob)
     while i < n:
@@ -40,85 +99,84 @@ def _glob_to_regex(glob):
             out.append("[^/]")
             i += 1
         elif c == "[":
-            j = i + 1
-            if j < n and glob[j] in "!^":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:                       # unterminated: a literal [
+            cls = _class_to_regex(glob, i)
+            if cls is None:
                 out.append(re.escape(c))
                 i += 1
-                continue
-            body = glob[i + 1:j]
-            if body[:1] in ("!", "^"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = j + 1
+            else:
+                out.append(cls[0])
+                i = cls[1]
         else:
             out.append(re.escape(c))
             i += 1
     return "".join(out)
 
 
+def _compile(rx, flags, text):
+    try:
+        return re.compile(rx, flags)
+    except re.error as e:
+        raise SelectionError(f"bad pattern {text!r}: {e}", ExitCode.GLOB_ERROR) from None
+
+
 class _Glob:
-    def __init__(self, pattern, include, ignorecase):
-        self.text = pattern
-        if pattern.startswith("ignorecase:"):
-            pattern = pattern[len("ignorecase:"):]
-            ignorecase = True
-        flags = re.S | (re.I if ignorecase else 0)
-        self.dirs_only = pattern.endswith("/") and len(pattern) > 1
-        pattern = pattern.rstrip("/") or "/"
-        self.pattern = pattern
+    def __init__(self, text, include, ignorecase):
+        self.text = text
         self.include = include
+        pattern = text
+        if pattern.startswith(_IGNORECASE):
+            pattern = pattern[len(_IGNORECASE):]
+            ignorecase = True
+        if "//" in pattern:
+            raise SelectionError(f"consecutive '/'s in the glob {text!r}", ExitCode.GLOB_ERROR)
+        self.flags = re.S | (re.I if ignorecase else 0)
+        self.dirs_only = pattern.endswith("/")
+        pattern = pattern[:-1] if self.dirs_only else pattern     # "/" becomes "": the root dir
+        self.pattern = pattern
         body = _glob_to_regex(pattern)
-        self.self_rx = re.compile(body + r"\Z", flags)
-        self.below_rx = re.compile(body + r"/", flags)
-        self.scan_rxs = []
+        # the path itself, or an ancestor of it (a prefix ending just before a '/')
+        self.self_rx = _compile(body + r"\Z", self.flags, text)
+        self.ancestor_rx = _compile(body + "/", self.flags, text)
+        self.scan_rx = None
         if include:
-            cut = pattern
-            k = cut.find("**")
-            if k >= 0:
-                cut = cut[:k + 2]
+            # directories matching a leading component-prefix of the pattern cut after its
+            # first '**' may hold matches: they are scanned
+            k = pattern.find("**")
+            cut = pattern if k < 0 else pattern[:k + 2]
             comps = cut.split("/")
-            for m in range(1, len(comps)):
-                prefix = "/".join(comps[:m]) or "/"
-                self.scan_rxs.append(re.compile(_glob_to_regex(prefix) + r"\Z", flags))
+            alts = ["/".join(comps[:m]) for m in range(1, len(comps))]
             if k >= 0:
-                self.scan_rxs.append(re.compile(_glob_to_regex(cut) + r"\Z", flags))
+                alts.append(cut)
+            if alts:
+                self.scan_rx = _compile("(?:" + "|".join(_glob_to_regex(a) + r"\Z" for a in alts) + ")",
+                                        self.flags, text)
 
     def __call__(self, path, st):
-        is_dir = stat.S_ISDIR(st.st_mode)
+        if self.ancestor_rx.match(path):
+            return INCLUDE if self.include else EXCLUDE
+        is_dir = _stat.S_ISDIR(st.st_mode)
         if self.self_rx.match(path) and (is_dir or not self.dirs_only):
             return INCLUDE if self.include else EXCLUDE
-        if self.below_rx.match(path):
-            return INCLUDE if self.include else EXCLUDE
-        if self.include and is_dir:
-            for rx in self.scan_rxs:
-                if rx.match(path):
-                    return SCAN
+        if is_dir and self.scan_rx is not None and self.scan_rx.match(path):
+            return SCAN
         return None
 
     def can_match_under(self, root):
-        """False when the pattern can match nothing at or below ``root`` (duplicity exit 14)."""
-        if self.pattern.startswith("**"):
-            return True
-        pcomps = self.pattern.split("/")
-        rcomps = root.split("/") if root != "/" else [""]
-        for pc, rc in zip(pcomps, rcomps):
+        """False when the glob can match neither the root, an ancestor of it, nor anything below."""
+        rcomps = [""] if root == "/" else root.split("/")
+        for pc, rc in zip(self.pattern.split("/"), rcomps):
             if "**" in pc:
                 return True
-            if not re.match(_glob_to_regex(pc) + r"\Z", rc, re.S | re.I if self.text.startswith("ignorecase:") else re.S):
+            if not re.match(_glob_to_regex(pc) + r"\Z", rc, self.flags):
                 return False
         return True
 
 
 class _Regexp:
     def __init__(self, rx, include, ignorecase):
-        self.rx = re.compile(rx, re.I if ignorecase else 0)
+        self.text = rx
         self.include = include
+        self.rx = _compile(rx, re.I if ignorecase else 0, rx)
 
     def __call__(self, path, st):
         if self.rx.search(path):
@@ -126,12 +184,71 @@ class _Regexp:
         return None
 
 
-def _read_filelist(path, default_include, null_separator):
+class _OlderThan:
+    include = False
+
+    def __init__(self, limit):
+        self.limit = limit
+
+    def __call__(self, path, st):
+        if _stat.S_ISREG(st.st_mode) and st.st_mtime is not None and st.st_mtime < self.limit:
+            return EXCLUDE
+        return None
+
+
+class _OtherFilesystems:
+    include = False
+
+    def __init__(self, root_dev):
+        self.root_dev = root_dev
+
+    def __call__(self, path, st):
+        if self.root_dev is not None and st.st_dev is not None and st.st_dev != self.root_dev:
+            return EXCLUDE
+        return None
+
+
+class _DeviceFiles:
+    include = False
+
+    def __call__(self, path, st):
+        if _stat.S_ISCHR(st.st_mode) or _stat.S_ISBLK(st.st_mode):
+            return EXCLUDE
+        return None
+
+
+class _IfPresent:
+    include = False
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, path, st):
+        if _stat.S_ISDIR(st.st_mode) and os.path.lexists(os.path.join(os.fsencode(path), self.name)):
+            return EXCLUDE
+        return None
+
+
+def _older_than_limit(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    from . import timespec
+    return timespec.parse(os.fsdecode(value) if isinstance(value, bytes) else value)
+
+
+# ------------------------------------------------------------------------------------ filelists
+
+def read_filelist(path, default_include, null_separator=False):
+    """[(glob, include)] from a filelist: one glob per line (per NUL-terminated item with
+    ``null_separator``), whitespace-stripped, blank and ``#`` lines skipped, ``+ ``/``- ``
+    choosing include/exclude (else ``default_include``), then one pair of surrounding quotes
+    removed. Only one space after the sign is consumed, as duplicity does."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise SelectionError(f"cannot read filelist {path}: {e.strerror}", ExitCode.USER_ERROR) from None
+        raise SelectionError(f"cannot read filelist {os.fsdecode(path)}: {e.strerror}",
+                             ExitCode.USER_ERROR) from None
     items = data.split(b"\0") if null_separator else data.splitlines()
     out = []
     for raw in items:
@@ -140,149 +257,194 @@ def _read_filelist(path, default_include, null_separator):
             continue
         include = default_include
         if line.startswith("+ "):
-            include, line = True, line[2:].strip()
+            include, line = True, line[2:]
         elif line.startswith("- "):
-            include, line = False, line[2:].strip()
+            include, line = False, line[2:]
         if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
             line = line[1:-1]
         out.append((line, include))
     return out
 
 
+def normalize_source(source):
+    """The source as duplicity spells it in selection paths: empty and '.' components dropped
+    (``./t1/`` -> ``t1``, ``/a//b`` -> ``/a/b``), ``..`` kept, ``.`` for the current directory."""
+    src = os.fsdecode(source)
+    absolute = src.startswith("/")
+    comps = [c for c in src.split("/") if c not in ("", ".")]
+    if absolute:
+        return "/" + "/".join(comps)
+    return "/".join(comps) or "."
+
+
+# ------------------------------------------------------------------------------------ selection
+
 class Selection:
     def __init__(self, source, rules=(), *, null_separator=False, ignorecase=False, on_warning=None):
-        src = os.fsdecode(source)
-        self.source = src.rstrip("/") or "/"
-        self.root = os.fsencode(self.source)
+        self.source = normalize_source(source)
+        self.root = os.fsencode(source)
         self.on_warning = on_warning or (lambda msg: _log.warning("%s", msg))
-        self.first = []        # exclude-if-present and device files act before everything
-        self.rules = []
-        self.other_fs = False
-        last_kind = None
+        front = []           # exclude-if-present and exclude-device-files act before everything
+        rest = []
+        self.other_fs = []   # exclude-other-filesystems rules: they learn the root's st_dev
         for kind, value in rules:
-            last_kind = kind
+            if isinstance(value, bytes) and kind not in ("exclude-if-present", "include-filelist",
+                                                         "exclude-filelist"):
+                value = os.fsdecode(value)
+            if value in ("", b"") and kind not in ("exclude-device-files", "exclude-other-filesystems"):
+                raise SelectionError(f"the selection option --{kind} cannot be empty", ExitCode.USER_ERROR)
             if kind in ("include", "exclude"):
-                g = _Glob(value, kind == "include", ignorecase)
-                self._check(g)
-                self.rules.append(g)
+                rest.append(self._glob(value, kind == "include", ignorecase))
             elif kind in ("include-filelist", "exclude-filelist"):
-                for line, include in _read_filelist(value, kind == "include-filelist", null_separator):
-                    g = _Glob(line, include, ignorecase)
-                    self._check(g)
-                    self.rules.append(g)
+                for line, include in read_filelist(value, kind == "include-filelist", null_separator):
+                    rest.append(self._glob(line, include, ignorecase))
             elif kind in ("include-regexp", "exclude-regexp"):
-                try:
-                    self.rules.append(_Regexp(value, kind == "include-regexp", ignorecase))
-                except re.error as e:
-                    raise SelectionError(f"bad regular expression {value!r}: {e}", ExitCode.GLOB_ERROR) from None
+                rest.append(_Regexp(value, kind == "include-regexp", ignorecase))
             elif kind == "exclude-if-present":
-                name = os.fsencode(value)
-                self.first.append(lambda path, st, name=name: self._if_present(path, st, name))
+                front.append(_IfPresent(os.fsencode(value)))
             elif kind == "exclude-device-files":
-                self.first.append(lambda path, st: EXCLUDE if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else None)
+                front.append(_DeviceFiles())
             elif kind == "exclude-older-than":
-                limit = int(value)
-                self.rules.append(lambda path, st, limit=limit: EXCLUDE if stat.S_ISREG(st.st_mode) and st.st_mtime < limit else None)
+                rest.append(_OlderThan(_older_than_limit(value)))
             elif kind == "exclude-other-filesystems":
-                self.other_fs = True
+                self.other_fs.append(_OtherFilesystems(None))
+                rest.append(self.other_fs[-1])
             else:
                 raise SelectionError(f"unknown selection option {kind!r}", ExitCode.USER_ERROR)
-        if last_kind in ("include", "include-regexp"):
-            raise SelectionError("the last selection option is an include: everything is included by "
-                                 "default, so it has no effect; add an --exclude after it (e.g. "
-                                 "--exclude '**')", ExitCode.TRAILING_INCLUDE)
+        self.rules = front + rest
+        if self.rules and self.rules[-1].include:
+            last = self.rules[-1]
+            raise SelectionError(
+                f"the last selection rule ({'include' if isinstance(last, _Glob) else 'include-regexp'} "
+                f"{last.text!r}) only includes, and everything is included by default, so it has no "
+                "effect; add an exclude after it (e.g. --exclude '**')", ExitCode.TRAILING_INCLUDE)
+        if self.other_fs:
+            try:
+                self._set_root_dev(os.lstat(os.fsencode(self.source)).st_dev)
+            except OSError:
+                pass         # walk() reports the missing source
 
-    def _check(self, g):
+    def _set_root_dev(self, dev):
+        for rule in self.other_fs:
+            rule.root_dev = dev
+
+    def _glob(self, text, include, ignorecase):
+        g = _Glob(text, include, ignorecase)
         if not g.can_match_under(self.source):
-            raise SelectionError(f"the pattern {g.text!r} cannot match any file in the source "
-                                 f"directory {self.source}", ExitCode.PATTERN_OUTSIDE_SOURCE)
-
-    @staticmethod
-    def _if_present(path, st, name):
-        if stat.S_ISDIR(st.st_mode) and os.path.lexists(os.path.join(os.fsencode(path), name)):
-            return EXCLUDE
-        return None
+            raise SelectionError(f"the pattern {text!r} cannot match any file in the source "
+                                 f"directory {self.source}: patterns begin with the source "
+                                 "directory or with a wildcard such as '**'",
+                                 ExitCode.PATTERN_OUTSIDE_SOURCE)
+        return g
 
     def decide(self, path_str, st):
-        for rule in self.first:
-            r = rule(path_str, st)
-            if r is not None:
-                return r
+        """INCLUDE, EXCLUDE or SCAN for the path string ``path_str`` with lstat result ``st``."""
+        scan = False
         for rule in self.rules:
             r = rule(path_str, st)
-            if r is not None:
-                return r
-        return INCLUDE
+            if r is None:
+                continue
+            if r == SCAN:
+                scan = True
+            elif r == INCLUDE:
+                return INCLUDE
+            else:
+                return SCAN if scan else EXCLUDE
+        return SCAN if scan else INCLUDE
 
-    def _path_str(self, index):
+    def _join(self, parent_str, name):
+        name = os.fsdecode(name)
+        return "/" + name if parent_str == "/" else parent_str + "/" + name
+
+    def selected(self, index, stat=None):
+        """Whether ``index`` is selected: every ancestor is included or scanned and the path
+        itself is included (for a directory: included or scanned). ``stat`` is an lstat result or
+        anything with ``st_mode`` (and ``st_mtime``/``st_dev`` where those rules are used);
+        without it the path is looked up on disk, and a path that is not there is judged on its
+        name only (ancestors count as directories)."""
+        index = tuple(os.fsencode(c) for c in index)
         if not index:
-            return self.source
-        rel = os.fsdecode(b"/".join(index))
-        return "/" + rel if self.source == "/" else self.source + "/" + rel
+            return True
+        path_str = self.source
+        for depth in range(1, len(index) + 1):
+            path_str = self._join(path_str, index[depth - 1])
+            last = depth == len(index)
+            st = stat if last and stat is not None else None
+            if st is None:
+                try:
+                    st = os.lstat(os.path.join(self.root, *index[:depth]))
+                except (OSError, ValueError):
+                    st = _UnknownStat(0 if last else _stat.S_IFDIR)
+            if self.decide(path_str, st) == EXCLUDE:   # SCAN only ever answers for directories
+                return False
+        return True
 
-    def selected(self, index, st):
-        return self.decide(self._path_str(index), st) != EXCLUDE
-
-    def _listdir(self, path):
+    def _listdir(self, path, path_str):
         try:
-            return sorted(os.listdir(path))
+            names = os.listdir(path)
         except OSError as e:
-            self.on_warning(f"cannot read directory {os.fsdecode(path)}: {e.strerror}; its contents "
-                            "are not backed up")
-            return []
+            self.on_warning(f"cannot read directory {path_str}: {e.strerror or e}; its contents are "
+                            "not backed up")
+            return iter(())
+        names.sort()
+        return iter(names)
 
     def walk(self):
-        """Entries in duplicity's order (depth-first, names sorted by bytes), root first."""
+        """Entries in duplicity's order (depth-first, names sorted by bytes), root first.
+
+        Streaming: the only state is one stack frame per directory level on the current path,
+        each holding that directory's sorted name list."""
         try:
-            st = os.lstat(self.root)
+            # the normalised spelling: like duplicity, a symlink given as "link/" is not followed
+            st = os.lstat(os.fsencode(self.source))
         except OSError as e:
-            from .errors import SourceError
-            raise SourceError(f"cannot read source {self.source}: {e.strerror}") from None
-        root_dev = st.st_dev
+            raise SourceError(f"cannot read source {os.fsdecode(self.root)}: {e.strerror}") from None
         root = Entry((), self.root, st)
-        d = self.decide(self.source, st)
-        if d == EXCLUDE:
+        yield root
+        if not _stat.S_ISDIR(st.st_mode):
             return
-        if d == INCLUDE:
-            yield root
-        if not stat.S_ISDIR(st.st_mode):
-            return
-        # frame: [entry, iterator over child names, emitted]
-        frames = [[root, iter(self._listdir(self.root)), d == INCLUDE]]
+        self._set_root_dev(st.st_dev)
+        # frame: [entry, bytes prefix of children, str prefix of children, iterator over sorted
+        # child names, emitted?]
+        frames = [[root, _prefix(self.root, b"/"), _prefix(self.source, "/"),
+                   self._listdir(self.root, self.source), True]]
+        decide = self.decide if self.rules else None
         while frames:
             frame = frames[-1]
-            name = next(frame[1], None)
+            name = next(frame[3], None)
             if name is None:
                 frames.pop()
                 continue
-            parent = frame[0]
-            index = parent.index + (name,)
-            path = os.path.join(parent.path, name)
+            path = frame[1] + name
+            path_str = frame[2] + os.fsdecode(name)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
-                self.on_warning(f"{os.fsdecode(path)} vanished during the backup; skipped")
+                self.on_warning(f"{path_str} vanished during the backup; skipped")
                 continue
             except OSError as e:
-                self.on_warning(f"cannot stat {os.fsdecode(path)}: {e.strerror}; skipped")
+                self.on_warning(f"cannot stat {path_str}: {e.strerror or e}; skipped")
                 continue
             mode = st.st_mode
-            if stat.S_ISSOCK(mode):
+            if _stat.S_ISSOCK(mode):
                 continue
-            if self.other_fs and st.st_dev != root_dev:
-                continue
-            d = self.decide(self._path_str(index), st)
+            d = INCLUDE if decide is None else decide(path_str, st)
             if d == EXCLUDE:
                 continue
-            is_dir = stat.S_ISDIR(mode)
-            entry = Entry(index, path, st)
+            is_dir = _stat.S_ISDIR(mode)
+            if d == SCAN and not is_dir:
+                continue
+            entry = Entry(frame[0].index + (name,), path, st)
             if d == INCLUDE:
-                for f in frames:
-                    if not f[2]:
+                for f in frames:          # scanned ancestors appear before their first content
+                    if not f[4]:
                         yield f[0]
-                        f[2] = True
+                        f[4] = True
                 yield entry
-                if is_dir:
-                    frames.append([entry, iter(self._listdir(path)), True])
-            elif is_dir:          # SCAN: kept only if something below is
-                frames.append([entry, iter(self._listdir(path)), False])
+            if is_dir:
+                frames.append([entry, path + b"/", path_str + "/", self._listdir(path, path_str),
+                               d == INCLUDE])
+
+
+def _prefix(path, sep):
+    return path if path.endswith(sep) else path + sep
