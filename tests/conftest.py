@@ -44,7 +44,8 @@ def gpg_keys(tmp_path_factory):
         listing = _gpg(home, "--with-colons", "--list-secret-keys", f"{role}@cairn.invalid").stdout.decode()
         out[role] = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     out["home"] = home
-    return out
+    yield out
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)
 
 
 @pytest.fixture
