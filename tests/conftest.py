@@ -42,7 +42,7 @@ def gpg_keys(tmp_path_factory):
             """)
         _gpg(home, "--gen-key", input=params.encode())
         listing = _gpg(home, "--with-colons", "--list-secret-keys", f"{role}@cairn.invalid").stdout.decode()
-        out[role] = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        out[role] = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][0]
     out["home"] = home
     yield out
     subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)
