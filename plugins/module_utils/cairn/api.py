@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import archive, naming, timespec
-from .backends import open_backend, redact_url
+from .backends import BackendOptions, open_backend, redact_url
+from .backends.transfer import UploadQueue
 from .backup import (Stats, SigWriter, VolumeWriter, gzip_file, make_shipper, merged_signatures,
                      write_sets)
 from .cache import ArchiveDir, default_name, local_manifest_name, make_tempdir
@@ -43,6 +44,8 @@ class TargetOptions:
     name: str = None
     tempdir: str = None
     file_prefix: str = ""
+    backend: BackendOptions = field(default_factory=BackendOptions)
+    mirrors: list = field(default_factory=list)    # more URLs that get every file too
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Session:
 
     def __init__(self, target, lock=True):
         self.opts = target
-        self.backend = open_backend(target.url)
+        self.backend = open_backend(target.url, target.backend, target.mirrors)
         self.crypto = Crypto(target.crypto)
         self.cache = ArchiveDir(target.archive_dir, target.name or default_name(target.url))
         self.tmpdir = None
@@ -215,7 +218,8 @@ def backup(target, opts, progress=None):
         gate = _Gate(lambda: (precheck.result() if precheck else None, _remove_interrupted(sess, col)))
         suffix = sess.crypto.suffix
         jobs = opts.jobs or os.cpu_count() or 1
-        shipper = make_shipper(sess.crypto, sess.backend, compress_level=opts.compress_level, gate=gate)
+        uploader = UploadQueue(sess.backend, target.backend.upload_concurrency)
+        shipper = make_shipper(sess.crypto, uploader, compress_level=opts.compress_level, gate=gate)
         vol_writer = VolumeWriter(shipper, lambda n: naming.volume_name(n, suffix=suffix, prefix=target.file_prefix, **names),
                                   opts.volsize * MiB, sess.tmpdir, jobs)
         sig_plain = os.path.join(sess.tmpdir, "signatures.tar")
@@ -242,9 +246,12 @@ def backup(target, opts, progress=None):
             sig_done = pool.submit(sess.crypto.encrypt_file, sig_plain, sig_out)
             gz_done = pool.submit(gzip_file, sig_plain, sig_gz)
             results = vol_writer.close()
+            uploader.drain()
         except BaseException:
             vol_writer.abort()
+            uploader.close(cancel=True)
             raise
+        uploader.close()
         # the manifest, only once every volume is in place
         man = Manifest(hostname=hostname, localdir=localdir)
         for vi in vol_writer.volumes:
@@ -630,7 +637,7 @@ def remove_all_inc_of_but_n_full(target, n, force=False):
 
 
 def cleanup(target, force=False):
-    from .backends.local import TEMP_PREFIX
+    from .backends.base import TEMP_PREFIX
 
     def select(col):
         sets = list(col.incomplete) + list(col.orphaned)

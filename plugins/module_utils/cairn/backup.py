@@ -512,29 +512,37 @@ def sha1_file(path):
     return h.hexdigest()
 
 
-def make_shipper(crypto, backend, *, compress_level=None, gate=None):
-    """Encrypt (or gzip) a volume as it is written, hash it, upload it; returns (sha1, size).
+def make_shipper(crypto, uploader, *, compress_level=None, gate=None):
+    """Encrypt (or gzip) a volume as it is written, hash it, queue its upload; returns (sha1, size).
 
     ``gate()`` is called before the upload: it raises when the run must not write (a failed
-    check of the target).
+    check of the target). The upload runs in ``uploader`` (a transfer.UploadQueue), so the
+    worker goes on to the next volume; the caller drains the queue before the manifest.
     """
     def ship(reader, plain_path, remote_name, compress):
         out = plain_path + ".out"
+        queued = False
         try:
             crypto.encrypt_fileobj(reader, out, compress=compress, compress_level=compress_level)
             sha1 = sha1_file(out)
             size = os.path.getsize(out)
             if gate is not None:
                 gate()
-            backend.put(out, remote_name)
+            uploader.submit(out, remote_name, cleanup=lambda: _unlink(out))
+            queued = True
             return sha1, size
         finally:
-            for p in (out, plain_path):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
+            _unlink(plain_path)
+            if not queued:
+                _unlink(out)
     return ship
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def gzip_file(src, dst):

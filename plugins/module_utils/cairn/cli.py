@@ -19,6 +19,7 @@ import sys
 import time
 
 from . import __version__, api, timespec
+from .backends import BackendOptions
 from .crypto import CryptoOptions
 from .errors import CairnError, ExitCode, UserError
 
@@ -76,6 +77,32 @@ def build_parser():
     p.add_argument("--compress-level", type=int, default=3,
                    help="gpg compression level 0-9 (default 3; duplicity leaves gpg's 6)")
     p.add_argument("--asynchronous-upload", action="store_true", help="accepted; uploads are always concurrent")
+    # remote targets and the transfer layer (duplicity's names where it has one)
+    p.add_argument("--mirror", action="append", default=[], metavar="URL",
+                   help="another target that gets every file too (repeatable)")
+    p.add_argument("--num-retries", type=int, default=5, help="retries of a failed transfer (default 5)")
+    p.add_argument("--timeout", type=float, default=30, help="network timeout in seconds (default 30)")
+    p.add_argument("--max-upload-rate", type=_rate, metavar="BYTES/S",
+                   help="limit all uploads together to this rate (suffixes K, M: 1024-based)")
+    p.add_argument("--upload-concurrency", type=int, default=4, help="volumes uploading at once (default 4)")
+    p.add_argument("--ssh-options", default="", help='e.g. "-oIdentityFile=KEY -oUserKnownHostsFile=F -oPort=N"')
+    p.add_argument("--ssh-accept-new-host-key", action="store_true",
+                   help="trust and record an sftp host key not yet in known_hosts")
+    p.add_argument("--s3-endpoint-url")
+    p.add_argument("--s3-region-name")
+    p.add_argument("--s3-storage-class", help="STANDARD, STANDARD_IA, ONEZONE_IA, GLACIER_IR, ...")
+    for flag, cls in _S3_CLASS_FLAGS.items():
+        p.add_argument(flag, dest="s3_storage_class", action="store_const", const=cls)
+    p.add_argument("--s3-use-server-side-encryption", dest="s3_sse", action="store_const", const="AES256")
+    p.add_argument("--s3-use-server-side-kms-encryption", dest="s3_sse", action="store_const", const="aws:kms")
+    p.add_argument("--s3-kms-key-id")
+    p.add_argument("--s3-multipart-chunk-size", type=int, default=20, help="MiB")
+    p.add_argument("--s3-multipart-max-procs", type=int, default=4)
+    p.add_argument("--azure-blob-tier")
+    p.add_argument("--ssl-no-check-certificate", action="store_true")
+    p.add_argument("--ssl-cacert-file")
+    p.add_argument("--ftp-passive", dest="ftp_passive", action="store_true", default=True)
+    p.add_argument("--ftp-regular", dest="ftp_passive", action="store_false")
     p.add_argument("--no-print-statistics", action="store_true")
     p.add_argument("--print-statistics", action="store_true")
     # restore / verify / list
@@ -96,6 +123,37 @@ def build_parser():
     p.add_argument("--exclude-other-filesystems", dest="exclude_other_filesystems", action=_Rule, nargs=0)
     p.add_argument("--null-separator", action="store_true")
     return p
+
+
+_S3_CLASS_FLAGS = {"--s3-use-rrs": "REDUCED_REDUNDANCY", "--s3-use-ia": "STANDARD_IA",
+                   "--s3-use-onezone-ia": "ONEZONE_IA", "--s3-use-glacier": "GLACIER",
+                   "--s3-use-glacier-ir": "GLACIER_IR", "--s3-use-deep-archive": "DEEP_ARCHIVE"}
+
+
+def _rate(text):
+    units = {"": 1, "K": 1024, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate in bytes/s: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the upload rate must be positive")
+    return int(value)
+
+
+def backend_options(ns):
+    """BackendOptions from the command line; credentials come from the environment."""
+    return BackendOptions(
+        num_retries=ns.num_retries, timeout=ns.timeout, max_upload_rate=ns.max_upload_rate,
+        upload_concurrency=ns.upload_concurrency, env=dict(os.environ), ssh_options=ns.ssh_options,
+        ssh_accept_new_host_key=ns.ssh_accept_new_host_key, s3_endpoint_url=ns.s3_endpoint_url,
+        s3_region_name=ns.s3_region_name, s3_storage_class=ns.s3_storage_class, s3_sse=ns.s3_sse,
+        s3_kms_key_id=ns.s3_kms_key_id, s3_multipart_chunk_size=ns.s3_multipart_chunk_size,
+        s3_multipart_max_procs=ns.s3_multipart_max_procs, azure_blob_tier=ns.azure_blob_tier,
+        ssl_verify=not ns.ssl_no_check_certificate, ssl_cacert_file=ns.ssl_cacert_file,
+        ftp_passive=ns.ftp_passive)
 
 
 def _passphrase(ns, env_name="PASSPHRASE", required=False):
@@ -131,7 +189,8 @@ def _crypto(ns, writing):
 
 def _target(ns, url, writing):
     return api.TargetOptions(url=url, crypto=_crypto(ns, writing), archive_dir=ns.archive_dir,
-                             name=ns.name, tempdir=ns.tempdir, file_prefix=ns.file_prefix)
+                             name=ns.name, tempdir=ns.tempdir, file_prefix=ns.file_prefix,
+                             backend=backend_options(ns), mirrors=list(ns.mirror))
 
 
 def _time(ns):
@@ -224,8 +283,25 @@ def _human(n):
         n /= 1024
 
 
+# options whose values start with a dash ("-oPort=22", "--homedir ..."): joined to their
+# option with "=" so that argparse does not read the value as an option of its own
+_DASH_VALUED = ("--ssh-options", "--gpg-options")
+
+
+def _join_dash_values(argv):
+    out = []
+    it = iter(argv)
+    for a in it:
+        if a in _DASH_VALUED:
+            value = next(it, None)
+            out.append(a if value is None else f"{a}={value}")
+        else:
+            out.append(a)
+    return out
+
+
 def run(argv):
-    ns = build_parser().parse_intermixed_args(argv)
+    ns = build_parser().parse_intermixed_args(_join_dash_values(argv))
     command, args = _split_command(ns.args)
     progress = _Progress(sys.stderr.isatty() if ns.progress is None else ns.progress)
     out = sys.stdout

@@ -1,39 +1,119 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Backends, chosen by URL scheme as duplicity does."""
+"""Backends, chosen by URL scheme as duplicity does.
+
+Each backend's module is imported only when its scheme is used, so a host that backs up to
+file:// or sftp:// needs neither boto3 nor the Azure SDK.
+"""
+import importlib
 from urllib.parse import urlsplit
 
 from ..errors import UserError
-from .base import Backend
+from .base import Backend, BackendOptions
 from .local import LocalBackend
+from .transfer import RateLimiter, RetryingBackend, ThrottledReader
 
-# scheme -> factory(url); later issues add sftp, s3, azure, webdav, ftp.
-_FACTORIES = {"file": LocalBackend.from_url}
+# scheme -> (module, factory name); duplicity's aliases map to the same backend.
+_BUILTIN = {
+    "file": (".local", "LocalBackend.from_url"),
+    "sftp": (".sftp", "from_url"),
+    "paramiko+sftp": (".sftp", "from_url"),
+    "scp": (".sftp", "from_url"),
+    "paramiko+scp": (".sftp", "from_url"),
+    "s3": (".s3", "from_url"),
+    "boto3+s3": (".s3", "from_url"),
+    "gs": (".s3", "from_gs_url"),
+    "b2": (".s3", "from_b2_url"),
+    "azure": (".azure", "from_url"),
+    "webdav": (".webdav", "from_url"),
+    "webdavs": (".webdav", "from_url"),
+    "ftp": (".ftp", "from_url"),
+    "ftps": (".ftp", "from_url"),
+    "lftp+ftp": (".ftp", "from_url"),
+    "lftp+ftps": (".ftp", "from_url"),
+    "multi": (".multi", "from_url"),
+}
+_REGISTERED = {}
 
 
 def register(scheme, factory):
-    _FACTORIES[scheme] = factory
+    """Add a scheme: ``factory(url, options)`` returns a Backend (tests use it for fault injection)."""
+    _REGISTERED[scheme] = factory
 
 
-def open_backend(url):
-    """Return the backend for a target URL (``file:///srv/backup``, later ``sftp://...``)."""
+def unregister(scheme):
+    _REGISTERED.pop(scheme, None)
+
+
+def schemes():
+    return sorted(set(_BUILTIN) | set(_REGISTERED))
+
+
+def _factory(scheme):
+    if scheme in _REGISTERED:
+        return _REGISTERED[scheme]
+    if scheme not in _BUILTIN:
+        return None
+    module, attr = _BUILTIN[scheme]
+    try:
+        obj = importlib.import_module(module, __name__)
+    except ImportError as e:
+        raise UserError(f"the {scheme}:// backend needs a Python library that is not installed "
+                        f"({e.name or e})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def open_raw(url, options=None):
+    """The backend for ``url`` without the transfer layer."""
+    options = options or BackendOptions()
     scheme = urlsplit(url).scheme
     if not scheme:
-        raise UserError(f"target {url!r} is not a URL; use file:///absolute/path or scheme://...")
-    factory = _FACTORIES.get(scheme)
+        raise UserError(f"target {redact_url(url)!r} is not a URL; use file:///absolute/path or scheme://...")
+    factory = _factory(scheme)
     if factory is None:
         raise UserError(f"unsupported target scheme {scheme!r} in {redact_url(url)!r}; "
-                        f"supported: {', '.join(sorted(_FACTORIES))}")
-    return factory(url)
+                        f"supported: {', '.join(schemes())}")
+    return factory(url, options)
+
+
+def open_backend(url, options=None, mirrors=()):
+    """The backend for a target URL, wrapped in retries and the rate limit.
+
+    ``mirrors`` are further URLs that get every file too (several targets for redundancy); the
+    rate limit is shared by all of them.
+    """
+    options = options or BackendOptions()
+    from .multi import MultiBackend
+    limiter = RateLimiter(options.max_upload_rate) if options.max_upload_rate else None
+    wrapped = []
+    for u in [url, *mirrors]:
+        raw = open_raw(u, options)
+        if isinstance(raw, MultiBackend):       # multi:// retries per target already
+            if limiter is not None:
+                raw.throttle = lambda f: ThrottledReader(f, limiter)
+            wrapped.append(raw)
+        else:
+            wrapped.append(RetryingBackend(raw, options, limiter=limiter))
+    if len(wrapped) == 1:
+        return wrapped[0]
+    return MultiBackend(wrapped, mode="mirror", onfail="abort")
 
 
 def redact_url(url):
     """The URL with any password removed, for messages and logs."""
+    if not isinstance(url, str):
+        return url
     parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        if parts.password is None:
+            return url
+    except ValueError:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return parts._replace(netloc=f"{user}:***@{netloc[1]}").geturl()
 
 
-__all__ = ["Backend", "LocalBackend", "open_backend", "register", "redact_url"]
+__all__ = ["Backend", "BackendOptions", "LocalBackend", "open_backend", "open_raw", "register",
+           "unregister", "redact_url", "schemes"]

@@ -1,13 +1,53 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The one small interface every backend implements.
+"""The one small interface every backend implements, and the options they share.
 
 Retries, rate limits and (in tests) fault injection wrap a Backend; they are not backends'
 business. ``put`` must make the file appear under its final name only when it is complete.
 """
+import os
+from dataclasses import dataclass, field
+
+# Uploads land under this name first and are renamed when complete, on every backend that can
+# rename; duplicity ignores such names (not one of its own) and `cleanup` removes leftovers.
+TEMP_PREFIX = ".cairn-tmp."
+
+
+@dataclass
+class BackendOptions:
+    """How to reach and talk to a target; duplicity's option names in comments."""
+
+    num_retries: int = 5                 # --num-retries: attempts after the first, per operation
+    retry_delay: float = 1.0             # first backoff in seconds; doubles, capped at 30 s
+    timeout: float = 30.0                # --timeout: seconds a network operation may stall
+    max_upload_rate: int = None          # --max-upload-rate: bytes/s over all uploads together
+    upload_concurrency: int = 4          # volumes uploading at once (--asynchronous-upload)
+    # where credentials come from: AWS_*, AZURE_*, FTP_PASSWORD ... (the CLI passes os.environ;
+    # modules pass their no_log options merged over it)
+    env: dict = field(default_factory=lambda: dict(os.environ))
+    ssh_options: str = ""                # --ssh-options "-oIdentityFile=... -oPort=..."
+    ssh_accept_new_host_key: bool = False
+    s3_endpoint_url: str = None          # --s3-endpoint-url (MinIO, Ceph, Wasabi, GCS, B2)
+    s3_region_name: str = None           # --s3-region-name
+    s3_storage_class: str = None         # STANDARD, STANDARD_IA, ONEZONE_IA, GLACIER, ...
+    s3_sse: str = None                   # None, "AES256" or "aws:kms"
+    s3_kms_key_id: str = None            # --s3-kms-key-id, with s3_sse="aws:kms"
+    s3_multipart_chunk_size: int = 20    # MiB; --s3-multipart-chunk-size
+    s3_multipart_max_procs: int = 4      # parts of one volume in flight
+    azure_blob_tier: str = None          # --azure-blob-tier: Hot, Cool, Archive
+    ssl_verify: bool = True              # False: --ssl-no-check-certificate (webdavs, ftps)
+    ssl_cacert_file: str = None          # --ssl-cacert-file: CA bundle for webdavs/ftps
+    ftp_passive: bool = True             # --ftp-passive (default) / --ftp-regular
+
+    def secret(self, name):
+        """A credential from ``env`` (None when unset or empty)."""
+        value = self.env.get(name)
+        return value or None
 
 
 class Backend:
     url = ""
+    # set by the transfer layer: wraps upload sources (rate limit); identity by default
+    throttle = None
 
     def list(self):
         """Names of all files at the target (no directories), any order."""
@@ -33,6 +73,14 @@ class Backend:
         """Stored size in bytes, or None when the backend cannot tell cheaply."""
         return None
 
+    def reset(self):
+        """Drop connections after a failure; the next operation reconnects (before a retry)."""
+
+    def open_upload(self, local_path):
+        """The file to read an upload from: rate-limited when the transfer layer says so."""
+        f = open(local_path, "rb")
+        return self.throttle(f) if self.throttle is not None else f
+
     def close(self):
         pass
 
@@ -41,3 +89,11 @@ class Backend:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_name(name):
+    """Remote names are plain file names: never a path, never empty."""
+    from ..errors import BackendError
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise BackendError(f"refusing remote name {name!r}")
+    return name

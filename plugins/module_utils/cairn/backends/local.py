@@ -6,10 +6,7 @@ import shutil
 from urllib.parse import unquote, urlsplit
 
 from ..errors import BackendError, BackendNotFound, ExitCode
-from .base import Backend
-
-# Uploads land under this name first, then are renamed; duplicity ignores it (not one of its names).
-TEMP_PREFIX = ".cairn-tmp."
+from .base import TEMP_PREFIX, Backend
 
 
 class LocalBackend(Backend):
@@ -18,7 +15,7 @@ class LocalBackend(Backend):
         self.url = url or "file://" + path
 
     @classmethod
-    def from_url(cls, url):
+    def from_url(cls, url, options=None):
         parts = urlsplit(url)
         # duplicity accepts file:///abs and file://relative
         path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
@@ -59,7 +56,7 @@ class LocalBackend(Backend):
         final = self._full(name)
         tmp = os.path.join(self.path, TEMP_PREFIX + name)
         try:
-            with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+            with self.open_upload(local_path) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()
                 os.fsync(dst.fileno())

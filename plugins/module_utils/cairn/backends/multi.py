@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Several targets as one: ``mirror`` (every file to every target) or ``stripe`` (round robin).
+
+Reads duplicity's ``multi:///path/config.json?mode=mirror&onfail=abort`` form: the config is a
+JSON list of ``{"url": ..., "env": [{"name": ..., "value": ...}]}``. As in duplicity the mode
+defaults to ``stripe`` and onfail to ``continue`` for multi:// URLs; cairn's own mirror list
+(``--mirror``, a module's list of targets) is ``mirror`` + ``abort``: a run succeeds only when
+every target has every file, so no copy silently falls behind.
+"""
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import BackendError, BackendNotFound, UserError
+from .base import Backend
+
+log = logging.getLogger("cairn")
+
+
+class MultiBackend(Backend):
+    def __init__(self, backends, mode="mirror", onfail="abort"):
+        if mode not in ("mirror", "stripe"):
+            raise UserError(f"multi backend mode must be mirror or stripe, not {mode!r}")
+        if onfail not in ("abort", "continue"):
+            raise UserError(f"multi backend onfail must be abort or continue, not {onfail!r}")
+        self.backends = list(backends)
+        self.mode = mode
+        self.onfail = onfail
+        self.url = " + ".join(b.url for b in self.backends)
+        self._next = 0
+        self._lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="cairn-multi")
+
+    @property
+    def throttle(self):
+        return None
+
+    @throttle.setter
+    def throttle(self, value):
+        for b in self.backends:
+            b.throttle = value
+
+    def list(self):
+        names = set()
+        failures = []
+        for b in self.backends:
+            try:
+                names.update(b.list())
+            except BackendError as e:
+                if self.onfail == "abort":
+                    raise
+                failures.append(e)
+        if failures and len(failures) == len(self.backends):
+            raise failures[0]
+        return list(names)
+
+    def get(self, name, local_path):
+        last = None
+        for b in self.backends:
+            try:
+                return b.get(name, local_path)
+            except BackendError as e:      # another copy may be fine
+                log.warning("%s: %s; trying the next target", b.url, e)
+                last = e
+        raise last or BackendNotFound(f"{name} is on none of the targets")
+
+    def put(self, local_path, name):
+        if self.mode == "stripe":
+            with self._lock:
+                order = self.backends[self._next:] + self.backends[:self._next]
+                self._next = (self._next + 1) % len(self.backends)
+            last = None
+            for b in order:
+                try:
+                    return b.put(local_path, name)
+                except BackendError as e:
+                    if self.onfail == "abort":
+                        raise
+                    log.warning("%s: %s; trying the next target", b.url, e)
+                    last = e
+            raise last
+        futures = [(b, self.pool.submit(b.put, local_path, name)) for b in self.backends]
+        errors = []
+        for b, f in futures:
+            try:
+                f.result()
+            except BackendError as e:
+                errors.append((b, e))
+        if errors and (self.onfail == "abort" or len(errors) == len(self.backends)):
+            b, e = errors[0]
+            raise BackendError(f"{b.url}: {e.message}", e.exit_code)
+        for b, e in errors:
+            log.warning("%s: %s; the other targets have %s", b.url, e, name)
+
+    def delete(self, names):
+        names = list(names)
+        errors = []
+        for b in self.backends:
+            try:
+                b.delete(names)
+            except BackendError as e:
+                errors.append(e)
+        if errors and (self.onfail == "abort" or len(errors) == len(self.backends)):
+            raise errors[0]
+
+    def local_path(self, name):
+        return None
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+        for b in self.backends:
+            b.close()
+
+
+def from_url(url, options):
+    """``multi:///path/to/config.json?mode=mirror&onfail=abort`` as duplicity reads it."""
+    from . import open_raw           # late: the registry imports this module lazily
+    from .transfer import RetryingBackend
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    query = parse_qs(parts.query)
+    mode = query.get("mode", ["stripe"])[0]
+    onfail = query.get("onfail", ["continue"])[0]
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read the multi backend config {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UserError(f"the multi backend config {path} is not valid JSON: {e}") from None
+    if not isinstance(config, list) or not config:
+        raise UserError(f"the multi backend config {path} must be a non-empty JSON list of targets")
+    backends = []
+    for entry in config:
+        if not isinstance(entry, dict) or "url" not in entry:
+            raise UserError(f"each entry of {path} needs a \"url\"")
+        env = dict(options.env)
+        for item in entry.get("env", []):
+            env[item["name"]] = item["value"]
+        from dataclasses import replace
+        sub = replace(options, env=env)
+        backends.append(RetryingBackend(open_raw(entry["url"], sub), sub))
+    return MultiBackend(backends, mode=mode, onfail=onfail)

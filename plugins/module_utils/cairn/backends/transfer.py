@@ -1,0 +1,223 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The transfer layer, one for every backend: retries with backoff, a rate limit, an upload queue.
+
+``RetryingBackend`` wraps any Backend. Transient failures (a dropped connection, a timeout, a
+5xx answer) are retried ``num_retries`` times with exponential backoff and a reconnect; other
+failures (bad credentials, permission, a missing file) fail at once, since retrying them only
+delays the message. ``UploadQueue`` runs uploads beside volume building, a bounded number at
+once so temp space stays bounded.
+"""
+import errno
+import logging
+import random
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import BackendError, BackendNotFound
+from .base import Backend
+
+log = logging.getLogger("cairn")
+
+MAX_DELAY = 30.0
+
+
+def is_transient(exc):
+    """Whether retrying ``exc`` may help."""
+    if isinstance(exc, BackendNotFound):
+        return False
+    if isinstance(exc, BackendError):
+        return exc.transient
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, EOFError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
+
+
+_NETWORK_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
+                   errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
+                   errno.EAGAIN, None}
+
+
+class RetryingBackend(Backend):
+    def __init__(self, inner, options, limiter=None, sleep=time.sleep):
+        self.inner = inner
+        self.url = inner.url
+        self.options = options
+        self._sleep = sleep
+        self.retries_used = 0          # for statistics and tests
+        self._lock = threading.Lock()
+        if limiter is not None:
+            inner.throttle = lambda f: ThrottledReader(f, limiter)
+
+    @property
+    def throttle(self):
+        return self.inner.throttle
+
+    @throttle.setter
+    def throttle(self, value):
+        self.inner.throttle = value
+
+    def _call(self, what, fn, *args):
+        attempts = max(0, self.options.num_retries) + 1
+        delay = self.options.retry_delay
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args)
+            except Exception as e:   # noqa: BLE001 - classified below
+                if not is_transient(e):
+                    if isinstance(e, BackendError):
+                        raise
+                    raise BackendError(f"{what} failed: {_describe(e)}") from None
+                if attempt == attempts:
+                    raise BackendError(f"{what} failed after {attempts} attempts, giving up: "
+                                       f"{_describe(e)}", getattr(e, "exit_code", None)) from None
+                with self._lock:
+                    self.retries_used += 1
+                wait = min(MAX_DELAY, delay) * (0.5 + random.random() / 2)
+                log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _describe(e),
+                            attempt, attempts - 1, wait)
+                try:
+                    self.inner.reset()
+                except Exception:   # noqa: BLE001 - a failed reset shows in the retry itself
+                    pass
+                self._sleep(wait)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def list(self):
+        return self._call(f"listing {self.url}", self.inner.list)
+
+    def get(self, name, local_path):
+        return self._call(f"downloading {name}", self.inner.get, name, local_path)
+
+    def put(self, local_path, name):
+        return self._call(f"uploading {name}", self.inner.put, local_path, name)
+
+    def delete(self, names):
+        names = list(names)
+        if names:
+            return self._call(f"deleting {len(names)} file(s)", self.inner.delete, names)
+        return None
+
+    def local_path(self, name):
+        return self.inner.local_path(name)
+
+    def size(self, name):
+        return self.inner.size(name)
+
+    def close(self):
+        self.inner.close()
+
+
+def _describe(e):
+    if isinstance(e, BackendError):
+        return e.message
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if not text.startswith(type(e).__name__) else text
+
+
+class RateLimiter:
+    """A token bucket shared by every upload of a run: at most ``rate`` bytes/s on average."""
+
+    def __init__(self, rate, burst=None, clock=time.monotonic, sleep=time.sleep):
+        self.rate = float(rate)
+        # a small burst keeps the average honest over short runs
+        self.burst = float(burst if burst is not None else max(16384, rate / 10))
+        self.tokens = self.burst
+        self.clock = clock
+        self._sleep = sleep
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    def take(self, n):
+        """Block until ``n`` bytes may pass."""
+        while n > 0:
+            step = min(n, self.burst)
+            with self.lock:
+                now = self.clock()
+                self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                self.tokens -= step
+                wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+            if wait > 0:
+                self._sleep(wait)
+            n -= step
+
+
+class ThrottledReader:
+    """A read-only file whose reads pass through a RateLimiter (for any backend's upload)."""
+
+    def __init__(self, f, limiter):
+        self.f = f
+        self.limiter = limiter
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = 1 << 20
+        data = self.f.read(min(n, 1 << 20))
+        if data:
+            self.limiter.take(len(data))
+        return data
+
+    def readinto(self, buf):
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def __getattr__(self, name):      # seek, tell, fileno, name, mode ...
+        return getattr(self.f, name)
+
+    def __iter__(self):
+        return iter(lambda: self.read(1 << 16), b"")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+class UploadQueue:
+    """Uploads finished volumes while the next ones are built, ``concurrency`` at once.
+
+    ``submit`` blocks while that many are in flight, which bounds temp space. The first
+    failure is raised by the next ``submit`` or by ``drain``; files are removed once uploaded.
+    """
+
+    def __init__(self, backend, concurrency):
+        self.backend = backend
+        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cairn-up")
+        self.slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.futures = []
+
+    def _raise_failed(self):
+        for f in self.futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+
+    def submit(self, local_path, name, cleanup=None):
+        self._raise_failed()
+        self.slots.acquire()
+
+        def run():
+            try:
+                self.backend.put(local_path, name)
+            finally:
+                self.slots.release()
+                if cleanup is not None:
+                    cleanup()
+        fut = self.pool.submit(run)
+        self.futures.append(fut)
+        return fut
+
+    def drain(self):
+        """Wait for every upload; raise the first failure."""
+        try:
+            for f in self.futures:
+                f.result()
+        finally:
+            self.futures = [f for f in self.futures if not f.done()]
+
+    def close(self, cancel=False):
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
