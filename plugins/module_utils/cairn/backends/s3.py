@@ -1,0 +1,254 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""s3:// targets (boto3), and gs:// and b2:// through their S3-compatible endpoints.
+
+``s3://bucket[/prefix]``: credentials by boto3's usual chain (``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, the config files, an
+instance role); ``--s3-endpoint-url`` (or ``AWS_ENDPOINT_URL``) for MinIO, Ceph, Wasabi.
+An S3 object appears only when its upload (or multipart upload) is complete, so no temp name
+is needed. boto3's own retries are off: the transfer layer retries, with one policy for all.
+
+``gs://bucket[/prefix]``: Google Cloud Storage's XML API with HMAC keys
+(``GS_ACCESS_KEY_ID`` / ``GS_SECRET_ACCESS_KEY``, as duplicity's old gs backend).
+``b2://keyID[:applicationKey]@bucket[/prefix]``: Backblaze B2's S3 API; the key from the URL or
+``B2_APPLICATION_KEY``; the endpoint from --s3-endpoint-url or ``https://s3.<region>.backblazeb2.com``
+with --s3-region-name (B2 shows both on the bucket's page).
+"""
+import logging
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from ..errors import BackendError, BackendNotFound, ExitCode, UserError
+from .base import Backend, check_name
+
+log = logging.getLogger("cairn")
+for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+MiB = 1 << 20
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AllAccessDisabled",
+           "InvalidToken", "ExpiredToken", "AccountProblem"}
+_TRANSIENT = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "502", "503",
+              "504", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+
+
+class S3Backend(Backend):
+    def __init__(self, url, options, bucket, prefix, *, endpoint_url=None, access_key=None,
+                 secret_key=None, session_token=None, batch_delete=True, kind="s3"):
+        self.url = url
+        self.options = options
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.kind = kind
+        self.batch_delete = batch_delete
+        env = options.env
+        config = botocore.config.Config(
+            connect_timeout=options.timeout, read_timeout=options.timeout,
+            retries={"total_max_attempts": 1}, max_pool_connections=max(10, 2 * options.s3_multipart_max_procs
+                                                                        * options.upload_concurrency))
+        # an explicit, minimal environment: a module's no_log credentials win over the process's
+        try:
+            session = self._session(options, env, access_key, secret_key, session_token)
+        except botocore.exceptions.BotoCoreError as e:
+            raise UserError(f"cannot set up S3 credentials for {url}: {e}") from None
+        self.endpoint_url = endpoint_url or options.s3_endpoint_url or env.get("AWS_ENDPOINT_URL") or None
+        try:
+            self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        except botocore.exceptions.BotoCoreError as e:
+            raise UserError(f"cannot set up the S3 client for {url}: {e}") from None
+        self._setup_transfer(options)
+        self._bucket_checked = False
+
+    @staticmethod
+    def _session(options, env, access_key, secret_key, session_token):
+        return boto3.session.Session(
+            aws_access_key_id=access_key or env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=secret_key or env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=session_token or env.get("AWS_SESSION_TOKEN") or None,
+            region_name=options.s3_region_name or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
+            profile_name=env.get("AWS_PROFILE") or None)
+
+    def _setup_transfer(self, options):
+        chunk = max(5, options.s3_multipart_chunk_size) * MiB     # S3's minimum part size is 5 MiB
+        self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk,
+                                       max_concurrency=max(1, options.s3_multipart_max_procs),
+                                       use_threads=True)
+        extra = {}
+        if options.s3_storage_class:
+            extra["StorageClass"] = options.s3_storage_class
+        if options.s3_sse:
+            extra["ServerSideEncryption"] = options.s3_sse
+            if options.s3_kms_key_id:
+                extra["SSEKMSKeyId"] = options.s3_kms_key_id
+        self.extra = extra
+
+    def _key(self, name):
+        check_name(name)
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _where(self):
+        return f"{self.kind}://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def list(self):
+        names = []
+        start = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start, Delimiter="/")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(start):]
+                    if name and "/" not in name:
+                        names.append(name)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) == "NoSuchBucket":
+                return []
+            raise self._error(e, f"cannot list {self._where()}") from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise self._error(e, f"cannot list {self._where()}") from None
+        return names
+
+    def _ensure_bucket(self):
+        if self._bucket_checked:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            log.info("creating bucket %s", self.bucket)
+            args = {"Bucket": self.bucket}
+            region = self.client.meta.region_name
+            if region and region != "us-east-1":
+                args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                self.client.create_bucket(**args)
+            except botocore.exceptions.ClientError as e2:
+                if _code(e2) not in ("BucketAlreadyOwnedByYou",):
+                    raise
+        self._bucket_checked = True
+
+    def put(self, local_path, name):
+        key = self._key(name)
+        try:
+            self._ensure_bucket()
+            with self.open_upload(local_path) as src:
+                self.client.upload_fileobj(src, self.bucket, key, ExtraArgs=self.extra or None,
+                                           Config=self.transfer)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            raise self._error(e, f"cannot upload {name} to {self._where()}") from None
+        except Exception as e:      # s3transfer wraps failures of its threads
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)):
+                raise self._error(cause, f"cannot upload {name} to {self._where()}") from None
+            raise
+
+    def get(self, name, local_path):
+        try:
+            self.client.download_file(self.bucket, self._key(name), local_path, Config=self.transfer)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            if _code(e) in _NOT_FOUND or _code(e) == "NoSuchBucket":
+                raise BackendNotFound(f"{name} is missing from {self._where()}") from None
+            raise self._error(e, f"cannot download {name} from {self._where()}") from None
+
+    def delete(self, names):
+        keys = [self._key(n) for n in names]
+        try:
+            if not self.batch_delete:
+                for k in keys:
+                    self.client.delete_object(Bucket=self.bucket, Key=k)
+                return
+            for i in range(0, len(keys), 1000):
+                batch = keys[i:i + 1000]
+                out = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+                errors = [e for e in out.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
+                if errors:
+                    first = errors[0]
+                    raise BackendError(f"cannot delete {first.get('Key')} from {self._where()}: "
+                                       f"{first.get('Code')} {first.get('Message', '')}".rstrip(),
+                                       transient=first.get("Code") in _TRANSIENT)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            if _code(e) == "NoSuchBucket":
+                return
+            raise self._error(e, f"cannot delete from {self._where()}") from None
+
+    def size(self, name):
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"]
+        except Exception:   # noqa: BLE001 - size is advisory
+            return None
+
+    def close(self):
+        self.client.close()
+
+    def _error(self, e, what):
+        if isinstance(e, botocore.exceptions.NoCredentialsError):
+            return BackendError(f"{what}: no credentials (set AWS_ACCESS_KEY_ID and "
+                                "AWS_SECRET_ACCESS_KEY, a profile, or an instance role)",
+                                ExitCode.BACKEND_PERMISSION)
+        if isinstance(e, botocore.exceptions.ClientError):
+            code = _code(e)
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            msg = e.response.get("Error", {}).get("Message") or code
+            if code in _DENIED:
+                return BackendError(f"{what}: access denied ({code}: {msg})", ExitCode.BACKEND_PERMISSION)
+            if code == "NoSuchBucket":
+                return BackendError(f"{what}: the bucket {self.bucket} does not exist",
+                                    ExitCode.BACKEND_NOT_FOUND)
+            transient = code in _TRANSIENT or (status is not None and status >= 500)
+            return BackendError(f"{what}: {code}: {msg}", transient=transient)
+        # EndpointConnectionError, ConnectionClosedError, timeouts, incomplete reads
+        return BackendError(f"{what}: {e}", transient=True)
+
+
+def _code(e):
+    if isinstance(e, botocore.exceptions.ClientError):
+        return str(e.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _bucket_and_prefix(url):
+    parts = urlsplit(url)
+    bucket = unquote(parts.hostname or "")
+    if not bucket:
+        raise UserError(f"no bucket in target {url!r}; use {parts.scheme}://bucket[/prefix]")
+    return parts, bucket, unquote(parts.path)
+
+
+def from_url(url, options):
+    parts, bucket, prefix = _bucket_and_prefix(url)
+    if parts.username or parts.password:
+        raise UserError("credentials do not belong in an s3:// URL; use AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY (or a profile)")
+    return S3Backend(url, options, bucket, prefix)
+
+
+def from_gs_url(url, options):
+    parts, bucket, prefix = _bucket_and_prefix(url)
+    env = options.env
+    return S3Backend(url, options, bucket, prefix,
+                     endpoint_url=options.s3_endpoint_url or "https://storage.googleapis.com",
+                     access_key=env.get("GS_ACCESS_KEY_ID"), secret_key=env.get("GS_SECRET_ACCESS_KEY"),
+                     batch_delete=False, kind="gs")     # GCS's XML API has no multi-object delete
+
+
+def from_b2_url(url, options):
+    parts = urlsplit(url)
+    bucket = unquote(parts.hostname or "")
+    key_id = unquote(parts.username) if parts.username else None
+    app_key = unquote(parts.password) if parts.password else options.secret("B2_APPLICATION_KEY")
+    if not bucket or not key_id or not app_key:
+        raise UserError("a b2 target is b2://keyID[:applicationKey]@bucket[/prefix], with the key in "
+                        "the URL or in B2_APPLICATION_KEY")
+    endpoint = options.s3_endpoint_url
+    if not endpoint:
+        if not options.s3_region_name:
+            raise UserError("b2:// needs --s3-region-name (e.g. us-west-004) or --s3-endpoint-url")
+        endpoint = f"https://s3.{options.s3_region_name}.backblazeb2.com"
+    return S3Backend(url, options, bucket, unquote(parts.path), endpoint_url=endpoint,
+                     access_key=key_id, secret_key=app_key, kind="b2")
