@@ -57,6 +57,118 @@ options:
     description:
       - Where volumes are built and decrypted; needs about two volumes per CPU of free space.
     type: path
+  mirror_targets:
+    description:
+      - More target URLs that receive every file too, for redundancy. A run succeeds only when
+        every target has every file; reads use the first target that has a file.
+    type: list
+    elements: str
+    default: []
+  num_retries:
+    description:
+      - How often a failed transfer is retried, with exponential backoff (duplicity's C(--num-retries)).
+      - Only transient failures (a dropped connection, a timeout, a server error) are retried.
+    type: int
+    default: 5
+  timeout:
+    description:
+      - Seconds a network operation may stall before it fails (duplicity's C(--timeout)).
+    type: int
+    default: 30
+  max_upload_rate:
+    description:
+      - Limit all uploads of the run together to this many bytes per second.
+    type: int
+  upload_concurrency:
+    description:
+      - How many volumes upload at once while the next ones are built.
+    type: int
+    default: 4
+  ssh_options:
+    description:
+      - For C(sftp://) targets, ssh options as duplicity's C(--ssh-options), for example
+        C(-oIdentityFile=/root/.ssh/backup -oUserKnownHostsFile=/etc/cairn/known_hosts -oPort=2222).
+    type: str
+    default: ''
+  ssh_accept_new_host_key:
+    description:
+      - Trust and record an sftp host key that is not in known_hosts yet. A changed key is always refused.
+    type: bool
+    default: false
+  s3_endpoint_url:
+    description:
+      - Endpoint of an S3-compatible store (MinIO, Ceph, Wasabi, Backblaze B2, Google Cloud Storage).
+    type: str
+  s3_region_name:
+    description:
+      - S3 region (for C(b2://), the B2 region, used to build the endpoint).
+    type: str
+  s3_storage_class:
+    description:
+      - Storage class of uploaded objects, for example C(STANDARD_IA), C(ONEZONE_IA), C(GLACIER_IR).
+    type: str
+  s3_server_side_encryption:
+    description:
+      - Ask S3 to encrypt objects at rest as well (C(AES256) or C(aws:kms)).
+    type: str
+    choices: [AES256, 'aws:kms']
+  s3_kms_key_id:
+    description:
+      - KMS key for O(s3_server_side_encryption=aws:kms).
+    type: str
+  azure_blob_tier:
+    description:
+      - Access tier of uploaded blobs on C(azure://) targets.
+    type: str
+    choices: [Hot, Cool, Cold, Archive]
+  validate_certs:
+    description:
+      - Check TLS certificates of C(webdavs://) and C(ftps://) servers (C(false) is duplicity's
+        C(--ssl-no-check-certificate)).
+    type: bool
+    default: true
+  ca_cert_file:
+    description:
+      - CA bundle for C(webdavs://) and C(ftps://) servers (duplicity's C(--ssl-cacert-file)).
+    type: path
+  target_password:
+    description:
+      - Password for C(sftp://), C(ftp://), C(ftps://), C(webdav://) targets (duplicity's E(FTP_PASSWORD)).
+    type: str
+  aws_access_key_id:
+    description:
+      - S3 access key id (E(AWS_ACCESS_KEY_ID)); without it boto3's usual credential chain applies.
+    type: str
+  aws_secret_access_key:
+    description:
+      - S3 secret key (E(AWS_SECRET_ACCESS_KEY)).
+    type: str
+  aws_session_token:
+    description:
+      - S3 session token (E(AWS_SESSION_TOKEN)).
+    type: str
+  azure_connection_string:
+    description:
+      - Azure Storage connection string (E(AZURE_CONNECTION_STRING)).
+    type: str
+  azure_account_name:
+    description:
+      - Azure Storage account name (E(AZURE_ACCOUNT_NAME)).
+    type: str
+  azure_account_key:
+    description:
+      - Azure Storage account key (E(AZURE_ACCOUNT_KEY)).
+    type: str
+  azure_sas_token:
+    description:
+      - Azure shared access signature (E(AZURE_SHARED_ACCESS_SIGNATURE)).
+    type: str
+  backend_env:
+    description:
+      - Further environment variables for the backends, by duplicity's names, for example
+        C(GS_ACCESS_KEY_ID), C(B2_APPLICATION_KEY), C(AWS_PROFILE). Values are treated as secrets.
+    type: dict
+    default: {}
 requirements:
   - python-gnupg and cffi on the managed host, and the gpg and librsync (C(librsync.so.2)) system packages
     (role M(cairn.backup.agent) installs them).

@@ -6,8 +6,17 @@ from __future__ import annotations
 import os
 
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends.base import BackendOptions
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.crypto import CryptoOptions
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
+
+
+def _packed_backends():
+    """Never called. The engine imports backends by scheme, lazily; naming them here makes
+    AnsiballZ (which follows import statements) pack them with every module."""
+    # pylint: disable=unused-import
+    from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends import (  # noqa: F401
+        azure, ftp, multi, s3, sftp, webdav)
 
 
 def common_argument_spec():
@@ -22,7 +31,64 @@ def common_argument_spec():
         archive_dir=dict(type="path"),
         name=dict(type="str"),
         tempdir=dict(type="path"),
+        # remote targets and the transfer layer
+        mirror_targets=dict(type="list", elements="str", default=[]),
+        num_retries=dict(type="int", default=5),
+        timeout=dict(type="int", default=30),
+        max_upload_rate=dict(type="int"),
+        upload_concurrency=dict(type="int", default=4),
+        ssh_options=dict(type="str", default=""),
+        ssh_accept_new_host_key=dict(type="bool", default=False),
+        s3_endpoint_url=dict(type="str"),
+        s3_region_name=dict(type="str"),
+        s3_storage_class=dict(type="str"),
+        s3_server_side_encryption=dict(type="str", choices=["AES256", "aws:kms"]),
+        s3_kms_key_id=dict(type="str", no_log=False),
+        azure_blob_tier=dict(type="str", choices=["Hot", "Cool", "Cold", "Archive"]),
+        validate_certs=dict(type="bool", default=True),
+        ca_cert_file=dict(type="path"),
+        # credentials: reach the backends in memory, never argv, logs or results
+        target_password=dict(type="str", no_log=True),
+        aws_access_key_id=dict(type="str", no_log=False),
+        aws_secret_access_key=dict(type="str", no_log=True),
+        aws_session_token=dict(type="str", no_log=True),
+        azure_connection_string=dict(type="str", no_log=True),
+        azure_account_name=dict(type="str"),
+        azure_account_key=dict(type="str", no_log=True),
+        azure_sas_token=dict(type="str", no_log=True),
+        backend_env=dict(type="dict", default={}, no_log=True),
     )
+
+
+# module option -> the environment name duplicity users know it by
+CREDENTIAL_ENV = {
+    "target_password": "FTP_PASSWORD",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+    "azure_connection_string": "AZURE_CONNECTION_STRING",
+    "azure_account_name": "AZURE_ACCOUNT_NAME",
+    "azure_account_key": "AZURE_ACCOUNT_KEY",
+    "azure_sas_token": "AZURE_SHARED_ACCESS_SIGNATURE",
+}
+
+
+def backend_options(module):
+    """BackendOptions: the process environment, then backend_env, then the named credentials."""
+    p = module.params
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (p.get("backend_env") or {}).items()})
+    for opt, name in CREDENTIAL_ENV.items():
+        if p.get(opt):
+            env[name] = p[opt]
+    return BackendOptions(
+        num_retries=p["num_retries"], timeout=p["timeout"], max_upload_rate=p.get("max_upload_rate"),
+        upload_concurrency=p["upload_concurrency"], env=env, ssh_options=p["ssh_options"] or "",
+        ssh_accept_new_host_key=p["ssh_accept_new_host_key"], s3_endpoint_url=p.get("s3_endpoint_url"),
+        s3_region_name=p.get("s3_region_name"), s3_storage_class=p.get("s3_storage_class"),
+        s3_sse=p.get("s3_server_side_encryption"), s3_kms_key_id=p.get("s3_kms_key_id"),
+        azure_blob_tier=p.get("azure_blob_tier"), ssl_verify=p["validate_certs"],
+        ssl_cacert_file=p.get("ca_cert_file"))
 
 
 COMMON_MUTUALLY_EXCLUSIVE = [("passphrase", "passphrase_file"), ("no_encryption", "encrypt_keys")]
@@ -52,7 +118,8 @@ def target_options(module):
                                recipients=keys, sign_key=p.get("sign_key"),
                                gnupg_home=p.get("gnupg_home") or os.environ.get("GNUPGHOME"))
     return api.TargetOptions(url=p["target"], crypto=crypto, archive_dir=p.get("archive_dir"),
-                             name=p.get("name"), tempdir=p.get("tempdir"))
+                             name=p.get("name"), tempdir=p.get("tempdir"),
+                             backend=backend_options(module), mirrors=list(p.get("mirror_targets") or ()))
 
 
 def run(module, fn, *args, **kwargs):

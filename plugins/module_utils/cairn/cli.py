@@ -85,7 +85,8 @@ def build_parser():
     p.add_argument("--max-upload-rate", type=_rate, metavar="BYTES/S",
                    help="limit all uploads together to this rate (suffixes K, M: 1024-based)")
     p.add_argument("--upload-concurrency", type=int, default=4, help="volumes uploading at once (default 4)")
-    p.add_argument("--ssh-options", default="", help='e.g. "-oIdentityFile=KEY -oUserKnownHostsFile=F -oPort=N"')
+    p.add_argument("--ssh-options", action="append", default=[],
+                   help='e.g. "-oIdentityFile=KEY -oUserKnownHostsFile=F -oPort=N" (repeatable)')
     p.add_argument("--ssh-accept-new-host-key", action="store_true",
                    help="trust and record an sftp host key not yet in known_hosts")
     p.add_argument("--s3-endpoint-url")
@@ -96,6 +97,8 @@ def build_parser():
     p.add_argument("--s3-use-server-side-encryption", dest="s3_sse", action="store_const", const="AES256")
     p.add_argument("--s3-use-server-side-kms-encryption", dest="s3_sse", action="store_const", const="aws:kms")
     p.add_argument("--s3-kms-key-id")
+    p.add_argument("--s3-kms-grant", help="grantee given full control of each object (x-amz-grant-full-control)")
+    p.add_argument("--s3-unencrypted-connection", action="store_true", help="plain HTTP to the S3 endpoint")
     p.add_argument("--s3-multipart-chunk-size", type=int, default=20, help="MiB")
     p.add_argument("--s3-multipart-max-procs", type=int, default=4)
     p.add_argument("--azure-blob-tier")
@@ -147,10 +150,11 @@ def backend_options(ns):
     """BackendOptions from the command line; credentials come from the environment."""
     return BackendOptions(
         num_retries=ns.num_retries, timeout=ns.timeout, max_upload_rate=ns.max_upload_rate,
-        upload_concurrency=ns.upload_concurrency, env=dict(os.environ), ssh_options=ns.ssh_options,
+        upload_concurrency=ns.upload_concurrency, env=dict(os.environ), ssh_options=" ".join(ns.ssh_options),
         ssh_accept_new_host_key=ns.ssh_accept_new_host_key, s3_endpoint_url=ns.s3_endpoint_url,
         s3_region_name=ns.s3_region_name, s3_storage_class=ns.s3_storage_class, s3_sse=ns.s3_sse,
-        s3_kms_key_id=ns.s3_kms_key_id, s3_multipart_chunk_size=ns.s3_multipart_chunk_size,
+        s3_kms_key_id=ns.s3_kms_key_id, s3_kms_grant=ns.s3_kms_grant,
+        s3_unencrypted_connection=ns.s3_unencrypted_connection, s3_multipart_chunk_size=ns.s3_multipart_chunk_size,
         s3_multipart_max_procs=ns.s3_multipart_max_procs, azure_blob_tier=ns.azure_blob_tier,
         ssl_verify=not ns.ssl_no_check_certificate, ssl_cacert_file=ns.ssl_cacert_file,
         ftp_passive=ns.ftp_passive)

@@ -31,6 +31,8 @@ class BackendOptions:
     s3_storage_class: str = None         # STANDARD, STANDARD_IA, ONEZONE_IA, GLACIER, ...
     s3_sse: str = None                   # None, "AES256" or "aws:kms"
     s3_kms_key_id: str = None            # --s3-kms-key-id, with s3_sse="aws:kms"
+    s3_kms_grant: str = None             # --s3-kms-grant: x-amz-grant-full-control of each object
+    s3_unencrypted_connection: bool = False   # --s3-unencrypted-connection: http, not https
     s3_multipart_chunk_size: int = 20    # MiB; --s3-multipart-chunk-size
     s3_multipart_max_procs: int = 4      # parts of one volume in flight
     azure_blob_tier: str = None          # --azure-blob-tier: Hot, Cool, Archive

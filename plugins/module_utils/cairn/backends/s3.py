@@ -57,7 +57,8 @@ class S3Backend(Backend):
             raise UserError(f"cannot set up S3 credentials for {url}: {e}") from None
         self.endpoint_url = endpoint_url or options.s3_endpoint_url or env.get("AWS_ENDPOINT_URL") or None
         try:
-            self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+            self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config,
+                                         use_ssl=not options.s3_unencrypted_connection)
         except botocore.exceptions.BotoCoreError as e:
             raise UserError(f"cannot set up the S3 client for {url}: {e}") from None
         self._setup_transfer(options)
@@ -84,6 +85,8 @@ class S3Backend(Backend):
             extra["ServerSideEncryption"] = options.s3_sse
             if options.s3_kms_key_id:
                 extra["SSEKMSKeyId"] = options.s3_kms_key_id
+        if options.s3_kms_grant:
+            extra["GrantFullControl"] = options.s3_kms_grant
         self.extra = extra
 
     def _key(self, name):
