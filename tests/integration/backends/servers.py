@@ -82,6 +82,26 @@ class ServerProcess:
         return _tail(self.log_path)
 
 
+def descendants(pid):
+    """PIDs of all processes below ``pid`` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def which(name):
     return shutil.which(name) or shutil.which(name, path=VENV_BIN)
 
@@ -127,6 +147,18 @@ LogLevel VERBOSE
             f.write(f"[127.0.0.1]:{port} {kind} {b64}\n")
         super().__init__(["/usr/sbin/sshd", "-D", "-e", "-f", conf], port,
                          os.path.join(self.dir, "sshd.log"))
+
+    def stop(self):
+        """End sshd and its per-connection children (they leave its process group), by PID."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        kids = descendants(self.proc.pid)
+        super().stop()
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     @property
     def ssh_options(self):

@@ -23,7 +23,7 @@ class BackendOptions:
     upload_concurrency: int = 4          # volumes uploading at once (--asynchronous-upload)
     # where credentials come from: AWS_*, AZURE_*, FTP_PASSWORD ... (the CLI passes os.environ;
     # modules pass their no_log options merged over it)
-    env: dict = field(default_factory=lambda: dict(os.environ))
+    env: dict = field(default_factory=lambda: dict(os.environ), repr=False)
     ssh_options: str = ""                # --ssh-options "-oIdentityFile=... -oPort=..."
     ssh_accept_new_host_key: bool = False
     s3_endpoint_url: str = None          # --s3-endpoint-url (MinIO, Ceph, Wasabi, GCS, B2)

@@ -92,7 +92,6 @@ class SFTPBackend(Backend):
         self._lock = threading.Lock()
         self._transport = None
         self._local = threading.local()
-        self._clients = []
         self._dir_ready = False
 
     # --- connection ------------------------------------------------------------------------
@@ -189,36 +188,48 @@ class SFTPBackend(Backend):
         raise paramiko.AuthenticationException()
 
     def _sftp(self):
-        client = getattr(self._local, "client", None)
-        if client is not None and self._transport is not None and self._transport.is_active():
-            return client
+        mine = getattr(self._local, "pair", None)
         with self._lock:
             if self._transport is None or not self._transport.is_active():
+                if self._transport is not None:
+                    self._transport.close()
+                self._transport = None
                 self._transport = self._connect()
-                self._clients = []
             transport = self._transport
+        if mine is not None and mine[0] is transport:
+            return mine[1]
         try:
             client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW,
                                                         max_packet_size=MAX_PACKET)
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise BackendError(f"cannot open an sftp session on {self.host}: {e}", transient=True) from None
+            raise BackendError(f"cannot open an sftp session on {self.host}: {e or type(e).__name__}",
+                               transient=True) from None
         if client is None:
             raise BackendError(f"the server {self.host} refused the sftp subsystem")
         client.get_channel().settimeout(self.options.timeout)
-        self._local.client = client
-        with self._lock:
-            self._clients.append(client)
+        self._local.pair = (transport, client)
         return client
 
     def reset(self):
+        """After a failure in this thread: drop this thread's channel. The shared connection is
+        dropped only when it is dead, so other threads' transfers on it go on."""
+        mine = getattr(self._local, "pair", None)
+        self._local.pair = None
+        if mine is not None:
+            try:
+                mine[1].close()
+            except Exception:   # noqa: BLE001 - closing a broken channel may fail too
+                pass
         with self._lock:
-            t, self._transport = self._transport, None
-            self._clients = []
-        if t is not None:
-            t.close()
+            if self._transport is not None and not self._transport.is_active():
+                self._transport.close()
+                self._transport = None
 
     def close(self):
-        self.reset()
+        with self._lock:
+            t, self._transport = self._transport, None
+        if t is not None:
+            t.close()
 
     # --- operations ------------------------------------------------------------------------
 
