@@ -6,7 +6,7 @@ DUPLICITY_VERSION := 3.2.1
 export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
 COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
 
-.PHONY: setup test unit demo bench duplicity sanity clean
+.PHONY: setup test unit demo bench bench-remote duplicity sanity clean
 
 setup: $(VENV)/.done $(COLL_LINK)
 
@@ -45,6 +45,10 @@ demo: setup
 
 bench: setup duplicity
 	$(VENV)/bin/python bench/run.py
+
+# sftp and S3 upload throughput against duplicity, and --max-upload-rate accuracy
+bench-remote: setup duplicity
+	$(VENV)/bin/python bench/remote.py
 
 clean:
 	rm -rf $(VENV) $(DUPVENV) .ansible
