@@ -136,7 +136,7 @@ def main():
         (ds, db), (cs, cb) = results[(kind, "duplicity")], results[(kind, "cairn")]
         print(f"{'full to ' + kind + ' (s)':30s}{ds:12.2f}{cs:12.2f}{cs / ds:12.2f}")
         print(f"{'  stored (MB)':30s}{db / 1e6:12.1f}{cb / 1e6:12.1f}{cb / db:12.3f}")
-        print(f"{"  stored MB per wall s":30s}{db / ds / 1e6:12.1f}{cb / cs / 1e6:12.1f}"
+        print(f"{'  stored MB per wall s':30s}{db / ds / 1e6:12.1f}{cb / cs / 1e6:12.1f}"
               f"{(cb / cs) / (db / ds):12.2f}")
     print()
     limit = args.rate
