@@ -6,7 +6,7 @@ DUPLICITY_VERSION := 3.2.1
 export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
 COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
 
-.PHONY: setup test unit demo bench bench-remote duplicity sanity clean
+.PHONY: setup test unit demo bench bench-remote duplicity azurite sanity clean
 
 setup: $(VENV)/.done $(COLL_LINK)
 
@@ -29,7 +29,11 @@ $(DUPVENV)/.done: scripts/setup-system.sh
 	$(DUPVENV)/bin/pip install -q duplicity==$(DUPLICITY_VERSION)
 	touch $@
 
-test: setup duplicity
+# Azurite, the Azure Blob Storage emulator the azure:// tests use (npm, into .cache/azurite)
+azurite:
+	scripts/setup-azurite.sh
+
+test: setup duplicity azurite
 	$(VENV)/bin/pytest -q -ra tests
 	scripts/sanity.sh
 

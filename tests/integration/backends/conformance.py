@@ -104,3 +104,18 @@ def check_cycle(url, args, tmp_path, env=None):
     cairn("restore", *fresh, url, dest, env=env)
     assert diff_snapshots(after, snapshot(str(dest))) == []
     return status
+
+
+def check_untrusted_certificate(url, written_dir, tmp_path, env):
+    """A TLS server whose certificate is not trusted: exit 52 at once (no retries), nothing
+    written; with --ssl-no-check-certificate the same backup goes through."""
+    src = tmp_path / "src"
+    write(str(src / "a"), b"a" * 100)
+    common = ["--no-encryption", "--archive-dir", tmp_path / "c"]
+    r = cairn("full", *common, src, url, env=env, check=False)
+    assert r.returncode == 52, r.stderr
+    assert b"certificate" in r.stderr and b"--ssl-cacert-file" in r.stderr
+    assert b"retry" not in r.stderr
+    assert not os.path.exists(written_dir)
+    r = cairn("full", "--json", "--ssl-no-check-certificate", *common, src, url, env=env)
+    assert json.loads(r.stdout)["type"] == "full"

@@ -4,12 +4,39 @@
 Retries, rate limits and (in tests) fault injection wrap a Backend; they are not backends'
 business. ``put`` must make the file appear under its final name only when it is complete.
 """
+import errno
 import os
 from dataclasses import dataclass, field
+
+from ..errors import BackendError, ExitCode
 
 # Uploads land under this name first and are renamed when complete, on every backend that can
 # rename; duplicity ignores such names (not one of its own) and `cleanup` removes leftovers.
 TEMP_PREFIX = ".cairn-tmp."
+
+
+class LocalWriteError(Exception):
+    """Writing a downloaded file failed: a local problem, not the server's (raised from inside
+    a library's transfer loop so the backend can tell it from the server's errors)."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
+
+
+def local_write_error(what, path, error):
+    """The BackendError for an OSError writing ``path`` locally (no space: exit 53)."""
+    code = ExitCode.BACKEND_NO_SPACE if error.errno == errno.ENOSPC else None
+    return BackendError(f"{what}: cannot write {path}: {error.strerror}", code)
+
+
+def certificate_error(what, host, port, reason, options):
+    """The BackendError for a TLS certificate that could not be verified: exit 52, no retries."""
+    hint = ("check the file given with --ssl-cacert-file" if options.ssl_cacert_file
+            else "give its CA with --ssl-cacert-file")
+    return BackendError(f"{what}: the TLS certificate of {host}:{port} could not be verified "
+                        f"({reason}); {hint}, or skip the check with --ssl-no-check-certificate",
+                        ExitCode.BACKEND_PERMISSION)
 
 
 @dataclass
