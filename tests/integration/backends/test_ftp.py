@@ -12,7 +12,6 @@ from treeutil import cairn, write
 
 from cairn.backends import BackendOptions
 
-pytest.importorskip("pyftpdlib")
 
 USER = "backup"
 PASSWORD = "ftp-Secret-6632-pw"

@@ -13,8 +13,6 @@ from treeutil import cairn, write
 from cairn.backends import BackendOptions, open_raw
 from cairn.backends.base import TEMP_PREFIX
 
-pytest.importorskip("wsgidav")
-pytest.importorskip("cheroot")
 
 USER = "backup"
 PASSWORD = "dav-Secret-4410-pw"
