@@ -411,6 +411,9 @@ def _print_prune(result, ns, out):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run-job"]:
+        from .job import main as run_job
+        raise SystemExit(run_job(argv[1:]))
     debug = "-v9" in argv or "--verbosity=debug" in argv
     try:
         code = run(argv)
