@@ -118,6 +118,15 @@ class Crypto:
         extra += list(o.gpg_options)       # the user's --gpg-options win
         if o.sign_key:
             extra += ["--default-key", o.sign_key]
+        recipients, hidden = list(o.recipients), {}
+        if o.hidden_recipients and _has_hidden_recipients():
+            hidden = {"hidden_recipients": list(o.hidden_recipients)}
+        elif o.hidden_recipients:
+            # Debian 12's python3-gnupg (0.4.9, what the agent role installs) has no
+            # hidden_recipients: encrypt to them with every key ID thrown (which also hides
+            # the visible recipients' IDs; decryption is the same either way)
+            recipients += list(o.hidden_recipients)
+            extra.append("--throw-keyids")
         symmetric = o.mode == "symmetric"
         if symmetric and not o.passphrase:
             raise UserError("symmetric encryption needs a passphrase (PASSPHRASE or --passphrase-file)")
@@ -125,7 +134,7 @@ class Crypto:
         f = open(src, "rb") if isinstance(src, (str, bytes)) else src
         try:
             r = self._g().encrypt_file(
-                f, None if symmetric else list(o.recipients), hidden_recipients=list(o.hidden_recipients) or None,
+                f, None if symmetric else recipients, **hidden,
                 sign=o.sign_key or None, always_trust=True, passphrase=passphrase, armor=False,
                 output=out, symmetric=symmetric, extra_args=extra)
         finally:
@@ -220,3 +229,11 @@ def _last_gpg_line(text):
 
 def _is_gpg(path):
     return path.endswith((".gpg", ".g"))
+
+
+def _has_hidden_recipients():
+    """Whether this python-gnupg's encrypt_file takes hidden_recipients (0.5.1 and later)."""
+    import inspect
+
+    import gnupg
+    return "hidden_recipients" in inspect.signature(gnupg.GPG.encrypt_file).parameters
