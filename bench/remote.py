@@ -41,7 +41,7 @@ def run(cmd, env):
 
 
 def du(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _dirs, fs in os.walk(path) for f in fs)
 
 
 def s3_bytes(s3, bucket, prefix):

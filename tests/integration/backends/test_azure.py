@@ -174,8 +174,9 @@ def test_sdk_logging_at_debug_shows_no_secrets(azurite, tmp_path, caplog):
     sas = _account_sas(azurite)
     sig = [p for p in sas.split("&") if p.startswith("sig=")][0][4:]
     caplog.set_level(logging.DEBUG)
-    for env in (azurite.cli_env, {"AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_SHARED_ACCESS_SIGNATURE": sas,
-                              "AZURE_ACCOUNT_URL": azurite.account_url}):
+    sas_env = {"AZURE_ACCOUNT_NAME": DEV_ACCOUNT, "AZURE_SHARED_ACCESS_SIGNATURE": sas,
+               "AZURE_ACCOUNT_URL": azurite.account_url}
+    for env in (azurite.cli_env, sas_env):
         be = open_raw("azure://cairn-logs", BackendOptions(env=env))
         try:
             (tmp_path / "f").write_bytes(b"data")

@@ -119,7 +119,7 @@ class FakeClock:
 def test_rate_limiter_average_is_the_limit():
     clock = FakeClock()
     lim = RateLimiter(1_000_000, clock=clock, sleep=clock.sleep)
-    for _ in range(200):
+    for _chunk in range(200):
         lim.take(65536)
     sent = 200 * 65536
     # only the initial burst goes ahead of the rate

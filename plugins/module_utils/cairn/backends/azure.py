@@ -25,17 +25,22 @@ import re
 import threading
 from urllib.parse import unquote, urlsplit
 
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                   ResourceExistsError, ResourceNotFoundError, ServiceRequestError,
-                                   ServiceResponseError)
-from azure.storage.blob import BlobPrefix, BlobServiceClient, BlobType, StandardBlobTier
-from requests import Session
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+try:
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                       ResourceExistsError, ResourceNotFoundError, ServiceRequestError,
+                                       ServiceResponseError)
+    from azure.storage.blob import BlobPrefix, BlobServiceClient, BlobType, StandardBlobTier
+    from requests import Session
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+except ImportError as _import_error:   # reported when a target of this kind is opened
+    IMPORT_ERROR = _import_error
+else:
+    IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import Backend, check_name, local_write_error
+from .base import Backend, check_name, local_write_error, missing_library
 
 log = logging.getLogger("cairn")
 # The SDK logs every request's URL and headers at INFO; keep all of it out of cairn's output.
@@ -47,7 +52,6 @@ MiB = 1 << 20
 BLOB_CONCURRENCY = 4
 SINGLE_PUT_MAX = 8 * MiB        # up to this size one Put Blob; above, 4 MiB blocks + Put Block List
 BLOCK_SIZE = 4 * MiB
-_TIERS = {t.value.lower(): t for t in StandardBlobTier}
 # Azure container names: 3-63 of [a-z0-9-], starting and ending with a letter or digit
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 _TRANSIENT_STATUS = {408, 429}
@@ -74,10 +78,11 @@ class AzureBackend(Backend):
         self._container_checked = False
         tier = options.azure_blob_tier
         if tier:
-            if tier.lower() not in _TIERS:
+            tiers = {t.value.lower(): t for t in StandardBlobTier}
+            if tier.lower() not in tiers:
                 raise UserError(f"unknown Azure blob tier {tier!r}; use one of "
                                 f"{', '.join(t.value for t in StandardBlobTier)}")
-            self.tier = _TIERS[tier.lower()]
+            self.tier = tiers[tier.lower()]
         else:
             self.tier = None
 
@@ -306,6 +311,8 @@ def _sas_secrets(sas):
 
 
 def from_url(url, options):
+    if IMPORT_ERROR is not None:
+        raise missing_library(IMPORT_ERROR, "azure://", "azure-storage-blob", "python3-azure-storage-blob", "python3-azure-sdk")
     parts = urlsplit(url)
     if parts.username or parts.password:
         raise UserError("credentials do not belong in an azure:// URL; use AZURE_CONNECTION_STRING, "

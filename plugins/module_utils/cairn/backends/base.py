@@ -30,6 +30,13 @@ def local_write_error(what, path, error):
     return BackendError(f"{what}: cannot write {path}: {error.strerror}", code)
 
 
+def missing_library(error, scheme, pip_name, debian, rhel):
+    """The UserError for a backend whose Python library is not installed."""
+    from ..errors import UserError
+    return UserError(f"{scheme} targets need the Python library {pip_name} ({error}): pip install {pip_name}, "
+                     f"or the package {debian} (Debian, Ubuntu) or {rhel} (RHEL family)")
+
+
 def certificate_error(what, host, port, reason, options):
     """The BackendError for a TLS certificate that could not be verified: exit 52, no retries."""
     hint = ("check the file given with --ssl-cacert-file" if options.ssl_cacert_file

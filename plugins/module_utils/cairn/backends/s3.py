@@ -16,13 +16,18 @@ with --s3-region-name (B2 shows both on the bucket's page).
 import logging
 from urllib.parse import unquote, urlsplit
 
-import boto3
-import botocore.config
-import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    from boto3.s3.transfer import TransferConfig
+except ImportError as _import_error:   # reported when a target of this kind is opened
+    IMPORT_ERROR = _import_error
+else:
+    IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import Backend, check_name
+from .base import Backend, check_name, missing_library
 
 log = logging.getLogger("cairn")
 for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
@@ -224,6 +229,8 @@ def _bucket_and_prefix(url):
 
 
 def from_url(url, options):
+    if IMPORT_ERROR is not None:
+        raise missing_library(IMPORT_ERROR, "s3://", "boto3", "python3-boto3", "python3-boto3")
     parts, bucket, prefix = _bucket_and_prefix(url)
     if parts.username or parts.password:
         raise UserError("credentials do not belong in an s3:// URL; use AWS_ACCESS_KEY_ID and "

@@ -20,10 +20,15 @@ import stat
 import threading
 from urllib.parse import unquote, urlsplit
 
-import paramiko
+try:
+    import paramiko
+except ImportError as _import_error:   # reported when a target of this kind is opened
+    IMPORT_ERROR = _import_error
+else:
+    IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import TEMP_PREFIX, Backend, check_name
+from .base import TEMP_PREFIX, Backend, check_name, missing_library
 
 log = logging.getLogger("cairn")
 logging.getLogger("paramiko").setLevel(logging.WARNING)
@@ -380,4 +385,6 @@ def _redact(url):
 
 
 def from_url(url, options):
+    if IMPORT_ERROR is not None:
+        raise missing_library(IMPORT_ERROR, "sftp://", "paramiko", "python3-paramiko", "python3-paramiko")
     return SFTPBackend(url, options)

@@ -18,11 +18,16 @@ import threading
 import xml.etree.ElementTree as ET
 from urllib.parse import quote, unquote, urlsplit
 
-import requests
+try:
+    import requests
+except ImportError as _import_error:   # reported when a target of this kind is opened
+    IMPORT_ERROR = _import_error
+else:
+    IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
 from .base import (TEMP_PREFIX, Backend, LocalWriteError, certificate_error, check_name,
-                   local_write_error)
+                   local_write_error, missing_library)
 
 log = logging.getLogger("cairn")
 
@@ -376,4 +381,6 @@ class WebDAVBackend(Backend):
 
 
 def from_url(url, options):
+    if IMPORT_ERROR is not None:
+        raise missing_library(IMPORT_ERROR, "webdav://", "requests", "python3-requests", "python3-requests")
     return WebDAVBackend(url, options)
