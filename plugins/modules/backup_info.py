@@ -32,6 +32,12 @@ options:
   time:
     description: The point in time for O(list_files) (a duplicity time string); default the latest.
     type: str
+  stored_size:
+    description:
+      - Also return how many bytes the archive takes on the target (RV(stored_bytes), and
+        C(stored_bytes) in each chain). Costs one size request per remote file.
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -78,6 +84,11 @@ last_backup_age:
   returned: always
   type: int
   sample: 3600
+stored_bytes:
+  description: Bytes the archive's chains take on the target (volumes, manifests, signatures).
+  returned: when O(stored_size=true)
+  type: int
+  sample: 52428800
 chain_length:
   description: Sets in the newest chain (1 full + incrementals).
   returned: always
@@ -117,16 +128,19 @@ from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import C
 
 def main():
     spec = common_argument_spec()
-    spec.update(list_files=dict(type="bool", default=False), time=dict(type="str"))
+    spec.update(list_files=dict(type="bool", default=False), time=dict(type="str"),
+                stored_size=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
     p = module.params
     target = target_options(module)
-    st = run(module, api.status, target)
+    st = run(module, api.status, target, p["stored_size"])
     st.pop("_collection", None)
     result = {k: st[k] for k in ("chains", "last_full", "last_full_age", "last_backup",
                                  "last_backup_age", "orphaned_sets", "incomplete_sets")}
     result["chain_length"] = len(st["chains"][-1]["sets"]) if st["chains"] else 0
+    if p["stored_size"]:
+        result["stored_bytes"] = st["stored_bytes"]
     if p["list_files"]:
         try:
             t = timespec.parse(p["time"]) if p["time"] else None

@@ -505,7 +505,9 @@ def verify(target, source=None, *, time=None, path=None, compare_data=False, rul
 
 # --- status ----------------------------------------------------------------------------------
 
-def status(target):
+def status(target, stored_size=False):
+    """The chains and sets of a target; with ``stored_size``, also the bytes each chain and the
+    whole archive take on the target (one size request per file, so off by default)."""
     with Session(target, lock=False) as sess:
         col = sess.collection()
         chains = []
@@ -515,6 +517,8 @@ def status(target):
                            "sets": [_set_dict(s) for s in c.sets],
                            "volumes": sum(len(s.volumes) for s in c.sets),
                            "has_signatures": c.has_signatures})
+            if stored_size:
+                chains[-1]["stored_bytes"] = sum(sess.backend.size(n) or 0 for st in c.sets for n in st.names)
         now = int(_time.time())
         last_full = col.last_full_time()
         last = col.last_backup_time()
@@ -531,6 +535,7 @@ def status(target):
             "last_backup": timespec.to_iso(last) if last else None,
             "last_backup_age": now - last if last else None,
             "_collection": col,
+            **({"stored_bytes": sum(c["stored_bytes"] for c in chains)} if stored_size else {}),
         }
 
 
