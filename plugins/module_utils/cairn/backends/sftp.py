@@ -279,7 +279,7 @@ class SFTPBackend(Backend):
         remote = self._remote(name)
         try:
             with open(local_path, "wb") as f:
-                sftp.getfo(remote, f, max_concurrent_prefetch_requests=64)
+                sftp.getfo(remote, f, **_PREFETCH_LIMIT)
         except FileNotFoundError:
             raise BackendNotFound(f"{name} is missing from {self.host}:{self.path}") from None
         except OSError as e:
@@ -382,6 +382,19 @@ def _login_name():
 def _redact(url):
     from . import redact_url
     return redact_url(url)
+
+
+def _prefetch_limit():
+    """Cap on outstanding read requests, where paramiko has the option (3.3 and later; Debian
+    12's 2.12 prefetches the whole file at once, which works too)."""
+    import inspect
+    if IMPORT_ERROR is None and "max_concurrent_prefetch_requests" in inspect.signature(
+            paramiko.SFTPClient.getfo).parameters:
+        return {"max_concurrent_prefetch_requests": 64}
+    return {}
+
+
+_PREFETCH_LIMIT = _prefetch_limit()
 
 
 def from_url(url, options):
