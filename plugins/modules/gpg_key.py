@@ -23,7 +23,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Key material to import is only scanned; nothing is written.
+    details:
+      - Key material to import is only scanned; nothing is written.
+      - On a host where gpg or python-gnupg is not installed yet (a C(--check) run before
+        the cairn.backup.agent role installs them), reports
+        C(changed) for O(state=present) without looking further.
   diff_mode:
     support: full
     details: Fingerprints and trust before and after.
@@ -128,6 +132,7 @@ trust:
 '''
 
 import os
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -157,7 +162,14 @@ def _state(gpg, fpr):
 
 
 def _scan(gpg, module, data):
-    found = gpg.scan_keys_mem(data)
+    if hasattr(gpg, "scan_keys_mem"):
+        found = gpg.scan_keys_mem(data)
+    else:
+        # python-gnupg before 0.4.8 (some distributions' packages) scans files only
+        with tempfile.NamedTemporaryFile("wb", suffix=".asc") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+            f.flush()
+            found = gpg.scan_keys(f.name)
     fprs = [k["fingerprint"] for k in found]
     if not fprs:
         module.fail_json(msg="the key material holds no OpenPGP key (is it armored key data?)")
@@ -176,10 +188,17 @@ def main():
         mutually_exclusive=[("content", "path"), ("uid", "content"), ("uid", "path")],
         required_if=[("state", "absent", ("fingerprint",))],
         supports_check_mode=True)
+    p = module.params
+    gpg_bin = module.get_bin_path("gpg")
+    if module.check_mode and (not HAS_GNUPG or not gpg_bin) and p["state"] == "present":
+        # a fresh host in a --check run before cairn.backup.agent installed gpg: every key
+        # would be new
+        module.exit_json(changed=True, fingerprint=p["fingerprint"],
+                         msg="gpg or python-gnupg is not installed yet; the key would be added")
     if not HAS_GNUPG:
         module.fail_json(msg=missing_required_lib("python-gnupg"))
-    p = module.params
-    gpg_bin = module.get_bin_path("gpg", required=True)
+    if not gpg_bin:
+        module.fail_json(msg="the gpg binary is not installed (Debian: gnupg, RHEL: gnupg2)")
     home = p["gnupg_home"] or os.environ.get("GNUPGHOME")
     if home and not os.path.isdir(home):
         if module.check_mode:

@@ -15,6 +15,7 @@ another run of the job holds the lock.
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ HOOK_FAILED = 70      # a pre- or post-hook failed
 
 
 def load_env_file(path):
-    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (quotes stripped)."""
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them: in double quotes a backslash
+    escapes the next character; in single quotes nothing is special; no variable expansion."""
     env = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -34,12 +36,30 @@ def load_env_file(path):
                 continue
             key, value = line.split("=", 1)
             value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            if len(value) >= 2 and value[0] == value[-1] == "'":
                 value = value[1:-1]
-                if line.split("=", 1)[1].strip()[0] == '"':
-                    value = value.replace('\\"', '"').replace("\\\\", "\\")
+            elif len(value) >= 2 and value[0] == value[-1] == '"':
+                out, chars = [], iter(value[1:-1])
+                for c in chars:
+                    out.append(next(chars, "") if c == "\\" else c)
+                value = "".join(out)
             env[key.strip()] = value
     return env
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_interval(value):
+    """Seconds from 3600, "3600", "12h", "7d" or "2w"; None or "" for never."""
+    if value in (None, "", 0):
+        return None
+    text = str(value).strip().lower()
+    if text.isdigit():
+        return int(text)
+    if text[:-1].isdigit() and text[-1] in _UNITS:
+        return int(text[:-1]) * _UNITS[text[-1]]
+    raise ValueError(f"verify_interval {value!r} is not a number of seconds or a count of s, m, h, d or w")
 
 
 class Job:
@@ -51,12 +71,14 @@ class Job:
         if cred and os.path.exists(cred):
             for k, v in load_env_file(cred).items():
                 self.env.setdefault(k, v)
+        if config.get("gnupg_home"):
+            self.env.setdefault("GNUPGHOME", config["gnupg_home"])
         if cairn is None:       # this very engine, wherever it is installed
             cairn = [sys.executable, "-m", "cairn.cli"]
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (here, self.env.get("PYTHONPATH")) if p)
         self.cairn = cairn
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or _log_stderr
         self.state_file = config.get("state_file") or f"/var/lib/cairn/{self.name}.json"
 
     # --- steps ---------------------------------------------------------------------------------
@@ -108,14 +130,14 @@ class Job:
             steps.append(("remove-all-inc-of-but-n-full", str(keep["keep_full_with_incrementals"])))
         for command, arg in steps:
             for target in self.c["targets"]:
-                code, _ = self.cli(command, arg, "--force", *self.common(), target)
+                code, _result = self.cli(command, arg, "--force", *self.common(), target)
                 if code != 0:
                     return code
         return 0
 
     def verify_due(self, state, now):
-        every = self.c.get("verify_interval")
-        return bool(every) and now - (state.get("last_verify") or 0) >= int(every)
+        every = parse_interval(self.c.get("verify_interval"))
+        return bool(every) and now - (state.get("last_verify") or 0) >= every
 
     def verify(self):
         args = ["verify", *self.common()]
@@ -185,10 +207,40 @@ class Job:
         except BlockingIOError:
             self.log(f"job {self.name}: another run holds {lock_path}; not starting a second one")
             return LOCKED
+        agent_was_running = self._gpg_agent_running()
         try:
             return self._run()
         finally:
+            if not agent_was_running:
+                self._stop_gpg_agent()
             lock.close()
+
+    # gpg starts a gpg-agent for the keyring (to cache passphrases) and leaves it running. One
+    # this run started is this run's to end: under systemd it would otherwise keep the unit
+    # "deactivating" until systemd kills it, and under cron it would linger for good.
+    def _gpg_agent_running(self):
+        """Whether a gpg-agent answers on this keyring's socket (without starting one)."""
+        try:
+            r = subprocess.run(["gpgconf", "--list-dirs", "agent-socket"], env=self.env, capture_output=True,
+                               text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return True           # cannot tell: leave whatever is there alone
+        path = r.stdout.strip()
+        if r.returncode != 0 or not path:
+            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(path)
+            except OSError:
+                return False
+        return True
+
+    def _stop_gpg_agent(self):
+        try:
+            subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=self.env, capture_output=True,
+                           timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
     def _run(self):
         started = time.time()
@@ -231,6 +283,12 @@ class Job:
         return 0 if status == "success" else code or 1
 
 
+def _log_stderr(msg):
+    # the journal (systemd) or syslog (cron) takes stderr
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
 def _escape_label(value):
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -251,15 +309,20 @@ def _atomic_write(path, text, mode):
 
 def main(argv):
     if len(argv) != 1:
-        print("usage: cairn run-job /etc/cairn/jobs/NAME.json", file=sys.stderr)
+        _log_stderr("usage: cairn run-job /etc/cairn/jobs/NAME.json")
         return 23
     try:
         with open(argv[0], encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
-        print(f"cairn run-job: cannot read {argv[0]}: {e}", file=sys.stderr)
+        _log_stderr(f"cairn run-job: cannot read {argv[0]}: {e}")
+        return 23
+    try:
+        parse_interval(config.get("verify_interval"))
+    except ValueError as e:
+        _log_stderr(f"cairn run-job: {argv[0]}: {e}")
         return 23
     return Job(config).run()
 
 
-__all__ = ["Job", "load_env_file", "main"]
+__all__ = ["Job", "load_env_file", "main", "parse_interval"]

@@ -5,6 +5,7 @@ heartbeat and failure pings to a real HTTP server on loopback, and the overlap l
 import fcntl
 import json
 import os
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,7 +56,7 @@ def _job(tmp_path, url, **over):
         "archive_dir": str(tmp_path / "cache"), "filelist": str(filelist), "credentials_file": str(cred),
         "state_file": str(tmp_path / "state.json"), "lock_file": str(tmp_path / "job.lock"),
         "metrics_file": str(tmp_path / "metrics" / "cairn_web.prom"),
-        "heartbeat_url": f"{url}/ok", "failure_url": f"{url}/fail", "verify_interval": 1,
+        "heartbeat_url": f"{url}/ok", "failure_url": f"{url}/fail", "verify_interval": "1s",
         "retention": {"keep_full": 2}, "args": ["--volsize", "1"],
         "pre_hook": f"echo pre >> {tmp_path}/hooks", "post_hook": f"echo post $CAIRN_JOB_STATUS >> {tmp_path}/hooks",
     }
@@ -78,7 +79,7 @@ def _metrics(config):
 def test_job_backs_up_prunes_verifies_and_reports(tmp_path, pings):
     url, hits = pings
     path, config = _job(tmp_path, url, mode="full")
-    for _ in range(3):
+    for _run in range(3):
         r = cairn("run-job", path, passphrase=None, check=False)
         assert r.returncode == 0, r.stderr
     assert [h[0] for h in hits] == ["/ok"] * 3 and "success" in hits[0][1]
@@ -135,3 +136,30 @@ def test_secrets_stay_out_of_pings_and_logs(tmp_path, pings):
     r = cairn("run-job", path, passphrase=None, check=False)
     assert r.returncode == 0
     assert b"quoted" not in r.stdout + r.stderr and all("quoted" not in h[1] for h in hits)
+
+
+def _agent_running(home):
+    r = subprocess.run(["gpg-connect-agent", "--no-autostart", "/bye"], env=dict(os.environ, GNUPGHOME=home),
+                       capture_output=True, check=False)
+    return b"no gpg-agent running" not in r.stderr
+
+
+def test_run_ends_the_gpg_agent_it_started(tmp_path, pings):
+    """A gpg-agent left behind would keep the systemd unit 'deactivating' (and linger under cron);
+    one that was already running (an admin's) is left alone."""
+    url, hits = pings
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    path, config = _job(tmp_path, url, gnupg_home=str(home), pre_hook=None, post_hook=None)
+    r = cairn("run-job", path, passphrase=None, check=False, env={"GNUPGHOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert not _agent_running(str(home))
+    # an agent that was there before the run stays
+    subprocess.run(["gpg-connect-agent", "/bye"], env=dict(os.environ, GNUPGHOME=str(home)), capture_output=True,
+                   check=True)
+    try:
+        r = cairn("run-job", path, passphrase=None, check=False, env={"GNUPGHOME": str(home)})
+        assert r.returncode == 0, r.stderr
+        assert _agent_running(str(home))
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=dict(os.environ, GNUPGHOME=str(home)), check=False)
