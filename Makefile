@@ -6,14 +6,14 @@ DUPLICITY_VERSION := 3.2.1
 export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
 COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
 
-.PHONY: setup test unit demo bench bench-remote duplicity azurite sanity clean
+.PHONY: setup test unit demo bench bench-remote duplicity azurite podman molecule sanity clean
 
 setup: $(VENV)/.done $(COLL_LINK)
 
-$(VENV)/.done: requirements.txt requirements-test.txt pyproject.toml scripts/setup-system.sh
+$(VENV)/.done: requirements.txt requirements-test.txt requirements-molecule.txt pyproject.toml scripts/setup-system.sh
 	scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt -r requirements-molecule.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
@@ -33,7 +33,15 @@ $(DUPVENV)/.done: scripts/setup-system.sh
 azurite:
 	scripts/setup-azurite.sh
 
-test: setup duplicity azurite
+# podman with runc and the local Debian 12 image with systemd the molecule scenarios run on
+podman:
+	scripts/setup-podman.sh
+
+# the roles' molecule scenarios alone (make test runs them too, through pytest)
+molecule: setup podman
+	$(VENV)/bin/pytest -q -ra tests/molecule
+
+test: setup duplicity azurite podman
 	$(VENV)/bin/pytest -q -ra tests
 	scripts/sanity.sh
 
