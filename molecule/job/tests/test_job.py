@@ -90,3 +90,23 @@ def test_retired_job_leaves_nothing_behind(host):
 def test_passphrase_not_in_the_journal(host):
     journal = host.run("journalctl --no-pager").stdout
     assert PASSPHRASE not in journal and "molecule \\\"job\\\"" not in journal
+
+
+def test_cron_fallback(host):
+    entry = host.file("/etc/cron.d/cairn-cronjob")
+    assert entry.user == "root" and entry.mode == 0o644
+    line = [x for x in entry.content_string.splitlines() if " root " in x][0]
+    minute, hour, *_rest = line.split()
+    assert 0 <= int(minute) <= 59 and hour == "3"
+    assert "cairn run-job /etc/cairn/jobs/cronjob.json" in line and "logger -t cairn-cronjob" in line
+    assert host.package("cron").is_installed
+    # the run the side effect started the way cron would: archive written, metrics say success
+    names = host.file("/var/backups/cairn/cronjob").listdir()
+    assert any(n.startswith("duplicity-full.") for n in names)
+    metrics = host.file("/var/lib/prometheus/node-exporter/cairn_cronjob.prom").content_string
+    assert 'cairn_backup_failed{job="cronjob"} 0' in metrics
+    cmd = host.run("cairn restore --archive-dir /tmp/r-cron file:///var/backups/cairn/cronjob /tmp/restored-cron")
+    assert cmd.rc != 0                         # the passphrase is needed ...
+    cmd = host.run("PASSPHRASE='cron pass with \\ and \"quotes\"' cairn restore --archive-dir /tmp/r-cron2 "
+                   "file:///var/backups/cairn/cronjob /tmp/restored-cron2 && cat /tmp/restored-cron2/keep/a.txt")
+    assert cmd.rc == 0 and cmd.stdout == "alpha\n", cmd.stderr       # ... and it is the one written
