@@ -42,7 +42,7 @@ molecule: setup podman
 	$(VENV)/bin/pytest -q -ra tests/molecule
 
 test: setup duplicity azurite podman
-	$(VENV)/bin/pytest -q -ra tests
+	scripts/run-tests.sh
 	scripts/sanity.sh
 
 unit: setup
