@@ -6,6 +6,7 @@ business. ``put`` must make the file appear under its final name only when it is
 """
 import errno
 import os
+import threading
 from dataclasses import dataclass, field
 
 from ..errors import BackendError, ExitCode
@@ -13,6 +14,53 @@ from ..errors import BackendError, ExitCode
 # Uploads land under this name first and are renamed when complete, on every backend that can
 # rename; duplicity ignores such names (not one of its own) and `cleanup` removes leftovers.
 TEMP_PREFIX = ".cairn-tmp."
+
+
+class ThreadConnections:
+    """One connection per thread for backends whose connections cannot be shared (FTP control
+    connections, HTTP sessions). ``take_all()`` hands every connection over for closing and makes
+    the ones threads still hold stale, so ``current()`` never returns a closed one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._all = []
+        self.generation = 0
+
+    def current(self):
+        """This thread's connection, or None when it has none or it went stale."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", None) == self.generation:
+            return conn
+        return None
+
+    def holds(self, conn):
+        """Whether ``conn`` is still this thread's (not dropped meanwhile)."""
+        return getattr(self._local, "conn", None) is conn
+
+    def adopt(self, conn, generation):
+        """Make ``conn`` this thread's; ``generation`` is what it was when connecting began."""
+        self._local.conn = conn
+        self._local.generation = generation
+        with self._lock:
+            self._all.append(conn)
+
+    def forget(self):
+        """Drop this thread's connection and return it (None if there was none) for closing."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+        return conn
+
+    def take_all(self):
+        """Every connection, for closing; those threads still hold go stale."""
+        with self._lock:
+            conns, self._all = self._all, []
+            self.generation += 1
+        return conns
 
 
 class LocalWriteError(Exception):

@@ -21,7 +21,7 @@ import threading
 from urllib.parse import unquote, urlsplit
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import (TEMP_PREFIX, Backend, LocalWriteError, certificate_error, check_name,
+from .base import (TEMP_PREFIX, Backend, LocalWriteError, ThreadConnections, certificate_error, check_name,
                    local_write_error)
 
 log = logging.getLogger("cairn")
@@ -81,9 +81,7 @@ class FTPBackend(Backend):
             raise UserError(f"line breaks in ftp target {self.display!r}")
         self.context = self._ssl_context() if self.tls else None
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._conns = []
-        self._generation = 0
+        self._conns = ThreadConnections()
         self._dir_ready = False
         self._mlsd = None             # whether the server lists with MLSD (asked once)
         self._size_ok = True          # whether SIZE works (to check uploads)
@@ -142,26 +140,18 @@ class FTPBackend(Backend):
             raise
 
     def _ftp(self):
-        ftp = getattr(self._local, "ftp", None)
-        if ftp is not None and getattr(self._local, "generation", None) == self._generation \
-                and ftp.sock is not None:
+        ftp = self._conns.current()
+        if ftp is not None and ftp.sock is not None:
             return ftp
-        generation = self._generation
+        generation = self._conns.generation
         ftp = self._connect()
-        self._local.ftp = ftp
-        self._local.generation = generation
-        with self._lock:
-            self._conns.append(ftp)
+        self._conns.adopt(ftp, generation)
         return ftp
 
     def _drop(self):
         """Forget this thread's connection without a goodbye (it may be broken)."""
-        ftp = getattr(self._local, "ftp", None)
-        self._local.ftp = None
+        ftp = self._conns.forget()
         if ftp is not None:
-            with self._lock:
-                if ftp in self._conns:
-                    self._conns.remove(ftp)
             try:
                 ftp.close()
             except Exception:   # noqa: BLE001 - it is being thrown away
@@ -171,10 +161,7 @@ class FTPBackend(Backend):
         self._drop()
 
     def close(self):
-        with self._lock:
-            conns, self._conns = self._conns, []
-            self._generation += 1
-        for ftp in conns:
+        for ftp in self._conns.take_all():
             try:
                 ftp.quit()
             except Exception:   # noqa: BLE001 - the server may be gone already
@@ -327,7 +314,7 @@ class FTPBackend(Backend):
                 ftp.voidcmd("RNTO " + final)
         except Exception as e:   # noqa: BLE001 - classified
             err = self._error(e, what)
-            if stored and getattr(self._local, "ftp", None) is ftp:
+            if stored and self._conns.holds(ftp):
                 try:
                     ftp.delete(tmp)
                 except Exception:   # noqa: BLE001 - cleanup removes leftovers later

@@ -26,8 +26,8 @@ else:
     IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import (TEMP_PREFIX, Backend, LocalWriteError, certificate_error, check_name,
-                   local_write_error, missing_library)
+from .base import (TEMP_PREFIX, Backend, LocalWriteError, ThreadConnections, certificate_error,
+                   check_name, local_write_error, missing_library)
 
 log = logging.getLogger("cairn")
 
@@ -83,9 +83,7 @@ class WebDAVBackend(Backend):
                 self.verify = options.ssl_cacert_file
         self.timeout = (options.timeout, options.timeout)
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._sessions = []
-        self._generation = 0
+        self._sessions = ThreadConnections()
         self._digest = None            # None: not probed yet; then False (Basic) or True (Digest)
         self._dir_ready = False
 
@@ -108,11 +106,11 @@ class WebDAVBackend(Backend):
         return s
 
     def _session(self):
-        s = getattr(self._local, "session", None)
-        if s is not None and getattr(self._local, "generation", None) == self._generation:
+        s = self._sessions.current()
+        if s is not None:
             return s
         with self._lock:
-            generation = self._generation
+            generation = self._sessions.generation
             if self._digest is None and self.user is not None:
                 self._probe_auth()
         s = self._new_session()
@@ -123,10 +121,7 @@ class WebDAVBackend(Backend):
             r.close()
             if r.status_code == 401:
                 raise self._status_error(r, f"login to {self.origin}")
-        self._local.session = s
-        self._local.generation = generation
-        with self._lock:
-            self._sessions.append(s)
+        self._sessions.adopt(s, generation)
         return s
 
     def _probe_auth(self):
@@ -151,19 +146,12 @@ class WebDAVBackend(Backend):
 
     def reset(self):
         """Drop this thread's session (its connections may be broken); the next call reconnects."""
-        s = getattr(self._local, "session", None)
-        self._local.session = None
+        s = self._sessions.forget()
         if s is not None:
-            with self._lock:
-                if s in self._sessions:
-                    self._sessions.remove(s)
             s.close()
 
     def close(self):
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._generation += 1
-        for s in sessions:
+        for s in self._sessions.take_all():
             try:
                 s.close()
             except Exception:   # noqa: BLE001 - closing is best effort
