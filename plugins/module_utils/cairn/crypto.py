@@ -5,6 +5,7 @@ Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), neve
 environment, and never appear in messages. Outputs appear under their final name only when
 complete.
 """
+import functools
 import gzip
 import os
 import shutil
@@ -231,6 +232,7 @@ def _is_gpg(path):
     return path.endswith((".gpg", ".g"))
 
 
+@functools.lru_cache(maxsize=None)
 def _has_hidden_recipients():
     """Whether this python-gnupg's encrypt_file takes hidden_recipients (0.5.1 and later)."""
     import inspect
