@@ -163,3 +163,16 @@ def test_run_ends_the_gpg_agent_it_started(tmp_path, pings):
         assert _agent_running(str(home))
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=dict(os.environ, GNUPGHOME=str(home)), check=False)
+
+
+def test_failed_ping_is_logged_without_the_checks_token(tmp_path, pings):
+    """A heartbeat URL's path is the check's secret (healthchecks.io style); an unreachable one is
+    reported by host only, and the backup still succeeds."""
+    url, hits = pings
+    token = "5f3c0e1a-secret-check-token"
+    path, config = _job(tmp_path, url, heartbeat_url=f"http://user:pingpass@127.0.0.1:1/ping/{token}?k={token}",
+                        pre_hook=None, post_hook=None)
+    r = cairn("run-job", path, passphrase=None, check=False)
+    assert r.returncode == 0, r.stderr
+    assert b"could not reach http://127.0.0.1:1/" in r.stderr
+    assert token.encode() not in r.stdout + r.stderr and b"pingpass" not in r.stdout + r.stderr
