@@ -60,6 +60,18 @@ def ping_log(tmp_path):
     server.server_close()
 
 
+def _failures(text):
+    """The failed tasks' own lines (with the task header above each), which the log's tail
+    usually no longer holds once molecule has destroyed the instances."""
+    lines = text.splitlines()
+    picked = []
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("fatal:", "failed:")) or "FAILED!" in line:
+            header = next((lines[j] for j in range(i, -1, -1) if lines[j].startswith("TASK [")), "")
+            picked += [header, *lines[i:i + 15], ""]
+    return ("--- failed tasks ---\n" + "\n".join(picked)[:6000] + "\n--- log tail ---\n") if picked else ""
+
+
 def _molecule(scenario, env, tmp_path):
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_FORCE_COLOR="0",
@@ -69,7 +81,7 @@ def _molecule(scenario, env, tmp_path):
         r = subprocess.run([os.path.join(bindir, "molecule"), "test", "-s", scenario], cwd=ROOT, env=env,
                            stdout=f, stderr=subprocess.STDOUT, check=False)
     text = out.read_text(errors="replace")
-    assert r.returncode == 0, f"molecule test -s {scenario} failed:\n{text[-12000:]}"
+    assert r.returncode == 0, f"molecule test -s {scenario} failed:\n{_failures(text)}{text[-8000:]}"
     for step in ("converge", "idempotence", "verify"):
         assert f"{step}: Executed: Successful" in text, f"molecule test -s {scenario}: no successful {step}"
     return text
