@@ -80,6 +80,7 @@ class Job:
         self.cairn = cairn
         self.log = log or _log_stderr
         self.state_file = config.get("state_file") or f"/var/lib/cairn/{self.name}.json"
+        self.last_error = ""
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -90,8 +91,11 @@ class Job:
 
     def cli(self, *args):
         r = subprocess.run([*self.cairn, *args], env=self.env, capture_output=True, text=True, check=False)
-        for line in r.stderr.splitlines():
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        for line in lines:
             self.log(line)
+        # the engine's last word on a failure, for the state file (its messages carry no secrets)
+        self.last_error = lines[-1].strip()[:500] if r.returncode not in (0, 9) and lines else ""
         try:
             result = json.loads(r.stdout) if r.stdout.strip() else {}
         except ValueError:
@@ -134,6 +138,9 @@ class Job:
                 if code != 0:
                     return code
         return 0
+
+    def _failed(self, step, code):
+        return f"{step} failed with exit {code}" + (f": {self.last_error}" if self.last_error else "")
 
     def verify_due(self, state, now):
         every = parse_interval(self.c.get("verify_interval"))
@@ -252,24 +259,27 @@ class Job:
         if code == 0:
             code, result = self.backup()
             if code not in (0, 9):
-                message = f"backup failed with exit {code}"
+                message = self._failed("backup", code)
         if code in (0, 9):
             state.update(last_bytes=result.get("bytes_stored"), last_type=result.get("type"),
                          last_warnings=len(result.get("warnings", [])) + result.get("errors", 0))
             prune_code = self.prune()
             if prune_code != 0:
-                code, message = prune_code, f"retention failed with exit {prune_code}"
+                code, message = prune_code, self._failed("retention", prune_code)
         if code in (0, 9) and self.verify_due(state, started):
             vcode, vres = self.verify()
             if vcode == 0:
                 state["last_verify"] = int(time.time())
             else:
-                code, message = vcode, f"verify failed with exit {vcode}: {len(vres.get('differences', []))} difference(s)"
+                n_diff = len(vres.get("differences", []))
+                code, message = vcode, (f"verify failed with exit {vcode}: {n_diff} difference(s)" if n_diff
+                                        else self._failed("verify", vcode))
         status = "success" if code in (0, 9) else "failure"
         if self.hook("post_hook", status) != 0 and status == "success":
             code, message, status = HOOK_FAILED, "the post-hook failed", "failure"
         finished = time.time()
-        state.update(last_exit_code=code, last_duration=round(finished - started, 3), failed=status != "success")
+        state.update(last_exit_code=code, last_duration=round(finished - started, 3), failed=status != "success",
+                     last_message=message)
         if status == "success":
             state["last_success"] = int(finished)
         self.write_state(state)

@@ -84,6 +84,7 @@ def test_job_backs_up_prunes_verifies_and_reports(tmp_path, pings):
         assert r.returncode == 0, r.stderr
     assert [h[0] for h in hits] == ["/ok"] * 3 and "success" in hits[0][1]
     assert (tmp_path / "hooks").read_text().split("\n")[:2] == ["pre", "post success"]
+    assert json.loads(open(config["state_file"]).read())["last_message"] == ""
     # both targets, three fulls, two kept by retention
     env = {"PASSPHRASE": 'job pass "quoted"'}
     for t in ("t1", "t2"):
@@ -116,6 +117,10 @@ def test_unreachable_target_fails_the_job(tmp_path, pings):
     r = cairn("run-job", path, passphrase=None, check=False)
     assert r.returncode == 50, r.stderr
     assert [h[0] for h in hits] == ["/fail"] and "exit 50" in hits[0][1]
+    # the state file (and so the fleet's backup summary) says why, not only that it failed
+    state = json.loads(open(config["state_file"]).read())
+    assert state["failed"] and state["last_exit_code"] == 50
+    assert state["last_message"].startswith("backup failed with exit 50: ") and "127.0.0.1" in state["last_message"]
     m = _metrics(config)
     assert m["cairn_backup_failed"] == 1 and "cairn_backup_last_success_timestamp_seconds" not in m
 
