@@ -439,7 +439,7 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
         check_target(dest, force)
         warnings = []
         writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner, force=force)
-        fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir)
+        fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
         try:
             for index, entries in _restore_stream(sess, sets, prefix, fetcher, warnings.append):
                 writer.write(index, entries, None)
@@ -487,7 +487,7 @@ def verify(target, source=None, *, time=None, path=None, compare_data=False, rul
         col = sess.collection()
         chain, sets = _chain_at(col, t)
         warnings = []
-        fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir)
+        fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
         comparer = Comparer(source, rules, sess.tmpdir, compare_data=compare_data and source is not None,
                             prefix=prefix)
         try:

@@ -72,14 +72,20 @@ class TailReader:
 
 
 class VolumeFetcher:
-    """Downloads, hash-checks and decrypts volumes, a couple ahead of the reader."""
+    """Downloads, hash-checks and decrypts volumes, a couple ahead of the reader.
 
-    def __init__(self, backend, crypto, tmpdir, *, retries=1, prefetch=2):
+    A chain is read as ``streams`` sets at once (restore merges them by path), and the merge
+    needs the first volume of every set before it can write anything; so there is a worker for
+    each set's head volume plus ``prefetch - 1`` for reading ahead. With fewer, the later sets'
+    first volumes would queue behind the full set's read-ahead while the writer sits idle.
+    """
+
+    def __init__(self, backend, crypto, tmpdir, *, retries=1, prefetch=2, streams=1):
         self.backend = backend
         self.crypto = crypto
         self.tmpdir = tmpdir
         self.retries = retries
-        self.pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="cairn-fetch")
+        self.pool = ThreadPoolExecutor(max_workers=max(1, streams) + prefetch - 1, thread_name_prefix="cairn-fetch")
         self.prefetch = prefetch
 
     def close(self):
