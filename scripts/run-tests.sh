@@ -5,7 +5,7 @@
 # exit status is non-zero when either half failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 log=$(mktemp -t cairn-molecule.XXXXXX)
 trap 'rm -f "$log"' EXIT
 .venv/bin/pytest -q -ra tests/molecule >"$log" 2>&1 &

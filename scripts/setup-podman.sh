@@ -22,6 +22,8 @@ done
 if [ -n "$missing" ]; then
   echo "setup-podman: installing$missing"
   apt-get update -qq
+  # $missing is a space-separated package list: split on purpose
+  # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 

@@ -2,7 +2,8 @@
 # Installs the Debian packages cairn and its tests need, when run as root and when missing.
 # Idempotent: does nothing when everything is present.
 set -eu
-PKGS="gnupg librsync2 librsync-dev rdiff python3-venv openssh-server"
+# (ansible-test sanity lints the shell scripts with shellcheck, and skips that when it is absent)
+PKGS="gnupg librsync2 librsync-dev rdiff python3-venv openssh-server shellcheck"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,4 +15,6 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 echo "setup: installing$missing"
 apt-get update -qq
+# $missing is a space-separated package list: split on purpose
+# shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
