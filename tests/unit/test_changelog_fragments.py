@@ -13,7 +13,8 @@ FRAGMENTS = sorted(os.listdir(os.path.join(CHANGELOGS, "fragments")))
 def _sections():
     with open(os.path.join(CHANGELOGS, "config.yaml")) as f:
         config = yaml.safe_load(f)
-    return {name for name, _title in config["sections"]} | {config.get("trivial_section_name", "trivial")}
+    return ({name for name, _title in config["sections"]}
+            | {config.get("trivial_section_name", "trivial"), config.get("prelude_section_name", "release_summary")})
 
 
 @pytest.mark.parametrize("name", FRAGMENTS)
