@@ -24,7 +24,7 @@ from .collection import Collection
 from .crypto import Crypto, CryptoOptions
 from .errors import (BackendNotFound, CairnError, CryptoError, ExitCode, ManifestError,
                      ManifestMismatch, NoBackupFound, NoSignatures, RestoreError, SourceError,
-                     UserError)
+                     UserError, local_io_error)
 from .manifest import Manifest
 from .restore import TreeWriter, VolumeFetcher, check_target, merged_entries, set_members
 from .selection import Selection
@@ -81,12 +81,17 @@ class Session:
         self.tmpdir = make_tempdir(self.opts.tempdir)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         if self.locked:
             self.cache.unlock()
         self.backend.close()
+        # a full or read-only local disk is the admin's to fix, not a bug (exit 30): say which
+        # (backends turn their own OSErrors into BackendError before they get here)
+        local = local_io_error(exc, f"the temp dir {self.tmpdir} or the archive dir {self.cache.path}")
+        if local is not None:
+            raise local from None
 
     def collection(self):
         col = Collection(self.backend.list(), self.opts.file_prefix)

@@ -5,18 +5,24 @@ Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), neve
 environment, and never appear in messages. Outputs appear under their final name only when
 complete.
 """
+import errno
 import functools
 import gzip
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 
-from .errors import CairnError, CryptoError, UserError, WrongSigner
+from .errors import CairnError, CryptoError, LocalIOError, UserError, WrongSigner
 
 try:
     import gnupg
 except ImportError:      # reported when encryption is actually used
     gnupg = None
+
+# python-gnupg warns on stderr about every non-zero gpg exit; this layer turns each failure
+# into one error message of its own, so its warnings would only repeat it, less clearly
+logging.getLogger("gnupg").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class Crypto:
         finally:
             if f is not src:
                 f.close()
+        _check_local_write(r, out)
         if not r.ok:
             what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
             raise CryptoError(f"gpg could not encrypt {what}: {self._reason(r)}")
@@ -175,6 +182,7 @@ class Crypto:
         with open(src, "rb") as f:
             r = self._g().decrypt_file(f, passphrase=self.o.passphrase or None, output=out,
                                        extra_args=self._common())
+        _check_local_write(r, out)
         if not r.ok:
             raise CryptoError(f"gpg could not decrypt {os.path.basename(src)}: {self._reason(r)}")
         if self.o.sign_key:
@@ -221,6 +229,19 @@ class Crypto:
             return "the file is corrupt or not an OpenPGP message"
         status = getattr(r, "status", None) or "failed"
         return f"{status} (gpg said: {_last_gpg_line(text)})"
+
+
+# gpg's words for a local disk that would not take its output
+_DISK_ERRORS = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO))
+
+
+def _check_local_write(r, out):
+    """gpg can report a good decryption (DECRYPTION_OKAY) and still exit 2 because it could not
+    write all of the output: a truncated volume must not pass for a whole one."""
+    text = r.stderr or ""
+    if getattr(r, "returncode", 0) and any(e in text for e in _DISK_ERRORS):
+        reason = next(e for e in _DISK_ERRORS if e in text)
+        raise LocalIOError(f"gpg could not write {out}: {reason} (the temp dir; --tempdir or TMPDIR moves it)")
 
 
 def _last_gpg_line(text):

@@ -6,6 +6,8 @@ code for the same situation we use it (see docs/format-compatibility.md), so scr
 duplicity keep working. Messages never contain secrets: callers pass paths and key ids, never
 passphrases.
 """
+import errno
+import os
 
 
 class ExitCode:
@@ -40,6 +42,7 @@ class ExitCode:
     SKIPPED_FILES = 9      # backup complete, but some files could not be read (see warnings)
     UNSAFE_ARCHIVE = 60    # an archive entry tried to escape the restore target
     CORRUPT_ARCHIVE = 61   # a volume that cannot be parsed
+    LOCAL_IO = 62          # this host's disk refused: no space, quota, read-only, permission
 
 
 class CairnError(Exception):
@@ -125,6 +128,26 @@ class UnsafeArchive(RestoreError):
 
 class CorruptArchive(CairnError):
     exit_code = ExitCode.CORRUPT_ARCHIVE
+
+
+class LocalIOError(CairnError):
+    """The local side (restore target, temp dir, archive dir) cannot be written or read."""
+
+    exit_code = ExitCode.LOCAL_IO
+
+
+# errors of this host's file systems that are the admin's to fix, not bugs
+LOCAL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO))
+
+
+def local_io_error(e, places=None):
+    """A LocalIOError for an OSError of a local file, else None. The file is named when the
+    error knows it, else ``places`` (where it can have been) is."""
+    if not isinstance(e, OSError) or e.errno not in LOCAL_ERRNOS:
+        return None
+    if e.filename is not None:
+        return LocalIOError(f"cannot write or read {os.fsdecode(e.filename)}: {e.strerror}")
+    return LocalIOError(f"a local file operation failed{f' (in {places})' if places else ''}: {e.strerror}")
 
 
 class BackendError(CairnError):

@@ -17,7 +17,7 @@ from . import archive, librsync
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
 from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, RestoreError, UnsafeArchive,
-                     ExitCode)
+                     ExitCode, LOCAL_ERRNOS, LocalIOError)
 
 
 # --- volumes of one set ----------------------------------------------------------------------
@@ -64,6 +64,8 @@ class TailReader:
                 time.sleep(0.002)
         if len(data) < n:
             data += self.f.read(n - len(data))
+            if len(data) < n:
+                self.future.result()      # a short volume: the fetch's own error says why
         return data
 
     def close(self):
@@ -421,6 +423,15 @@ class TreeWriter:
                 raise RestoreError(f"{os.fsdecode(p)} is not a directory")
 
     def write(self, index, entries, tmp_for_content):
+        try:
+            self._write(index, entries)
+        except OSError as e:
+            # a full, read-only or forbidden restore target: name the entry being restored
+            # (not the temp file it was going through)
+            what = f"cannot restore {os.fsdecode(self.path(index))}: {e.strerror}"
+            raise (LocalIOError(what) if e.errno in LOCAL_ERRNOS else RestoreError(what)) from None
+
+    def _write(self, index, entries):
         info = entries[-1].info
         if entries[0].kind == "deleted":
             return

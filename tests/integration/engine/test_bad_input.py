@@ -3,6 +3,7 @@
 import gzip
 import io
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -171,3 +172,48 @@ def test_unreadable_file_warns_and_goes_on(tmp_path):
         assert b"ok.txt" in listed and b"secret.txt" not in listed
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a disk that fills up (needs root to mount)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("needs root to mount a small tmpfs")
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _big_backup(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(3 << 20))
+    (src / "b.txt").write_bytes(b"b" * 100)
+    url = f"file://{tmp_path / 'target'}"
+    cache = ["--archive-dir", tmp_path / "cache"]
+    cairn("full", *cache, src, url)
+    return url, cache
+
+
+def test_full_restore_target_says_so_with_exit_62(tmp_path, small_disk):
+    url, cache = _big_backup(tmp_path)
+    r = cairn("restore", *cache, url, small_disk / "out", check=False)
+    assert r.returncode == 62, r.stderr
+    assert b"cannot restore " + str(small_disk / "out" / "a.bin").encode() + b": No space left on device" in r.stderr
+    assert b"Traceback" not in r.stderr and b"gpg returned" not in r.stderr
+
+
+def test_full_temp_dir_says_so_with_exit_62(tmp_path, small_disk):
+    """gpg reports the decryption good but cannot write all of it: a truncated volume must not
+    be restored as if it were whole."""
+    url, cache = _big_backup(tmp_path)
+    r = cairn("restore", *cache, url, tmp_path / "out", env={"TMPDIR": str(small_disk)}, check=False)
+    assert r.returncode == 62, r.stderr
+    assert b"No space left on device (the temp dir" in r.stderr and b"Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "a.bin").exists()
