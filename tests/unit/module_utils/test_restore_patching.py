@@ -28,7 +28,7 @@ def test_collect_holds_the_file_once():
     try:
         tracemalloc.reset_peak()
         # fresh pieces, as read from a volume
-        buf = _collect((bytes(MiB) for _ in range(16)), 16 * MiB)
+        buf = _collect((bytes(MiB) for _piece in range(16)), 16 * MiB)
         _now, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
