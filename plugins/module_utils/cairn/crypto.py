@@ -239,8 +239,8 @@ def _check_local_write(r, out):
     """gpg can report a good decryption (DECRYPTION_OKAY) and still exit 2 because it could not
     write all of the output: a truncated volume must not pass for a whole one."""
     text = r.stderr or ""
-    if getattr(r, "returncode", 0) and any(e in text for e in _DISK_ERRORS):
-        reason = next(e for e in _DISK_ERRORS if e in text)
+    reason = next((e for e in _DISK_ERRORS if e in text), None)
+    if getattr(r, "returncode", 0) and reason:
         raise LocalIOError(f"gpg could not write {out}: {reason} (the temp dir; --tempdir or TMPDIR moves it)")
 
 
