@@ -443,15 +443,17 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
         chain, sets = _chain_at(col, t)
         check_target(dest, force)
         warnings = []
-        writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner, force=force)
+        writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner,
+                            whole_tree=not prefix, tmp_dir=sess.tmpdir)
         fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
         try:
             for index, entries in _restore_stream(sess, sets, prefix, fetcher, warnings.append):
-                writer.write(index, entries, None)
+                writer.write(index, entries)
                 if progress:
                     progress(writer.written)
             writer.close()
         finally:
+            writer.discard()
             fetcher.close()
         if writer.written == 0:
             if prefix:

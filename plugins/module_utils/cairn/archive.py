@@ -328,24 +328,43 @@ def read_members(fileobj, what="archive"):
         gnu_name = gnu_link = None
         reader = _DataReader(fileobj, size, what)
         yield m, reader
-        if not reader.done:              # the consumer did not want the data: skip it
-            _skip(fileobj, size + (-size % BLOCK), what)
+        reader.skip_rest()               # what the consumer did not read, and the padding
 
 
 class _DataReader:
-    """Returns one member's data (once); read_members skips it when it was not called."""
+    """One member's data, read once: whole (``reader()``) or in pieces (``reader.pieces()``).
+
+    Nothing is allocated from the size a header claims: data is read as it comes, so a member
+    that claims more than the stream holds ends in CorruptArchive at the end of the stream,
+    and memory stays bounded by what is really there (or by one piece, when read in pieces).
+    read_members skips whatever the consumer did not read.
+    """
 
     def __init__(self, fileobj, size, what):
         self.fileobj, self.size, self.what = fileobj, size, what
-        self.done = False
+        self.left = size          # data bytes not yet read or skipped
+        self.started = False
+
+    def pieces(self, piece=CHUNK):
+        """Yield the data in pieces of at most ``piece`` bytes."""
+        if self.started:
+            raise CorruptArchive(f"{self.what}: member data read twice")
+        self.started = True
+        read = self.fileobj.read
+        while self.left:
+            data = read(min(self.left, piece))
+            if not data:
+                raise CorruptArchive(f"{self.what} is truncated inside an entry")
+            self.left -= len(data)
+            yield data
 
     def __call__(self):
-        if self.done:
-            raise CorruptArchive(f"{self.what}: member data read twice")
-        self.done = True
-        data = _read_exact(self.fileobj, self.size, self.what) if self.size else b""
-        _skip(self.fileobj, -self.size % BLOCK, self.what)
-        return data
+        """The whole data (for members that are small by nature: signatures, symlinks)."""
+        return b"".join(self.pieces(1 << 20))
+
+    def skip_rest(self):
+        n, self.left = self.left, 0
+        _skip(self.fileobj, n + (-self.size % BLOCK), self.what)
 
 
 def _read_exact(f, n, what):

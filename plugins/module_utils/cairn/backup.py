@@ -31,8 +31,14 @@ class SigEntry:
 
 
 def _sig_stream(path, order):
+    previous = None
     with gzip.open(path, "rb") as f:
         for m, read in archive.read_members(f, what=os.path.basename(path)):
+            if previous is not None and m.index <= previous:
+                # the merge below and every diff against it rely on the order
+                raise CorruptArchive(f"signature file {os.path.basename(path)} lists "
+                                     f"{os.fsdecode(b'/'.join(m.index))!r} out of order")
+            previous = m.index
             if m.prefix == "deleted":
                 yield SigEntry(m.index, order, None)
             elif m.prefix == "signature":

@@ -2,13 +2,16 @@
 """Reading a chain back: volumes -> tar members -> per-path entries -> files (§8).
 
 The streams of all sets in the chain are merged by path; for each path the newest snapshot is
-patched by every later delta. Nothing is written through a symlink or outside the target.
+patched by every later delta. Every archive is hostile: entries are written through directory
+descriptors, never through a symlink, and never outside the target (see TreeWriter).
 """
+import errno
+import grp
 import os
 import pwd
-import grp
 import shutil
 import stat
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -201,8 +204,17 @@ class SetEntry:
         return self.stream.chunks(self)
 
 
+def _shown(index):
+    return os.fsdecode(b"/".join(index)) if index else "."
+
+
 class _EntryStream:
-    """Groups the multivol chunks of one set's member stream into one entry per path."""
+    """Groups the multivol chunks of one set's member stream into one entry per path.
+
+    Paths must come in strictly increasing order, as every writer of the format emits them:
+    a path twice, or out of order, is a crafted archive (a directory replaced by a symlink
+    between two of its entries is the classic escape) and is refused before it is used.
+    """
 
     def __init__(self, members, order):
         self.members = iter(members)
@@ -217,23 +229,28 @@ class _EntryStream:
 
     def next_entry(self):
         """The next SetEntry, after skipping whatever of the current one was not consumed."""
-        if self.current is not None:
-            for _chunk in self.chunks(self.current):
+        previous = self.current
+        if previous is not None:
+            for _chunk in self.chunks(previous):
                 pass
             # chunks left behind by a consumer that stopped early
-            while (self.head is not None and self.head[0].index == self.current.index
+            while (self.head is not None and self.head[0].index == previous.index
                    and self.head[0].prefix.startswith("multivol_")):
                 self._advance_member()
         if self.head is None:
             self.current = None
             return None
         m, read = self.head
+        if previous is not None and m.index <= previous.index:
+            raise UnsafeArchive(f"archive entry {_shown(m.index)!r} comes after {_shown(previous.index)!r}: "
+                                "entries out of order or repeated; refusing a crafted archive")
         kind = m.prefix.replace("multivol_", "")
         self.current = SetEntry(m.index, kind, m.info, self)
         self.current_first = (m, read)
         return self.current
 
     def chunks(self, entry):
+        """The entry's data, in pieces of at most one chunk, whatever its headers claim."""
         if entry is not self.current or self.current_first is None:
             return
         m, read = self.current_first
@@ -243,9 +260,8 @@ class _EntryStream:
         if multivol and expect != 1:
             raise CorruptArchive(f"{os.fsdecode(entry.info.relpath)}: multivolume data starts at "
                                  f"chunk {expect}; an earlier volume is missing or damaged")
-        data = read()
+        yield from read.pieces()
         self._advance_member()
-        yield data
         while multivol and self.head is not None:
             m, read = self.head
             if m.index != entry.index or not m.prefix.startswith("multivol_"):
@@ -254,9 +270,8 @@ class _EntryStream:
             if m.chunk != expect:
                 raise CorruptArchive(f"{os.fsdecode(entry.info.relpath)}: chunk {m.chunk} follows "
                                      f"chunk {expect - 1}; the archive is damaged")
-            data = read()
+            yield from read.pieces()
             self._advance_member()
-            yield data
 
 
 def merged_entries(set_member_iters, on_warning):
@@ -291,65 +306,77 @@ def merged_entries(set_member_iters, on_warning):
 _ZERO = bytes(archive.CHUNK)
 
 
-MEM_BASIS_LIMIT = 128 << 20    # a file patched by deltas is held in memory up to this size
+MEM_BASIS_LIMIT = 128 << 20    # a basis for the next patch is held in memory up to this size
 
 
-def write_content(entries, dst_path, tmp_dir):
-    """Write the final content of a regular file (snapshot + deltas) to ``dst_path``.
+def write_content(entries, out_fd, tmp_dir):
+    """Write the final content of a regular file (snapshot + deltas) to the open ``out_fd``.
 
     With deltas, every version but the last is a basis for the next patch. Up to
-    MEM_BASIS_LIMIT it stays in memory (writing it out doubles the disk writes of a restore,
-    and on a busy disk that is most of its time); bigger ones go through temp files.
+    MEM_BASIS_LIMIT a basis stays in memory (writing it out doubles the disk writes of a
+    restore, and on a busy disk that is most of its time); past that it goes on into an
+    unnamed temp file in ``tmp_dir``. The limit is on the bytes really read, not on what a
+    header claims.
     """
     base = entries[0]
     deltas = entries[1:]
     if not deltas:
-        _write_chunks(base.chunks(), dst_path)
+        _write_chunks(base.chunks(), out_fd)
         return
-    if base.info.size <= MEM_BASIS_LIMIT:
-        basis = _collect(base.chunks(), base.info.size)
+    basis = _collect(base.chunks(), base.info.size, tmp_dir)
+    try:
         for n, d in enumerate(deltas, 1):
             job = librsync.PatchJob(basis)
             try:
                 if n == len(deltas):
-                    _write_chunks(_patched(job, d.chunks()), dst_path)
-                else:
-                    result = _collect(_patched(job, d.chunks()), d.info.size if d.info else 0)
+                    _write_chunks(_patched(job, d.chunks()), out_fd)
+                    return
+                newer = _collect(_patched(job, d.chunks()), d.info.size if d.info else 0, tmp_dir)
             finally:
                 job.close()
-            if n != len(deltas):
-                basis = result
-        return
-    tmp_dir = os.fsencode(tmp_dir)
-    cur = os.path.join(tmp_dir, b".cairn-patch-0")
-    _write_chunks(base.chunks(), cur)
-    for n, d in enumerate(deltas, 1):
-        out = dst_path if n == len(deltas) else os.path.join(tmp_dir, b".cairn-patch-%d" % n)
-        with open(cur, "rb") as basis:
-            job = librsync.PatchJob(basis)
-            try:
-                _write_chunks(_patched(job, d.chunks()), out)
-            finally:
-                job.close()
-        os.unlink(cur)
-        cur = out
+            _release(basis)
+            basis = newer
+    finally:
+        _release(basis)
 
 
-def _collect(chunks, size):
-    """The chunks as one buffer, filled in place: b"".join would hold the pieces and the whole
-    at once, twice the file in memory at the peak (a 100 MiB basis cost 200 MiB of RSS)."""
-    buf = bytearray(size)
+def _release(basis):
+    if hasattr(basis, "close"):
+        basis.close()
+
+
+def _collect(chunks, size_hint, tmp_dir=None, limit=MEM_BASIS_LIMIT):
+    """The chunks as one buffer, or as an unnamed temp file once they pass ``limit`` bytes.
+
+    In memory the buffer is filled in place (b"".join would hold the pieces and the whole at
+    once, twice the file at the peak); ``size_hint`` (a header's claim) only sizes the first
+    allocation, never beyond ``limit``.
+    """
+    buf = bytearray(max(0, min(size_hint or 0, limit)))
     pos = 0
+    spill = None
     for c in chunks:
         n = len(c)
-        if pos + n <= size:
+        if spill is not None:
+            spill.write(c)
+            continue
+        if pos + n > limit and tmp_dir is not None:
+            spill = tempfile.TemporaryFile(dir=tmp_dir)
+            spill.write(memoryview(buf)[:pos])
+            spill.write(c)
+            del buf
+            continue
+        if pos + n <= len(buf):
             buf[pos:pos + n] = c
-        else:                      # more than the header said: grow (a damaged entry fails later)
+        else:
             del buf[pos:]
             buf += c
-            size = len(buf)
         pos += n
-    if pos < size:
+    if spill is not None:
+        spill.flush()
+        spill.seek(0)
+        return spill
+    if pos < len(buf):
         del buf[pos:]
     return buf
 
@@ -361,68 +388,64 @@ def _patched(job, chunks):
     yield from job.finish_iter()
 
 
-def _write_chunks(chunks, path):
-    """Write data, leaving holes for whole zero chunks so sparse files stay sparse."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        size = 0
-        holes = False
-        for c in chunks:
-            n = len(c)
-            if n == archive.CHUNK and c == _ZERO:
-                os.lseek(fd, n, os.SEEK_CUR)
-                holes = True
-            elif n:
-                mv = memoryview(c)
-                while mv:
-                    w = os.write(fd, mv)
-                    mv = mv[w:]
-            size += n
-        if holes:
-            os.ftruncate(fd, size)     # a trailing hole has no write to extend the file
-    finally:
-        os.close(fd)
+def _write_chunks(chunks, fd):
+    """Write data to ``fd``, leaving holes for whole zero chunks so sparse files stay sparse."""
+    size = 0
+    holes = False
+    for c in chunks:
+        n = len(c)
+        if n == archive.CHUNK and c == _ZERO:
+            os.lseek(fd, n, os.SEEK_CUR)
+            holes = True
+        elif n:
+            mv = memoryview(c)
+            while mv:
+                w = os.write(fd, mv)
+                mv = mv[w:]
+        size += n
+    if holes:
+        os.ftruncate(fd, size)     # a trailing hole has no write to extend the file
 
 
 # --- writing a tree --------------------------------------------------------------------------
 
-class TreeWriter:
-    """Writes entries under ``root``; never follows a symlink and never leaves ``root``."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_PATH = getattr(os, "O_PATH", 0)
 
-    def __init__(self, root, *, restore_owner=None, numeric_owner=False, force=False):
+
+class TreeWriter:
+    """Writes entries under ``root`` through directory descriptors; nothing leaves ``root``.
+
+    Every directory below the root is opened from its parent's descriptor with O_NOFOLLOW, and
+    every name is created, replaced and given its metadata relative to such a descriptor, so
+    no name an archive controls is ever resolved through a symlink: neither one the archive
+    made itself nor one that was there before. The restore target path itself is the user's
+    and is opened as given. Entries come in strictly increasing path order (_EntryStream
+    checks it), so each path is written once.
+
+    ``whole_tree``: a full restore, whose root entry must be a directory. For a
+    --path-to-restore the root may be one file, which is then the target path itself and
+    nothing may follow it.
+    """
+
+    def __init__(self, root, *, restore_owner=None, numeric_owner=False, whole_tree=True, tmp_dir=None):
         self.root = os.fsencode(os.path.abspath(root))
         self.restore_owner = (os.geteuid() == 0) if restore_owner is None else restore_owner
         self.numeric_owner = numeric_owner
-        self.force = force
-        self.dir_stack = []        # [(index, info)] of directories whose metadata is pending
+        self.whole_tree = whole_tree
+        self.tmp_dir = tmp_dir
+        self.stack = []            # [(index, fd, info)]: open directories from the root down;
+        #                            info is None for one no entry describes (made as a parent)
+        self.single = None         # the type of a root written as a single non-directory
+        self.ids = {}              # (field, name) -> local uid/gid, or None
         self.written = 0
         self.warnings = []
 
     def path(self, index):
         return os.path.join(self.root, *index) if index else self.root
 
-    def _enter(self, index):
-        """Close directories we have left, then make sure every ancestor is a real directory."""
-        while self.dir_stack and self.dir_stack[-1][0] != index[:len(self.dir_stack[-1][0])]:
-            self._finish_dir(*self.dir_stack.pop())
-        # directories on the stack were made by us: only deeper ancestors need a look
-        known = len(self.dir_stack[-1][0]) if self.dir_stack else 0
-        for depth in range(max(1, known + 1), len(index)):
-            anc = index[:depth]
-            p = self.path(anc)
-            try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                os.mkdir(p, 0o700)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafeArchive(f"archive entry {os.fsdecode(b'/'.join(index))!r} lies below a "
-                                    f"symlink ({os.fsdecode(b'/'.join(anc))}); refusing to write "
-                                    "through it")
-            if not stat.S_ISDIR(st.st_mode):
-                raise RestoreError(f"{os.fsdecode(p)} is not a directory")
-
-    def write(self, index, entries, tmp_for_content):
+    def write(self, index, entries):
         try:
             self._write(index, entries)
         except OSError as e:
@@ -435,97 +458,205 @@ class TreeWriter:
         info = entries[-1].info
         if entries[0].kind == "deleted":
             return
-        self._enter(index)
-        p = self.path(index)
+        if self.single is not None:
+            raise UnsafeArchive(f"archive entry {_shown(index)!r} follows a root that is a {self.single}, "
+                                "not a directory; refusing to write below it")
+        if index == ():
+            self._write_root(entries, info)
+            return
+        parent = self._parent_fd(index)
+        name = index[-1]
         if info.type == DIR:
-            if index == ():
-                os.makedirs(p, exist_ok=True)
-            else:
-                self._clear(p, keep_dir=True)
-                if not os.path.isdir(p):
-                    os.mkdir(p, 0o700)
-            self.dir_stack.append((index, info))
+            self._clear(parent, name, keep_dir=True)
+            fd = self._open_dir(parent, name, index)
+            self.stack.append((index, fd, info))
             self.written += 1
             return
-        if index == ():   # restoring a single file: the target path is the file itself
-            os.makedirs(os.path.dirname(p) or b".", exist_ok=True)
-        self._clear(p)
-        if info.type == REG:
-            tmp = os.path.join(os.path.dirname(p), b".cairn-restore-tmp")
-            write_content(entries, tmp, os.path.dirname(p))
-            os.rename(tmp, p)
-        elif len(entries) > 1:
-            raise CorruptArchive(f"{os.fsdecode(info.relpath)}: deltas after a non-file entry")
-        elif info.type == SYM:
-            os.symlink(info.linkname, p)
-        elif info.type == FIFO:
-            os.mkfifo(p, 0o600)
-        elif info.type in (CHR, BLK):
-            try:
-                kind = stat.S_IFCHR if info.type == CHR else stat.S_IFBLK
-                os.mknod(p, kind | 0o600, os.makedev(info.devmajor, info.devminor))
-            except PermissionError:
-                self.warnings.append(f"cannot create device {os.fsdecode(info.relpath)} (needs root)")
-                return
-        self._apply_meta(p, info)
-        self.written += 1
+        self._clear(parent, name)
+        self._make(parent, name, entries, info)
 
-    def _clear(self, p, keep_dir=False):
+    def _write_root(self, entries, info):
+        if info.type == DIR:
+            self._open_root()
+            self.stack[0] = ((), self.stack[0][1], info)
+            self.written += 1
+            return
+        if self.whole_tree:
+            raise UnsafeArchive(f"the archive's root is a {info.type}, not a directory; refusing to "
+                                f"restore it as {os.fsdecode(self.root)}")
+        # restoring a single file: the target path is the file itself
+        parent_path, name = os.path.split(self.root)
+        os.makedirs(parent_path or b".", exist_ok=True)
+        parent = os.open(parent_path or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            st = os.lstat(p)
+            self._clear(parent, name)
+            self._make(parent, name, entries, info)
+        finally:
+            os.close(parent)
+        self.single = info.type
+
+    def _open_root(self):
+        if not self.stack:
+            os.makedirs(self.root, exist_ok=True)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.stack.append(((), fd, None))
+
+    def _parent_fd(self, index):
+        """The descriptor of ``index``'s parent: directories we have left are finished, missing
+        ancestors are made (0700), and none is entered through a symlink."""
+        self._open_root()
+        while len(self.stack) > 1 and self.stack[-1][0] != index[:len(self.stack[-1][0])]:
+            self._finish(*self.stack.pop())
+        for depth in range(len(self.stack[-1][0]) + 1, len(index)):
+            fd = self._open_dir(self.stack[-1][1], index[depth - 1], index[:depth])
+            self.stack.append((index[:depth], fd, None))
+        return self.stack[-1][1]
+
+    def _open_dir(self, parent, name, index):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            os.mkdir(name, 0o700, dir_fd=parent)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if stat.S_ISLNK(os.lstat(name, dir_fd=parent).st_mode):
+                raise UnsafeArchive(f"archive entries below {_shown(index)!r} would be written through a "
+                                    "symlink; refusing to follow it") from None
+            raise RestoreError(f"{os.fsdecode(self.path(index))} is not a directory") from None
+
+    def _clear(self, parent, name, keep_dir=False):
+        try:
+            st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return
-            shutil.rmtree(p)
+            if not keep_dir:
+                _remove_tree(parent, name)
         else:
-            os.unlink(p)
+            os.unlink(name, dir_fd=parent)
+
+    def _make(self, parent, name, entries, info):
+        if info.type == REG:
+            tmp = b".cairn-restore-" + os.urandom(6).hex().encode()
+            fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                write_content(entries, fd, self.tmp_dir)
+                self._meta(fd, info)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp, dir_fd=parent)
+                raise
+            os.close(fd)
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        elif len(entries) > 1:
+            raise CorruptArchive(f"{os.fsdecode(info.relpath)}: deltas after a non-file entry")
+        elif info.type == SYM:
+            os.symlink(info.linkname, name, dir_fd=parent)
+            self._symlink_meta(parent, name, info)
+        elif info.type == FIFO:
+            os.mkfifo(name, 0o600, dir_fd=parent)
+            self._meta_by_name(parent, name, info, os.O_RDONLY | os.O_NONBLOCK)
+        elif info.type in (CHR, BLK):
+            try:
+                kind = stat.S_IFCHR if info.type == CHR else stat.S_IFBLK
+                os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent)
+            except PermissionError:
+                self.warnings.append(f"cannot create device {os.fsdecode(info.relpath)} (needs root)")
+                return
+            # a device is never opened for I/O (that can act on the hardware): O_PATH only
+            self._meta_by_name(parent, name, info, _O_PATH)
+        self.written += 1
+
+    # --- metadata, always through a descriptor (or, for a symlink, never following it) ----
 
     def _owner(self, info):
         if self.numeric_owner:
             return info.uid, info.gid
-        return (_lookup(pwd.getpwnam, "pw_uid", info.uname, info.uid),
-                _lookup(grp.getgrnam, "gr_gid", info.gname, info.gid))
+        return (self._lookup(pwd.getpwnam, "pw_uid", info.uname, info.uid),
+                self._lookup(grp.getgrnam, "gr_gid", info.gname, info.gid))
 
-    def _apply_meta(self, p, info):
+    def _lookup(self, fn, field, name, default):
+        """A local id for a user/group name, else the stored numeric id."""
+        if not name:
+            return default
+        key = (field, name)
+        if key not in self.ids:
+            try:
+                self.ids[key] = getattr(fn(name), field)
+            except KeyError:
+                self.ids[key] = None
+        found = self.ids[key]
+        return default if found is None else found
+
+    def _meta(self, fd, info, target=None):
+        """Owner (first: chown clears setuid bits), mode and mtime of an open file or directory;
+        ``target`` is the path to use instead of ``fd`` for an O_PATH descriptor."""
+        where = fd if target is None else target
         if self.restore_owner:
             try:
-                os.lchown(p, *self._owner(info))
+                os.chown(where, *self._owner(info))
             except OSError as e:
-                self.warnings.append(f"cannot set owner of {os.fsdecode(p)}: {e.strerror}")
-        if info.type == SYM:
-            try:
-                os.utime(p, (info.mtime, info.mtime), follow_symlinks=False)
-            except OSError:
-                pass
-            return
-        os.chmod(p, info.mode)
-        os.utime(p, (info.mtime, info.mtime))
+                self.warnings.append(f"cannot set owner of {os.fsdecode(info.relpath)}: {e.strerror}")
+        os.chmod(where, info.mode)
+        os.utime(where, (info.mtime, info.mtime))
 
-    def _finish_dir(self, index, info):
-        self._apply_meta(self.path(index), info)
+    def _meta_by_name(self, parent, name, info, flags):
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            # an O_PATH descriptor takes no fchmod: its /proc link reaches the same inode
+            self._meta(fd, info, f"/proc/self/fd/{fd}" if flags == _O_PATH else None)
+        finally:
+            os.close(fd)
+
+    def _symlink_meta(self, parent, name, info):
+        if self.restore_owner:
+            try:
+                os.chown(name, *self._owner(info), dir_fd=parent, follow_symlinks=False)
+            except OSError as e:
+                self.warnings.append(f"cannot set owner of {os.fsdecode(info.relpath)}: {e.strerror}")
+        try:
+            os.utime(name, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            pass
+
+    def _finish(self, index, fd, info):
+        try:
+            if info is not None:
+                self._meta(fd, info)
+        finally:
+            os.close(fd)
 
     def close(self):
-        while self.dir_stack:
-            self._finish_dir(*self.dir_stack.pop())
-
-
-_names = {}
-
-
-def _lookup(fn, field, name, default):
-    """A local id for a user/group name (cached), else the stored numeric id."""
-    if not name:
-        return default
-    key = (field, name)
-    if key not in _names:
+        """Give the directories still open their metadata (deepest first) and close them."""
         try:
-            _names[key] = getattr(fn(name), field)
-        except KeyError:
-            _names[key] = None
-    found = _names[key]
-    return default if found is None else found
+            while self.stack:
+                self._finish(*self.stack.pop())
+        except OSError as e:
+            what = f"cannot set the metadata of a restored directory: {e.strerror}"
+            raise (LocalIOError(what) if e.errno in LOCAL_ERRNOS else RestoreError(what)) from None
+
+    def discard(self):
+        """Close what is open without touching anything more (after a failure)."""
+        while self.stack:
+            os.close(self.stack.pop()[1])
+
+
+def _remove_tree(parent, name):
+    """Remove the directory ``name`` under ``parent`` and everything in it, never following a
+    symlink (shutil.rmtree takes a dir_fd only from Python 3.11)."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        for child in os.listdir(fd):
+            st = os.lstat(child, dir_fd=fd)
+            if stat.S_ISDIR(st.st_mode):
+                _remove_tree(fd, child)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
 
 
 def check_target(dest, force):

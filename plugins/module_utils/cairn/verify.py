@@ -75,8 +75,12 @@ class Comparer:
             self._diff(index, "device", f"Device file {_rel(index)} has other device numbers")
         if info.type == REG:
             tmp = os.path.join(self.tmpdir, "verify-content")
-            write_content(entries, tmp, self.tmpdir)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
+                try:
+                    write_content(entries, fd, self.tmpdir)
+                finally:
+                    os.close(fd)
                 if not filecmp.cmp(tmp, path, shallow=False):
                     self._diff(index, "data", f"Data for file {_rel(index)} is different")
             finally:

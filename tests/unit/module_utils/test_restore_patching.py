@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Restoring a file from a snapshot and deltas in memory: right bytes, and one copy of the
 basis at the peak rather than two."""
+import os
 import random
 import tracemalloc
 from types import SimpleNamespace
@@ -56,6 +57,30 @@ def test_snapshot_and_two_deltas_give_the_newest_version(tmp_path):
     d2 = librsync.delta(librsync.signature(v1), v2)
     d3 = librsync.delta(librsync.signature(v2), v3)
     out = tmp_path / "f"
-    write_content([_Entry("snapshot", v1, len(v1)), _Entry("diff", d2, len(v2)), _Entry("diff", d3, len(v3))],
-                  str(out), str(tmp_path))
+    entries = [_Entry("snapshot", v1, len(v1)), _Entry("diff", d2, len(v2)), _Entry("diff", d3, len(v3))]
+    with open(out, "wb") as f:
+        write_content(entries, f.fileno(), str(tmp_path))
     assert out.read_bytes() == v3
+
+
+@pytest.mark.parametrize("claimed", [0, 10 ** 15])
+def test_a_basis_past_the_memory_limit_spills_to_an_unnamed_temp_file(tmp_path, claimed):
+    """Memory holds at most the limit whatever the header claims; the rest goes to disk."""
+    data = random.Random(3).randbytes(3 * MiB)
+    basis = _collect(iter(_chunks(data)), claimed, str(tmp_path), limit=MiB)
+    try:
+        assert not isinstance(basis, bytearray)
+        assert basis.read() == data
+        assert os.listdir(tmp_path) == []          # unnamed: nothing to leave behind
+    finally:
+        basis.close()
+
+
+def test_a_false_claim_allocates_nothing_beyond_the_limit():
+    tracemalloc.start()
+    try:
+        buf = _collect(iter([b"x" * 10]), 10 ** 15, None, limit=MiB)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert bytes(buf) == b"x" * 10 and peak < 2 * MiB
