@@ -19,7 +19,8 @@ from .backends import BackendOptions, open_backend, redact_url
 from .backends.transfer import UploadQueue
 from .backup import (Stats, SigWriter, VolumeWriter, gzip_file, make_shipper, merged_signatures,
                      write_sets)
-from .cache import ArchiveDir, default_name, local_manifest_name, make_tempdir
+from .cache import ArchiveDir, default_name, local_manifest_name
+from .localdirs import make_tempdir, restore_signals, terminate_as_interrupt
 from .collection import Collection
 from .crypto import Crypto, CryptoOptions
 from .errors import (BackendNotFound, CairnError, CryptoError, ExitCode, ManifestError,
@@ -46,6 +47,8 @@ class TargetOptions:
     file_prefix: str = ""
     backend: BackendOptions = field(default_factory=BackendOptions)
     mirrors: list = field(default_factory=list)    # more URLs that get every file too
+    # check mode: nothing local or remote is created, changed or removed
+    read_only: bool = False
 
 
 @dataclass
@@ -69,21 +72,28 @@ class Session:
         self.opts = target
         self.backend = open_backend(target.url, target.backend, target.mirrors)
         self.crypto = Crypto(target.crypto)
-        self.cache = ArchiveDir(target.archive_dir, target.name or default_name(target.url))
+        self.cache = ArchiveDir(target.archive_dir, target.name or default_name(target.url),
+                                read_only=target.read_only)
         self.tmpdir = None
         self.locked = False
-        self.want_lock = lock
+        self.want_lock = lock and not target.read_only
+        self.signals = None
 
     def __enter__(self):
         if self.want_lock:
             self.cache.lock()
             self.locked = True
+        # SIGTERM (systemd stopping a unit, a kill) unwinds like ^C, so the temp dir with its
+        # plaintext goes too; a SIGKILLed run's temp dir is removed by the next run
+        self.signals = terminate_as_interrupt()
         self.tmpdir = make_tempdir(self.opts.tempdir)
+        self.cache.open(self.tmpdir, clean=self.locked)
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+        restore_signals(self.signals)
         if self.locked:
             self.cache.unlock()
         self.backend.close()

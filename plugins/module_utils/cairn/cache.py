@@ -11,10 +11,10 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 
 from . import naming
 from .errors import LockHeld, ManifestError
+from .localdirs import open_new, private_dir
 from .manifest import Manifest
 
 
@@ -40,15 +40,33 @@ def local_signature_name(s):
 
 
 class ArchiveDir:
-    def __init__(self, archive_dir, name):
+    """The cache of one target. ``read_only`` (check mode): nothing is created, locked, fetched
+    into, or removed here; what an operation fetches goes to a scratch dir inside the run's temp
+    dir instead (``open``), which goes with it."""
+
+    def __init__(self, archive_dir, name, read_only=False):
         self.path = os.path.join(archive_dir or default_archive_dir(), name)
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self.read_only = read_only
+        self.exists = private_dir(self.path, "the archive dir", create=not read_only)
+        self.store = self.path        # where fetched metadata is kept
         self._lock_fd = None
+
+    def open(self, tmpdir, clean=False):
+        """Called with the run's temp dir once it exists; ``clean`` (holding the lock): remove
+        the temp files a killed run left here."""
+        if self.read_only:
+            self.store = os.path.join(tmpdir, "archive-dir")
+            os.mkdir(self.store, 0o700)
+        elif clean:
+            _remove_temp_files(self.path)
 
     # --- locking (fcntl.lockf, as duplicity's fasteners lock, so the two tools exclude each other)
 
     def lock(self):
-        fd = os.open(os.path.join(self.path, "lockfile"), os.O_RDWR | os.O_CREAT, 0o600)
+        if self.read_only:
+            return
+        fd = os.open(os.path.join(self.path, "lockfile"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -67,7 +85,10 @@ class ArchiveDir:
     # --- files ---------------------------------------------------------------------------
 
     def _p(self, name):
-        return os.path.join(self.path, name)
+        """Where the cached copy of ``name`` is (or would go)."""
+        if self.store != self.path and self.exists and os.path.exists(os.path.join(self.path, name)):
+            return os.path.join(self.path, name)
+        return os.path.join(self.store, name)
 
     def manifest(self, s, backend, crypto, tmpdir):
         """The parsed manifest of set ``s``, from the cache or fetched and cached."""
@@ -120,6 +141,8 @@ class ArchiveDir:
         _atomic_copy(gz_path, self._p(local_signature_name(s)))
 
     def forget(self, sets):
+        if self.read_only:
+            return
         for s in sets:
             for name in (local_manifest_name(s), local_signature_name(s)):
                 try:
@@ -129,6 +152,8 @@ class ArchiveDir:
 
     def drop_stale(self, collection):
         """Delete cached metadata of sets no longer at the target (as duplicity's sync does)."""
+        if self.read_only:
+            return
         keep = set()
         for s in collection.sets:
             if s.manifest and s.complete:
@@ -143,17 +168,49 @@ class ArchiveDir:
                 os.unlink(self._p(name))
 
 
+_TEMP_MARK = ".cairn-tmp."
+
+
+def _temp_name(dst):
+    return f"{dst}{_TEMP_MARK}{os.urandom(6).hex()}"
+
+
 def _atomic_move(src, dst):
-    tmp = dst + ".cairn-tmp"
-    shutil.move(src, tmp)
-    os.replace(tmp, dst)
+    """``src`` (in the run's private temp dir) becomes ``dst``, whole or not at all. A rename
+    replaces whatever is at ``dst`` (a symlink too) without following it."""
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    _atomic_copy(src, dst)
+    _unlink(src)
 
 
 def _atomic_copy(src, dst):
-    tmp = dst + ".cairn-tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    tmp = _temp_name(dst)
+    try:
+        with open(src, "rb") as fin, open_new(tmp) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+        os.replace(tmp, dst)
+    finally:
+        _unlink(tmp)
 
 
-def make_tempdir(parent=None):
-    return tempfile.mkdtemp(prefix="cairn-", dir=parent)
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_temp_files(path):
+    """Temp files that a killed run left in the archive dir (we hold its lock or are alone)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if _TEMP_MARK in name or name.endswith(".cairn-tmp"):
+            _unlink(os.path.join(path, name))

@@ -20,9 +20,10 @@ try:
 except ImportError:      # reported when encryption is actually used
     gnupg = None
 
-# python-gnupg warns on stderr about every non-zero gpg exit; this layer turns each failure
-# into one error message of its own, so its warnings would only repeat it, less clearly
-logging.getLogger("gnupg").setLevel(logging.ERROR)
+# python-gnupg warns on stderr about every non-zero gpg exit, and logs a traceback when gpg goes
+# away under an interrupted run; this layer turns each failure into one error message of its
+# own, so its messages would only repeat it, less clearly
+logging.getLogger("gnupg").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
