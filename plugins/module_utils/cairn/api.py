@@ -91,6 +91,7 @@ class Session:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self.crypto.close(stop_started_agent=self.opts.read_only)
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         restore_signals(self.signals)

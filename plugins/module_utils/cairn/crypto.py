@@ -11,6 +11,7 @@ import gzip
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 
 from .errors import CairnError, CryptoError, LocalIOError, UserError, WrongSigner
@@ -56,6 +57,9 @@ class Crypto:
         if options.mode == "pubkey" and not (options.recipients or options.hidden_recipients):
             raise UserError("public-key encryption needs at least one --encrypt-key")
         self._gpg = None
+        self._setup = threading.Lock()
+        self._agent_was_running = None   # known once gpg has been set up
+        self._unlocked = set()           # secret keys gpg unlocked with a passphrase cairn gave
 
     @property
     def encrypted(self):
@@ -65,17 +69,45 @@ class Crypto:
     def suffix(self):
         return ".gpg" if self.encrypted else ".gz"
 
+    def _home(self):
+        return self.o.gnupg_home or os.environ.get("GNUPGHOME") or None
+
     def _g(self):
+        with self._setup:          # volume workers of several threads arrive at once
+            return self._g_locked()
+
+    def _g_locked(self):
         if self._gpg is None:
             if gnupg is None:
                 raise CairnError("python-gnupg is not installed (pip install python-gnupg)")
-            home = self.o.gnupg_home or os.environ.get("GNUPGHOME") or None
             try:
-                self._gpg = gnupg.GPG(gpgbinary=self.o.gpg_binary, gnupghome=home)
+                self._gpg = gnupg.GPG(gpgbinary=self.o.gpg_binary, gnupghome=self._home())
             except (OSError, ValueError, RuntimeError) as e:
                 raise CryptoError(f"cannot run gpg ({self.o.gpg_binary}): {e}") from None
             self._gpg.encoding = "utf-8"
+            self._agent_was_running = agent_running(self._home())
         return self._gpg
+
+    def close(self, stop_started_agent=False):
+        """After a run, gpg-agent holds no passphrase cairn gave it.
+
+        Symmetric passphrases are never cached (--no-symkey-cache). A secret key cairn unlocked
+        (public-key decryption, signing) is cleared from the agent's cache by keygrip; keys
+        the user unlocked, a smartcard's PIN and the agent's own settings are left alone. With
+        ``stop_started_agent`` (check mode, which must leave the GnuPG home as it found it),
+        an agent that was not running before this run is stopped; otherwise it stays, as it
+        does after duplicity (stopping it could cut off another run using the same keyring).
+        """
+        if self._gpg is None:
+            return
+        home = self._home()
+        if stop_started_agent and not self._agent_was_running:
+            _run_quietly(["gpgconf", *_homedir(home), "--kill", "gpg-agent"])
+        elif self._unlocked and agent_running(home):
+            for grip in _keygrips(self.o.gpg_binary, home, sorted(self._unlocked)):
+                _run_quietly(["gpg-connect-agent", *_homedir(home),
+                              f"CLEAR_PASSPHRASE --mode=normal {grip}", "/bye"])
+        self._unlocked.clear()
 
     def _common(self):
         return ["--no-secmem-warning", "--no-symkey-cache", *self.o.gpg_options]
@@ -149,6 +181,8 @@ class Crypto:
             if f is not src:
                 f.close()
         _check_local_write(r, out)
+        if o.sign_key and passphrase is not None:
+            self._unlocked.add(o.sign_key)
         if not r.ok:
             what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
             raise CryptoError(f"gpg could not encrypt {what}: {self._reason(r)}")
@@ -183,6 +217,10 @@ class Crypto:
         with open(src, "rb") as f:
             r = self._g().decrypt_file(f, passphrase=self.o.passphrase or None, output=out,
                                        extra_args=self._common())
+        if self.o.passphrase:
+            # DECRYPTION_KEY <fpr> <primary fpr> <trust>: a secret key our passphrase unlocked
+            self._unlocked.update(line.split()[2] for line in (r.stderr or "").splitlines()
+                                  if line.startswith("[GNUPG:] DECRYPTION_KEY ") and len(line.split()) > 2)
         _check_local_write(r, out)
         if not r.ok:
             raise CryptoError(f"gpg could not decrypt {os.path.basename(src)}: {self._reason(r)}")
@@ -243,6 +281,44 @@ def _check_local_write(r, out):
     reason = next((e for e in _DISK_ERRORS if e in text), None)
     if getattr(r, "returncode", 0) and reason:
         raise LocalIOError(f"gpg could not write {out}: {reason} (the temp dir; --tempdir or TMPDIR moves it)")
+
+
+def _homedir(home):
+    return ["--homedir", home] if home else []
+
+
+def _run_quietly(argv, timeout=15):
+    """A gpg helper whose failure must not fail the run (it only tidies the agent up)."""
+    import subprocess
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def agent_running(home):
+    """Whether a gpg-agent answers on this keyring's socket (asked without starting one)."""
+    import socket
+    r = _run_quietly(["gpgconf", *_homedir(home), "--list-dirs", "agent-socket"])
+    path = r.stdout.strip() if r is not None and r.returncode == 0 else ""
+    if not path:
+        return True            # cannot tell: treat it as the user's own
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _keygrips(gpg_binary, home, keys):
+    """The keygrips of the secret keys ``keys`` (fingerprints or ids) and their subkeys."""
+    r = _run_quietly([gpg_binary, *_homedir(home), "--batch", "--no-auto-check-trustdb", "--with-colons",
+                      "--with-keygrip", "--list-secret-keys", *keys])
+    if r is None:
+        return []
+    return [line.split(":")[9] for line in r.stdout.splitlines()
+            if line.startswith("grp:") and len(line.split(":")) > 9 and line.split(":")[9]]
 
 
 def _last_gpg_line(text):
