@@ -68,6 +68,13 @@ compared:
   returned: always
   type: int
   sample: 5111
+files_in_backup:
+  description:
+    - Files the backup holds (under O(path)), counted from its signature files; RV(compared) must
+      equal it or the verify fails. V(null) when a set has no signature file.
+  returned: always
+  type: int
+  sample: 5111
 differences:
   description: What differs, each with C(path), C(what) (V(data), V(mtime), V(permissions), V(new), V(missing), ...) and C(message).
   returned: always

@@ -23,7 +23,7 @@ from .cache import ArchiveDir, default_name, local_manifest_name
 from .localdirs import make_tempdir, restore_signals, terminate_as_interrupt
 from .collection import Collection
 from .crypto import Crypto, CryptoOptions
-from .errors import (BackendNotFound, CairnError, CryptoError, ExitCode, ManifestError,
+from .errors import (BackendNotFound, CairnError, CryptoError, ExitCode, HashMismatch, ManifestError,
                      ManifestMismatch, NoBackupFound, NoSignatures, RestoreError, SourceError,
                      UserError, local_io_error)
 from .manifest import Manifest
@@ -497,6 +497,10 @@ def verify(target, source=None, *, time=None, path=None, compare_data=False, rul
     """Fetch, hash-check, decrypt and parse every volume of the chain at ``time``.
 
     With ``compare_data`` also compare each file with ``source`` (type, metadata, content).
+    The files the volumes hold are counted against those the signatures list: a manifest or
+    signature that cannot be read fails (ManifestError, 6), and volumes that hold fewer files
+    than the backup does (a damaged or forged set) fail with HashMismatch (21), so a verify can
+    never pass on nothing.
     """
     from .verify import Comparer
     t = time if time is not None else int(_time.time())
@@ -505,6 +509,7 @@ def verify(target, source=None, *, time=None, path=None, compare_data=False, rul
         col = sess.collection()
         chain, sets = _chain_at(col, t)
         warnings = []
+        expected = _files_in_backup(sess, sets, prefix, warnings)
         fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
         comparer = Comparer(source, rules, sess.tmpdir, compare_data=compare_data and source is not None,
                             prefix=prefix)
@@ -516,9 +521,25 @@ def verify(target, source=None, *, time=None, path=None, compare_data=False, rul
             comparer.finish()
         finally:
             fetcher.close()
-    return {"compared": comparer.compared, "differences": comparer.differences,
+        if expected is not None and comparer.compared != expected:
+            raise HashMismatch(f"verify: the volumes of the backup of {timespec.to_iso(sets[-1].end_time)} "
+                               f"hold {comparer.compared} of the {expected} files its signatures list; the "
+                               "backup is damaged or was not written by a backup run")
+    return {"compared": comparer.compared, "files_in_backup": expected, "differences": comparer.differences,
             "volumes": sum(len(s.volumes) for s in sets), "sets": len(sets),
             "time": timespec.to_iso(sets[-1].end_time), "warnings": warnings}
+
+
+def _files_in_backup(sess, sets, prefix, warnings):
+    """How many paths (under ``prefix``) the backup holds, from its signatures; None (with a
+    warning) when a set has no signature file to count from."""
+    missing = [s for s in sets if not s.signature]
+    if missing:
+        warnings.append(f"the set of {timespec.to_iso(missing[0].end_time)} has no signature file: "
+                        "cannot check that the volumes hold every file")
+        return None
+    n = len(prefix)
+    return sum(1 for e in merged_signatures(sess.signature_paths(sets)) if e.index[:n] == prefix)
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from . import archive, librsync, manifest as manifest_mod
 from .archive import CHUNK, REG, PathInfo
-from .errors import CorruptArchive
+from .errors import CorruptArchive, ManifestError
 
 
 # --- old signatures --------------------------------------------------------------------------
@@ -31,13 +31,23 @@ class SigEntry:
 
 
 def _sig_stream(path, order):
+    """The entries of one cached sigtar; one that cannot be read is a ManifestError (6)."""
+    name = os.path.basename(path)
+    try:
+        yield from _sig_entries(path, order, name)
+    except CorruptArchive as e:
+        raise ManifestError(f"signature file {name} cannot be read: {e}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ManifestError(f"signature file {name} cannot be read: {e or type(e).__name__}") from None
+
+
+def _sig_entries(path, order, name):
     previous = None
     with gzip.open(path, "rb") as f:
-        for m, read in archive.read_members(f, what=os.path.basename(path)):
+        for m, read in archive.read_members(f, what=f"signature file {name}"):
             if previous is not None and m.index <= previous:
                 # the merge below and every diff against it rely on the order
-                raise CorruptArchive(f"signature file {os.path.basename(path)} lists "
-                                     f"{os.fsdecode(b'/'.join(m.index))!r} out of order")
+                raise CorruptArchive(f"it lists {os.fsdecode(b'/'.join(m.index))!r} out of order")
             previous = m.index
             if m.prefix == "deleted":
                 yield SigEntry(m.index, order, None)
@@ -46,7 +56,7 @@ def _sig_stream(path, order):
             elif m.prefix == "snapshot":
                 yield SigEntry(m.index, order, m.info)
             else:
-                raise CorruptArchive(f"unexpected entry {os.fsdecode(m.name)!r} in signature file {path}")
+                raise CorruptArchive(f"unexpected entry {os.fsdecode(m.name)!r}")
 
 
 def merged_signatures(paths):

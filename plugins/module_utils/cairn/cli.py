@@ -338,7 +338,8 @@ def run(argv):
             if not ns.json:
                 for d in result["differences"]:
                     _say(out, f"Difference found: {d['message']}")
-                _say(out, f"Verify complete: {result['compared']} file(s) compared, "
+                of = f" of {result['files_in_backup']} in the backup" if result["files_in_backup"] is not None else ""
+                _say(out, f"Verify complete: {result['compared']} file(s) compared{of}, "
                           f"{len(result['differences'])} difference(s) found.")
             rc = ExitCode.GENERIC if result["differences"] else ExitCode.OK
         elif command == "collection-status":

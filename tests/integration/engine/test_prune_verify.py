@@ -94,7 +94,7 @@ def test_verify_checks_volumes_and_compare_data_finds_changes(tmp_path, gnupghom
     common = ["--archive-dir", tmp_path / "cache"]
     cairn("full", *common, src, url)
     ok = cairn("verify", "--compare-data", *common, url, src)
-    assert b"Verify complete: 4 file(s) compared, 0 difference(s) found." in ok.stdout
+    assert b"Verify complete: 4 file(s) compared of 4 in the backup, 0 difference(s) found." in ok.stdout
     # same size and mtime, other content: only --compare-data sees it
     write(str(src / "a.txt"), b"tampered", mtime=1_700_000_000)
     (src / "new.txt").write_bytes(b"n")
