@@ -119,7 +119,8 @@ def target_options(module):
                                gnupg_home=p.get("gnupg_home") or os.environ.get("GNUPGHOME"))
     return api.TargetOptions(url=p["target"], crypto=crypto, archive_dir=p.get("archive_dir"),
                              name=p.get("name"), tempdir=p.get("tempdir"),
-                             backend=backend_options(module), mirrors=list(p.get("mirror_targets") or ()))
+                             backend=backend_options(module), mirrors=list(p.get("mirror_targets") or ()),
+                             read_only=module.check_mode)
 
 
 def run(module, fn, *args, **kwargs):

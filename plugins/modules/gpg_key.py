@@ -131,10 +131,14 @@ trust:
   sample: full
 '''
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.crypto import agent_running, stop_agent
 
 try:
     import gnupg
@@ -199,14 +203,26 @@ def main():
         module.fail_json(msg=missing_required_lib("python-gnupg"))
     if not gpg_bin:
         module.fail_json(msg="the gpg binary is not installed (Debian: gnupg, RHEL: gnupg2)")
-    home = p["gnupg_home"] or os.environ.get("GNUPGHOME")
-    if home and not os.path.isdir(home):
+    home = p["gnupg_home"] or os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg")
+    scratch = None
+    if not os.path.isdir(home):
         if module.check_mode:
-            home = None
+            # judge against an empty keyring, as the new home would be, and touch nothing: not
+            # the missing home, and not another one (it fell back to $HOME/.gnupg before)
+            scratch = home = tempfile.mkdtemp(prefix="cairn-gpg-key-check-")
         else:
             os.makedirs(home, mode=0o700)
+    if module.check_mode:
+        # exit_json/fail_json end the process: leave the home as found on the way out (atexit
+        # runs these last-in first-out: the agent this run started stops, then the scratch goes)
+        if scratch:
+            atexit.register(shutil.rmtree, scratch, True)
+        if not agent_running(home):
+            atexit.register(stop_agent, home)
     os.environ["LC_ALL"] = "C"
-    gpg = gnupg.GPG(gpgbinary=gpg_bin, gnupghome=home)
+    # in check mode gpg must not update the trust database while it lists keys
+    gpg = gnupg.GPG(gpgbinary=gpg_bin, gnupghome=home,
+                    options=["--no-auto-check-trustdb"] if module.check_mode else None)
     gpg.encoding = "utf-8"
     changed = False
     fprs = []

@@ -5,11 +5,13 @@ Write order (what makes an interrupted run harmless): every volume is uploaded u
 name only when complete; then the manifest; then the signatures. Until the manifest exists the
 set is incomplete and every reader (cairn and duplicity) ignores it.
 """
+import errno
 import gzip
 import hashlib
 import heapq
 import os
 import shutil
+import stat
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -373,11 +375,22 @@ class Stats:
 
 
 def _open_for_backup(path):
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    """Open a file the scan saw as regular. O_NONBLOCK: if it was swapped for a FIFO since the
+    scan, open must not wait for a writer that never comes; the type is checked on the open
+    descriptor, so what is read is what is stored as a regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+        fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
     except PermissionError:
-        return os.open(path, flags)   # O_NOATIME needs ownership; plain open may still work
+        fd = os.open(path, flags)   # O_NOATIME needs ownership; plain open may still work
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "no longer a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_sets(entries, old_sigs, vol_writer, sig_writer, filelist, stats, *, incremental,

@@ -102,7 +102,7 @@ class Crypto:
             return
         home = self._home()
         if stop_started_agent and not self._agent_was_running:
-            _run_quietly(["gpgconf", *_homedir(home), "--kill", "gpg-agent"])
+            stop_agent(home)
         elif self._unlocked and agent_running(home):
             for grip in _keygrips(self.o.gpg_binary, home, sorted(self._unlocked)):
                 _run_quietly(["gpg-connect-agent", *_homedir(home),
@@ -309,6 +309,10 @@ def agent_running(home):
         except OSError:
             return False
     return True
+
+
+def stop_agent(home):
+    _run_quietly(["gpgconf", *_homedir(home), "--kill", "gpg-agent"])
 
 
 def _keygrips(gpg_binary, home, keys):
