@@ -44,7 +44,10 @@ options:
     description: The key to act on (for O(state=absent), O(trust), O(export_path)) when it is not generated or imported by this task.
     type: str
   uid:
-    description: With O(state=present) and neither O(content) nor O(path), generate a key with this user id unless one exists.
+    description:
+      - With O(state=present) and neither O(content) nor O(path), generate a key with this user id
+        unless a key with this user id, or with this e-mail address, exists (C(bob@example.org)
+        does not match C(bob@example.org.uk)).
     type: str
   key_type:
     description: Type of a generated key.
@@ -131,53 +134,48 @@ trust:
   sample: full
 '''
 
-import atexit
-import os
-import shutil
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.crypto import agent_running, stop_agent
-
-try:
-    import gnupg
-    HAS_GNUPG = True
-except ImportError:
-    HAS_GNUPG = False
-
-TRUST_LEVELS = {"unknown": "TRUST_UNDEFINED", "never": "TRUST_NEVER", "marginal": "TRUST_MARGINAL",
-                "full": "TRUST_FULLY", "ultimate": "TRUST_ULTIMATE"}
-# --with-colons ownertrust letters -> our names
-OWNERTRUST = {"": "unknown", "-": "unknown", "q": "unknown", "o": "unknown", "n": "never",
-              "m": "marginal", "f": "full", "u": "ultimate"}
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.keyring import (
+    HAS_GNUPG, TRUST_LEVELS, KeyRequest, Keyring, converge)
 
 
-def _keys(gpg, secret=False):
-    return {k["fingerprint"]: k for k in gpg.list_keys(secret=secret)}
+def _request(module):
+    p = module.params
+    material = None
+    if p["path"]:
+        try:
+            with open(p["path"], "rb") as f:
+                material = f.read()
+        except OSError as e:
+            module.fail_json(msg=f"cannot read {p['path']}: {e.strerror}")
+    elif p["content"] is not None:
+        material = p["content"].encode()
+    return KeyRequest(state=p["state"], fingerprint=p["fingerprint"], uid=p["uid"], key_type=p["key_type"],
+                      key_length=p["key_length"], expire=p["expire"], passphrase=p["passphrase"],
+                      material=material, trust=p["trust"], export_path=p["export_path"],
+                      delete_secret=p["secret"])
 
 
-def _state(gpg, fpr):
-    pub = _keys(gpg).get(fpr)
-    if pub is None:
-        return None
-    return {"fingerprint": fpr, "uids": pub.get("uids", []), "secret": fpr in _keys(gpg, True),
-            "trust": OWNERTRUST.get(pub.get("ownertrust", ""), "unknown")}
-
-
-def _scan(gpg, module, data):
-    if hasattr(gpg, "scan_keys_mem"):
-        found = gpg.scan_keys_mem(data)
-    else:
-        # python-gnupg before 0.4.8 (some distributions' packages) scans files only
-        with tempfile.NamedTemporaryFile("wb", suffix=".asc") as f:
-            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-            f.flush()
-            found = gpg.scan_keys(f.name)
-    fprs = [k["fingerprint"] for k in found]
-    if not fprs:
-        module.fail_json(msg="the key material holds no OpenPGP key (is it armored key data?)")
-    return list(dict.fromkeys(fprs)), any(k.get("type") == "sec" for k in found)
+def _result(outcome, diff):
+    after = outcome["after"]
+    result = {"changed": outcome["changed"]}
+    if outcome.get("fingerprint"):
+        result["fingerprint"] = outcome["fingerprint"]
+    if "fingerprints" in outcome:
+        result["fingerprints"] = outcome["fingerprints"]
+    if after is not None and after.fingerprint != "(new key)":
+        result.update(uids=after.uids, secret=after.secret, trust=after.trust)
+    elif after is not None:
+        result["uids"] = after.uids
+    if diff:
+        before = outcome["before"]
+        result["diff"] = {"before": {"fingerprints": [before.fingerprint] if before else [],
+                                     "trust": before.trust if before else None},
+                          "after": {"fingerprints": [after.fingerprint] if after else [],
+                                    "trust": after.trust if after else None}}
+    return result
 
 
 def main():
@@ -192,144 +190,21 @@ def main():
         mutually_exclusive=[("content", "path"), ("uid", "content"), ("uid", "path")],
         required_if=[("state", "absent", ("fingerprint",))],
         supports_check_mode=True)
-    p = module.params
     gpg_bin = module.get_bin_path("gpg")
-    if module.check_mode and (not HAS_GNUPG or not gpg_bin) and p["state"] == "present":
-        # a fresh host in a --check run before cairn.backup.agent installed gpg: every key
-        # would be new
-        module.exit_json(changed=True, fingerprint=p["fingerprint"],
+    if not (HAS_GNUPG and gpg_bin) and module.check_mode and module.params["state"] == "present":
+        # a --check run on a fresh host, before cairn.backup.agent installed gpg: every key is new
+        module.exit_json(changed=True, fingerprint=module.params["fingerprint"],
                          msg="gpg or python-gnupg is not installed yet; the key would be added")
     if not HAS_GNUPG:
         module.fail_json(msg=missing_required_lib("python-gnupg"))
     if not gpg_bin:
         module.fail_json(msg="the gpg binary is not installed (Debian: gnupg, RHEL: gnupg2)")
-    home = p["gnupg_home"] or os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg")
-    scratch = None
-    if not os.path.isdir(home):
-        if module.check_mode:
-            # judge against an empty keyring, as the new home would be, and touch nothing: not
-            # the missing home, and not another one (it fell back to $HOME/.gnupg before)
-            scratch = home = tempfile.mkdtemp(prefix="cairn-gpg-key-check-")
-        else:
-            os.makedirs(home, mode=0o700)
-    if module.check_mode:
-        # exit_json/fail_json end the process: leave the home as found on the way out (atexit
-        # runs these last-in first-out: the agent this run started stops, then the scratch goes)
-        if scratch:
-            atexit.register(shutil.rmtree, scratch, True)
-        if not agent_running(home):
-            atexit.register(stop_agent, home)
-    os.environ["LC_ALL"] = "C"
-    # in check mode gpg must not update the trust database while it lists keys
-    gpg = gnupg.GPG(gpgbinary=gpg_bin, gnupghome=home,
-                    options=["--no-auto-check-trustdb"] if module.check_mode else None)
-    gpg.encoding = "utf-8"
-    changed = False
-    fprs = []
-
-    # which key, and does it need creating?
-    if p["state"] == "absent":
-        fpr = p["fingerprint"].replace(" ", "").upper()
-        before = _state(gpg, fpr)
-        if before is not None:
-            changed = True
-            if not module.check_mode:
-                if p["secret"] and before["secret"]:
-                    r = gpg.delete_keys(fpr, secret=True, expect_passphrase=False)
-                    if str(r) != "ok":
-                        module.fail_json(msg=f"gpg could not delete the secret key {fpr}: {r.status}")
-                r = gpg.delete_keys(fpr)
-                if str(r) != "ok":
-                    module.fail_json(msg=f"gpg could not delete the key {fpr}: {r.status}")
-        result = dict(changed=changed, fingerprint=fpr)
-        if module._diff:
-            result["diff"] = {"before": {"fingerprints": [fpr] if before else []}, "after": {"fingerprints": []}}
-        module.exit_json(**result)
-
-    if p["content"] is not None or p["path"]:
-        if p["path"]:
-            try:
-                with open(p["path"], "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                module.fail_json(msg=f"cannot read {p['path']}: {e.strerror}")
-        else:
-            data = p["content"].encode()
-        fprs, has_secret = _scan(gpg, module, data)
-        fpr = fprs[0]
-        missing = [f for f in fprs if _state(gpg, f) is None or (has_secret and not _state(gpg, f)["secret"])]
-        before = _state(gpg, fpr)
-        if missing:
-            changed = True
-            if not module.check_mode:
-                r = gpg.import_keys(data)
-                if not r.fingerprints:
-                    module.fail_json(msg="gpg imported nothing: " + "; ".join(
-                        x.get("text", "") for x in r.results if x.get("text"))[:300])
-    elif p["uid"]:
-        match = [k for k in gpg.list_keys() if any(p["uid"] in u for u in k.get("uids", []))]
-        if match:
-            fpr = match[0]["fingerprint"]
-            before = _state(gpg, fpr)
-        else:
-            before = None
-            changed = True
-            if module.check_mode:
-                module.exit_json(changed=True, uids=[p["uid"]],
-                                 diff={"before": {"fingerprints": []}, "after": {"fingerprints": ["(new key)"]}})
-            params = dict(name_email=p["uid"], key_type=p["key_type"], key_length=p["key_length"],
-                          expire_date=p["expire"], key_usage="sign,encrypt")
-            if p["passphrase"]:
-                params["passphrase"] = p["passphrase"]
-            else:
-                params["no_protection"] = True
-            r = gpg.gen_key(gpg.gen_key_input(**params))
-            if not r.fingerprint:
-                module.fail_json(msg="gpg could not generate the key: " + (r.status or "unknown error"))
-            fpr = r.fingerprint
-    elif p["fingerprint"]:
-        fpr = p["fingerprint"].replace(" ", "").upper()
-        before = _state(gpg, fpr)
-        if before is None:
-            module.fail_json(msg=f"no key {fpr} in the GnuPG home; give content, path or uid to add it")
-    else:
-        module.fail_json(msg="state=present needs one of uid, content, path or fingerprint")
-
-    after = _state(gpg, fpr) if not module.check_mode else (before or {"fingerprint": fpr, "trust": "unknown"})
-    if p["trust"] and (after or {}).get("trust") != p["trust"]:
-        changed = True
-        if not module.check_mode:
-            r = gpg.trust_keys([fpr], TRUST_LEVELS[p["trust"]])
-            if getattr(r, "status", "ok") not in ("ok", None) and "error" in str(getattr(r, "stderr", "")).lower():
-                module.fail_json(msg=f"gpg could not set the trust of {fpr}")
-        after = dict(after or {}, trust=p["trust"])
-    if p["export_path"]:
-        public = gpg.export_keys(fpr, armor=True)
-        current = None
-        if os.path.exists(p["export_path"]):
-            with open(p["export_path"], encoding="utf-8") as f:
-                current = f.read()
-        if module.check_mode and not public:
-            changed = True
-        elif current != public:
-            changed = True
-            if not module.check_mode:
-                tmp = p["export_path"] + ".tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(public)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, p["export_path"])
-    if not module.check_mode:
-        after = _state(gpg, fpr)
-    result = dict(changed=changed, fingerprint=fpr)
-    if fprs:
-        result["fingerprints"] = fprs
-    if after:
-        result.update({k: after[k] for k in ("uids", "secret", "trust") if k in after})
-    if module._diff:
-        result["diff"] = {"before": {"fingerprints": [fpr] if before else [], "trust": (before or {}).get("trust")},
-                          "after": {"fingerprints": [fpr], "trust": (after or {}).get("trust")}}
-    module.exit_json(**result)
+    try:
+        with Keyring(module.params["gnupg_home"], gpg_bin, read_only=module.check_mode) as keyring:
+            outcome = converge(keyring, _request(module), module.check_mode)
+    except CairnError as e:
+        module.fail_json(msg=e.message, exit_code=e.exit_code)
+    module.exit_json(**_result(outcome, module._diff))
 
 
 if __name__ == "__main__":
