@@ -8,6 +8,7 @@ import grp
 import io
 import os
 import pwd
+import re
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -186,12 +187,28 @@ _PREFIXES = {b"snapshot": "snapshot", b"diff": "diff", b"deleted": "deleted",
 _TYPES = {b"0": REG, b"\0": REG, b"5": DIR, b"2": SYM, b"6": FIFO, b"3": CHR, b"4": BLK}
 _ZERO_BLOCK = bytes(BLOCK)
 
+# Limits on what a header may claim, so that every value read is one restore can use.
+MAX_HEADER_DATA = 1 << 20      # payload of a PAX (x, g) or GNU long-name (L, K) header
+MAX_SIZE = 2**63 - 1           # a file offset (off_t)
+MAX_ID = 2**32 - 1             # uid_t, gid_t
+MAX_MTIME = 2**63 - 1          # time_t; negative times read as 0 (duplicity-format.md §3)
+MAX_DEVICE = 2**31 - 1         # what os.makedev takes for a major or minor number
+MAX_CHUNK_DIGITS = 18          # a multivol chunk number: far past any file, short for int()
+_OCTAL = re.compile(rb"[0-7]+")
+_PAX_TIME = re.compile(rb"(-?)([0-9]+)(?:\.[0-9]*)?")
+
+
+def _shown(raw, limit=200):
+    """An entry name for a message: decoded, and cut when a crafted one is very long."""
+    text = os.fsdecode(raw)
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 def parse_name(raw):
     """Split an entry name (bytes) into (prefix, index, chunk); refuse names that could escape."""
     if isinstance(raw, str):
         raw = os.fsencode(raw)
-    shown = os.fsdecode(raw)
+    shown = _shown(raw)
     if raw.startswith(b"/"):
         raise UnsafeArchive(f"archive entry {shown!r} has an absolute path; refusing it")
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
@@ -199,11 +216,11 @@ def parse_name(raw):
         raise CorruptArchive(f"archive entry with empty name {shown!r}")
     prefix = _PREFIXES.get(parts[0])
     if prefix is None:
-        raise CorruptArchive(f"archive entry {shown!r} has unknown type {os.fsdecode(parts[0])!r}")
+        raise CorruptArchive(f"archive entry {shown!r} has unknown type {_shown(parts[0])!r}")
     rest = parts[1:]
     chunk = None
     if prefix.startswith("multivol_"):
-        if not rest or not rest[-1].isdigit():
+        if not rest or not rest[-1].isdigit() or len(rest[-1]) > MAX_CHUNK_DIGITS:
             raise CorruptArchive(f"multivolume entry {shown!r} lacks a chunk number")
         chunk = int(rest[-1])
         rest = rest[:-1]
@@ -215,18 +232,48 @@ def parse_name(raw):
     return prefix, tuple(rest), chunk
 
 
-def _num(field, what):
-    """A numeric header field: octal text, or GNU base-256 when the high bit is set."""
+def _num(field, what, label):
+    """A numeric header field: octal text, or GNU base-256 (lead byte 0x80 positive, 0xff
+    negative, two's complement)."""
     if field and field[0] & 0x80:
-        n = int.from_bytes(field[1:], "big")
-        return -n if field[0] & 0x40 else n
+        if field[0] == 0x80:
+            return int.from_bytes(field[1:], "big")
+        if field[0] == 0xFF:
+            return int.from_bytes(field, "big", signed=True)
+        raise CorruptArchive(f"{what}: bad base-256 {label} {field!r} in a tar header")
     text = field.split(b"\0", 1)[0].strip()
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise CorruptArchive(f"{what}: bad number {field!r} in a tar header") from None
+    if not _OCTAL.fullmatch(text):
+        raise CorruptArchive(f"{what}: bad {label} {field!r} in a tar header")
+    return int(text, 8)
+
+
+def _in_range(n, lo, hi, what, label, name):
+    if not lo <= n <= hi:
+        raise CorruptArchive(f"{what}: entry {_shown(name)!r} has an impossible {label} ({n})")
+    return n
+
+
+def _pax_int(value, lo, hi, what, label, name):
+    """A decimal PAX value (size, uid, gid) within [lo, hi]."""
+    if not value.isdigit() or len(value) > 24:      # bytes.isdigit: ASCII digits only
+        raise CorruptArchive(f"{what}: entry {_shown(name)!r} has a bad PAX {label} {value[:40]!r}")
+    return _in_range(int(value), lo, hi, what, label, name)
+
+
+def _pax_mtime(value, what, name):
+    """PAX mtime: decimal seconds with an optional fraction (kept whole, as duplicity does);
+    negative reads as 0. No exponents, no nan or inf."""
+    m = _PAX_TIME.fullmatch(value)
+    if m is None:
+        raise CorruptArchive(f"{what}: entry {_shown(name)!r} has a bad PAX mtime {value[:40]!r}")
+    if m.group(1):
+        return 0
+    digits = m.group(2).lstrip(b"0")
+    if len(digits) > 19:
+        raise CorruptArchive(f"{what}: entry {_shown(name)!r} has an impossible mtime {value[:40]!r}")
+    return _in_range(int(digits or b"0"), 0, MAX_MTIME, what, "mtime", name)
 
 
 def _str(field):
@@ -234,43 +281,59 @@ def _str(field):
 
 
 def _pax_records(data, what):
+    """The records of a PAX header, ``<length> <key>=<value>\\n`` each; trailing NULs are
+    tolerated, anything else that does not parse is a corrupt archive."""
     out = {}
-    pos = 0
-    while pos < len(data):
-        sp = data.find(b" ", pos)
-        if sp < 0:
-            break
-        try:
-            length = int(data[pos:sp])
-        except ValueError:
-            raise CorruptArchive(f"{what}: bad PAX header") from None
-        if length <= 0:
-            break
-        rec = data[sp + 1:pos + length - 1]       # without the trailing newline
-        key, _sep, value = rec.partition(b"=")
+    pos, end = 0, len(data)
+    while pos < end:
+        sp = data.find(b" ", pos, pos + 8)        # MAX_HEADER_DATA has 7 digits
+        digits = data[pos:sp] if sp > pos else b""
+        if not digits.isdigit():
+            if not data[pos:].strip(b"\0"):
+                break
+            raise CorruptArchive(f"{what}: a PAX header record has no valid length")
+        stop = pos + int(digits)
+        if stop > end:
+            raise CorruptArchive(f"{what}: a PAX header record runs past the header's data")
+        if stop <= sp + 1 or data[stop - 1] != 0x0A:
+            raise CorruptArchive(f"{what}: a PAX header record has a wrong length")
+        key, sep, value = data[sp + 1:stop - 1].partition(b"=")
+        if not sep or not key:
+            raise CorruptArchive(f"{what}: a PAX header record lacks 'key='")
         out[key] = value
-        pos += length
+        pos = stop
     return out
+
+
+def _header_data(fileobj, size, what, typeflag):
+    """The payload of a PAX or GNU long-name header: small by nature, so capped, and never
+    allocated from the size the header claims."""
+    if not 0 <= size <= MAX_HEADER_DATA:
+        raise CorruptArchive(f"{what}: a tar {typeflag.decode('latin-1')!r} header claims {size} bytes "
+                             f"of data (at most {MAX_HEADER_DATA} are accepted)")
+    data = _read_exact(fileobj, size, what)
+    _skip(fileobj, -size % BLOCK, what)
+    return data
 
 
 def read_members(fileobj, what="archive"):
     """Iterate (Member, data_reader) over an uncompressed tar stream.
 
     ``data_reader()`` returns the member's data; it must be called before advancing, if the
-    data is wanted (otherwise it is skipped).
+    data is wanted (otherwise it is skipped). Anything that does not parse, or claims values
+    no file can have, raises CorruptArchive; names that could escape raise UnsafeArchive.
     """
-    read = fileobj.read
     pax = {}
     gnu_name = gnu_link = None
     while True:
-        hdr = read(BLOCK)
+        hdr = _read_upto(fileobj, BLOCK)
         if len(hdr) < BLOCK:
             if not hdr.strip(b"\0"):
                 return                      # a stream that ends without zero blocks
             raise CorruptArchive(f"{what} is truncated (a partial tar header)")
         if hdr == _ZERO_BLOCK:
             return
-        chk = _num(hdr[148:156], what)
+        chk = _num(hdr[148:156], what, "checksum")
         unsigned = sum(hdr[:148]) + 256 + sum(hdr[156:])
         if chk != unsigned:
             # some old writers summed signed chars
@@ -279,15 +342,16 @@ def read_members(fileobj, what="archive"):
             if chk != signed:
                 raise CorruptArchive(f"{what} is damaged: a tar header checksum does not match")
         typeflag = hdr[156:157]
-        size = _num(hdr[124:136], what)
+        size = _num(hdr[124:136], what, "size")
         if typeflag in (b"x", b"g", b"L", b"K"):
-            data = _read_exact(fileobj, size, what)
-            _skip(fileobj, -size % BLOCK, what)
+            data = _header_data(fileobj, size, what, typeflag)
             if typeflag == b"x":
                 pax = _pax_records(data, what)
+            elif typeflag == b"g":
+                _pax_records(data, what)    # checked, not applied: duplicity never writes one
             elif typeflag == b"L":
                 gnu_name = _str(data)
-            elif typeflag == b"K":
+            else:
                 gnu_link = _str(data)
             continue
         if b"path" in pax:
@@ -299,30 +363,48 @@ def read_members(fileobj, what="archive"):
             if hdr[257:263] == b"ustar\0" and hdr[345] != 0:
                 name = _str(hdr[345:500]) + b"/" + name
         if b"size" in pax:
-            size = int(pax[b"size"])
+            size = _pax_int(pax[b"size"], 0, MAX_SIZE, what, "size", name)
+        else:
+            _in_range(size, 0, MAX_SIZE, what, "size", name)
         prefix, index, chunk = parse_name(name)
         m = Member(prefix, index, chunk, name=name, size=size)
         if prefix != "deleted":
             kind = _TYPES.get(typeflag)
             if kind is None:
                 if typeflag == b"1":
-                    raise CorruptArchive(f"{what}: hard link entry {os.fsdecode(name)!r} is not part of "
+                    raise CorruptArchive(f"{what}: hard link entry {_shown(name)!r} is not part of "
                                          "the duplicity format")
-                raise CorruptArchive(f"{what}: entry {os.fsdecode(name)!r} has unsupported tar type "
+                raise CorruptArchive(f"{what}: entry {_shown(name)!r} has unsupported tar type "
                                      f"{typeflag!r}")
-            mode = _num(hdr[100:108], what)
-            uid = int(pax[b"uid"]) if b"uid" in pax else _num(hdr[108:116], what)
-            gid = int(pax[b"gid"]) if b"gid" in pax else _num(hdr[116:124], what)
-            mtime = int(float(pax[b"mtime"])) if b"mtime" in pax else _num(hdr[136:148], what)
-            uname = pax.get(b"uname", _str(hdr[265:297])).decode("utf-8", "replace")
-            gname = pax.get(b"gname", _str(hdr[297:329])).decode("utf-8", "replace")
-            info = PathInfo(index, kind, mode & 0o7777, uid, gid, uname, gname, max(mtime, 0),
+            mode = _in_range(_num(hdr[100:108], what, "mode"), 0, MAX_SIZE, what, "mode", name)
+            if b"uid" in pax:
+                uid = _pax_int(pax[b"uid"], 0, MAX_ID, what, "uid", name)
+            else:
+                uid = _in_range(_num(hdr[108:116], what, "uid"), 0, MAX_ID, what, "uid", name)
+            if b"gid" in pax:
+                gid = _pax_int(pax[b"gid"], 0, MAX_ID, what, "gid", name)
+            else:
+                gid = _in_range(_num(hdr[116:124], what, "gid"), 0, MAX_ID, what, "gid", name)
+            if b"mtime" in pax:
+                mtime = _pax_mtime(pax[b"mtime"], what, name)
+            else:
+                mtime = _in_range(max(_num(hdr[136:148], what, "mtime"), 0), 0, MAX_MTIME, what,
+                                  "mtime", name)
+            uname = _owner_name(pax.get(b"uname", _str(hdr[265:297])), what, "uname", name)
+            gname = _owner_name(pax.get(b"gname", _str(hdr[297:329])), what, "gname", name)
+            info = PathInfo(index, kind, mode & 0o7777, uid, gid, uname, gname, mtime,
                             size if kind == REG else 0)
             if kind == SYM:
-                info.linkname = pax.get(b"linkpath", gnu_link if gnu_link is not None else _str(hdr[157:257]))
+                target = pax.get(b"linkpath", gnu_link if gnu_link is not None else _str(hdr[157:257]))
+                if not target or b"\0" in target:
+                    raise CorruptArchive(f"{what}: symlink {_shown(name)!r} has an impossible target "
+                                         f"{_shown(target)!r}")
+                info.linkname = target
             elif kind in (CHR, BLK):
-                info.devmajor = _num(hdr[329:337], what)
-                info.devminor = _num(hdr[337:345], what)
+                info.devmajor = _in_range(_num(hdr[329:337], what, "devmajor"), 0, MAX_DEVICE, what,
+                                          "device major number", name)
+                info.devminor = _in_range(_num(hdr[337:345], what, "devminor"), 0, MAX_DEVICE, what,
+                                          "device minor number", name)
             m.info = info
         pax = {}
         gnu_name = gnu_link = None
@@ -367,8 +449,30 @@ class _DataReader:
         _skip(self.fileobj, n + (-self.size % BLOCK), self.what)
 
 
-def _read_exact(f, n, what):
+def _owner_name(raw, what, label, name):
+    if b"\0" in raw:       # only a PAX record can hold one; no user or group is named so
+        raise CorruptArchive(f"{what}: entry {_shown(name)!r} has a {label} with a NUL byte")
+    return raw.decode("utf-8", "replace")
+
+
+def _read_upto(f, n):
+    """Up to ``n`` bytes: fewer only at the end of the stream (a read may return less)."""
     data = f.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _read_exact(f, n, what):
+    data = _read_upto(f, n)
     if len(data) != n:
         raise CorruptArchive(f"{what} is truncated inside an entry")
     return data
@@ -377,10 +481,10 @@ def _read_exact(f, n, what):
 def _skip(f, n, what):
     if n <= 0:
         return
-    if isinstance(f, io.BufferedReader):      # a plain file: seek, but notice truncation
-        pos = f.seek(n, os.SEEK_CUR)
-        if pos > os.fstat(f.fileno()).st_size:
+    if isinstance(f, io.BufferedReader) and f.seekable():   # a plain file: seek, if it is there
+        if f.tell() + n > os.fstat(f.fileno()).st_size:
             raise CorruptArchive(f"{what} is truncated inside an entry")
+        f.seek(n, os.SEEK_CUR)
         return
     while n:
         data = f.read(min(n, 1 << 20))

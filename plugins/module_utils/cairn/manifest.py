@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ManifestError
+from .naming import MAX_VOLUME
 
 _NEEDS_QUOTE = re.compile(rb"[\s\\\"']")
 
@@ -83,6 +84,7 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data):
+        """Parse a manifest; anything that is not one raises ManifestError (exit 6)."""
         m = cls()
         lines = data.split(b"\n")
         for line in lines:
@@ -104,6 +106,9 @@ class Manifest:
                     del m.volumes[k]
             m.volumes[vi.number] = vi
             last = vi.number
+        if not m.volumes:
+            # every backup writes at least one volume, even when nothing changed
+            raise ManifestError("manifest lists no volume")
         m.files_changed = _parse_filelist(data)
         return m
 
@@ -111,12 +116,19 @@ class Manifest:
         return [n for n in sorted(self.volumes) if self.volumes[n].may_contain(prefix)]
 
 
+_VOLUME_LINE = re.compile(rb"[0-9]{1,10}:?")
+_BLOCK = re.compile(rb"[0-9]{1,18}")
+_ALGO = re.compile(rb"[A-Za-z0-9_-]{1,32}")
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_HEX_LENGTH = {"SHA1": 40, "MD5": 32, "SHA256": 64, "SHA512": 128}
+
+
 def _parse_volume(blk):
     head, _sep, rest = blk.partition(b"\n")
-    try:
-        number = int(head.strip().rstrip(b":"))
-    except ValueError:
-        raise ManifestError(f"manifest has a bad volume line: {head[:60]!r}") from None
+    text = head.strip()
+    number = int(text.rstrip(b":")) if _VOLUME_LINE.fullmatch(text) else 0
+    if not 1 <= number <= MAX_VOLUME:
+        raise ManifestError(f"manifest has a bad volume line: {head[:60]!r}")
     start = end = None
     hashes = {}
     for line in rest.split(b"\n"):
@@ -125,16 +137,27 @@ def _parse_volume(blk):
             continue
         key = parts[0].lower()
         if key in (b"startingpath", b"endingpath"):
+            name = "StartingPath" if key == b"startingpath" else "EndingPath"
             if len(parts) < 2:
-                raise ManifestError(f"manifest volume {number}: empty {parts[0].decode()}")
+                raise ManifestError(f"manifest volume {number}: empty {name}")
             path = unquote(parts[1])
-            block = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+            block = None
+            if len(parts) > 2:
+                if not _BLOCK.fullmatch(parts[2]):
+                    raise ManifestError(f"manifest volume {number}: bad block number {parts[2][:40]!r} "
+                                        f"in {name}")
+                block = int(parts[2])
             if key == b"startingpath":
                 start = (_path_to_index(path), block)
             else:
                 end = (_path_to_index(path), block)
-        elif key == b"hash" and len(parts) >= 3:
-            hashes[parts[1].decode().upper()] = parts[2].decode().lower()
+        elif key == b"hash":
+            if len(parts) < 3 or not _ALGO.fullmatch(parts[1]) or not _HEX.fullmatch(parts[2]):
+                raise ManifestError(f"manifest volume {number}: bad hash line {line.strip()[:100]!r}")
+            algo, value = parts[1].decode("ascii").upper(), parts[2].decode("ascii").lower()
+            if len(value) != _HEX_LENGTH.get(algo, len(value)):
+                raise ManifestError(f"manifest volume {number}: {algo} hash of wrong length")
+            hashes[algo] = value
         elif key == b"filelist":
             break
     if start is None or end is None:

@@ -4,7 +4,9 @@ import re
 from dataclasses import dataclass
 
 from .errors import TimeStringError
-from .timespec import from_timestr, to_timestr
+from .timespec import MAX_TIME, from_timestr, to_timestr
+
+MAX_VOLUME = 10**9     # volumes of 1 MiB would make a petabyte: a larger number is not ours
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ _LONG = [
     ("new-sig", False, re.compile(r"duplicity-new-signatures\." + _S + r"\.sigtar" + _P + r"(?:\.|$)")),
     ("full", True, re.compile(r"duplicity-full\." + _T + r"\.manifest" + _P + r"(?:\.|$)")),
     ("inc", True, re.compile(r"duplicity-inc\." + _S + r"\.manifest" + _P + r"(?:\.|$)")),
-    ("full", False, re.compile(r"duplicity-full\." + _T + r"\.vol(?P<vol>\d+)\.difftar(?:\.|$)")),
-    ("inc", False, re.compile(r"duplicity-inc\." + _S + r"\.vol(?P<vol>\d+)\.difftar(?:\.|$)")),
+    ("full", False, re.compile(r"duplicity-full\." + _T + r"\.vol(?P<vol>[0-9]+)\.difftar(?:\.|$)")),
+    ("inc", False, re.compile(r"duplicity-inc\." + _S + r"\.vol(?P<vol>[0-9]+)\.difftar(?:\.|$)")),
     ("jsonstat", False, re.compile(r"duplicity-full\." + _T + r"\.jsonstat(?:\.|$)")),
     ("jsonstat", False, re.compile(r"duplicity-inc\." + _S + r"\.jsonstat(?:\.|$)")),
 ]
@@ -50,12 +52,13 @@ def _flags(name):
 
 
 def parse(name, prefix=""):
-    """ParsedName for a duplicity file name, or None for anything else."""
+    """ParsedName for a duplicity file name, or None for anything else (times or volume
+    numbers out of range included)."""
     if prefix:
         if not name.startswith(prefix):
             return None
         name = name[len(prefix):]
-    for rules, conv, vconv in ((_LONG, from_timestr, int), (_SHORT, _b36, _b36)):
+    for rules, conv, vconv in ((_LONG, from_timestr, _decimal), (_SHORT, _b36_time, _b36)):
         for kind, is_manifest, rx in rules:
             m = rx.match(name)
             if not m:
@@ -68,16 +71,34 @@ def parse(name, prefix=""):
                 else:
                     times["start_time"] = conv(g["start"])
                     times["end_time"] = conv(g["end"])
+                volume = vconv(g["vol"]) if g.get("vol") else None
             except (TimeStringError, ValueError):
                 return None
+            if volume is not None and volume > MAX_VOLUME:
+                return None
             enc, comp = _flags(name)
-            return ParsedName(kind, is_manifest, vconv(g["vol"]) if g.get("vol") else None,
-                              encrypted=enc, compressed=comp, partial=bool(g.get("partial")), **times)
+            return ParsedName(kind, is_manifest, volume, encrypted=enc, compressed=comp,
+                              partial=bool(g.get("partial")), **times)
     return None
 
 
+def _decimal(s):
+    if len(s) > 12:           # checked before int(): a long digit string costs time
+        raise ValueError(s)
+    return int(s)
+
+
 def _b36(s):
+    if len(s) > 12:
+        raise ValueError(s)
     return int(s, 36)
+
+
+def _b36_time(s):
+    t = _b36(s)
+    if t > MAX_TIME:
+        raise ValueError(s)
+    return t
 
 
 def _times(time, start_time, end_time):

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import stat as _stat
+import warnings
 from dataclasses import dataclass
 
 from .errors import ExitCode, SelectionError, SourceError
@@ -114,9 +115,14 @@ def _glob_to_regex(glob):
 
 def _compile(rx, flags, text):
     try:
-        return re.compile(rx, flags)
-    except re.error as e:
-        raise SelectionError(f"bad pattern {text!r}: {e}", ExitCode.GLOB_ERROR) from None
+        with warnings.catch_warnings():
+            # re's FutureWarnings about classes such as [a--b] speak of regex syntax the user
+            # never wrote: the class means what the glob rules say
+            warnings.simplefilter("ignore", FutureWarning)
+            return re.compile(rx, flags)
+    except (re.error, RecursionError, OverflowError) as e:   # the last two: absurdly large ones
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        raise SelectionError(f"bad pattern {shown!r}: {e}", ExitCode.GLOB_ERROR) from None
 
 
 class _Glob:
@@ -137,19 +143,43 @@ class _Glob:
         # the path itself, or an ancestor of it (a prefix ending just before a '/')
         self.self_rx = _compile(body + r"\Z", self.flags, text)
         self.ancestor_rx = _compile(body + "/", self.flags, text)
-        self.scan_rx = None
+        self.scan_rx = None          # one regex for all scan prefixes (patterns with classes)
+        self.scan_cut = None         # the pattern cut after its first '**', when it has one
+        self.scan_prefixes = ()      # leading component-prefixes, matched by depth
+        self.scan_by_depth = {}
         if include:
             # directories matching a leading component-prefix of the pattern cut after its
             # first '**' may hold matches: they are scanned
             k = pattern.find("**")
             cut = pattern if k < 0 else pattern[:k + 2]
             comps = cut.split("/")
-            alts = ["/".join(comps[:m]) for m in range(1, len(comps))]
             if k >= 0:
-                alts.append(cut)
-            if alts:
-                self.scan_rx = _compile("(?:" + "|".join(_glob_to_regex(a) + r"\Z" for a in alts) + ")",
-                                        self.flags, text)
+                self.scan_cut = _compile(_glob_to_regex(cut) + r"\Z", self.flags, text)
+            if "[" in cut:
+                # a class may match '/', so a prefix may match paths of any depth
+                alts = ["/".join(comps[:m]) for m in range(1, len(comps))]
+                if alts:
+                    self.scan_rx = _compile("(?:" + "|".join(_glob_to_regex(a) + r"\Z" for a in alts) + ")",
+                                            self.flags, text)
+            else:
+                # without classes only '/' matches '/': the prefix of m components can only match
+                # a path of m components, so one regex per depth is compiled, when first needed
+                # (a single alternation of all prefixes grows with the square of the pattern)
+                self.scan_prefixes = comps[:-1]
+
+    def _scans(self, path):
+        if self.scan_cut is not None and self.scan_cut.match(path):
+            return True
+        if self.scan_rx is not None:
+            return self.scan_rx.match(path) is not None
+        depth = path.count("/") + 1
+        if depth > len(self.scan_prefixes):
+            return False
+        rx = self.scan_by_depth.get(depth)
+        if rx is None:
+            rx = self.scan_by_depth[depth] = _compile(
+                _glob_to_regex("/".join(self.scan_prefixes[:depth])) + r"\Z", self.flags, self.text)
+        return rx.match(path) is not None
 
     def __call__(self, path, st):
         if self.ancestor_rx.match(path):
@@ -157,7 +187,7 @@ class _Glob:
         is_dir = _stat.S_ISDIR(st.st_mode)
         if self.self_rx.match(path) and (is_dir or not self.dirs_only):
             return INCLUDE if self.include else EXCLUDE
-        if is_dir and self.scan_rx is not None and self.scan_rx.match(path):
+        if is_dir and self.include and self._scans(path):
             return SCAN
         return None
 
@@ -167,7 +197,7 @@ class _Glob:
         for pc, rc in zip(self.pattern.split("/"), rcomps):
             if "**" in pc:
                 return True
-            if not re.match(_glob_to_regex(pc) + r"\Z", rc, self.flags):
+            if not _compile(_glob_to_regex(pc) + r"\Z", self.flags, self.text).match(rc):
                 return False
         return True
 
@@ -246,9 +276,9 @@ def read_filelist(path, default_include, null_separator=False):
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except OSError as e:
-        raise SelectionError(f"cannot read filelist {os.fsdecode(path)}: {e.strerror}",
-                             ExitCode.USER_ERROR) from None
+    except (OSError, ValueError) as e:     # ValueError: a NUL in the name
+        reason = getattr(e, "strerror", None) or e
+        raise SelectionError(f"cannot read filelist {os.fsdecode(path)}: {reason}", ExitCode.USER_ERROR) from None
     items = data.split(b"\0") if null_separator else data.splitlines()
     out = []
     for raw in items:
@@ -321,7 +351,7 @@ class Selection:
         if self.other_fs:
             try:
                 self._set_root_dev(os.lstat(os.fsencode(self.source)).st_dev)
-            except OSError:
+            except (OSError, ValueError):
                 pass         # walk() reports the missing source
 
     def _set_root_dev(self, dev):
@@ -397,8 +427,9 @@ class Selection:
         try:
             # the normalised spelling: like duplicity, a symlink given as "link/" is not followed
             st = os.lstat(os.fsencode(self.source))
-        except OSError as e:
-            raise SourceError(f"cannot read source {os.fsdecode(self.root)}: {e.strerror}") from None
+        except (OSError, ValueError) as e:     # ValueError: a NUL in the name
+            raise SourceError(f"cannot read source {os.fsdecode(self.root)}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
         root = Entry((), self.root, st)
         yield root
         if not _stat.S_ISDIR(st.st_mode):

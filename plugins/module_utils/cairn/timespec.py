@@ -6,17 +6,24 @@ import time as _time
 
 from .errors import TimeStringError
 
+# Every time parse returns lies in [MIN_TIME, MAX_TIME], which the formatters below can show:
+# names carry years 1901-2099, so nothing is older than MIN_TIME; epoch seconds stop at year 9999.
+MIN_TIME = calendar.timegm((1900, 1, 1, 0, 0, 0, 0, 0, 0))
+MAX_TIME = calendar.timegm((9999, 12, 31, 23, 59, 59, 0, 0, 0))
+
+# ASCII digits only (re.A): "\d" alone also takes other scripts' digits
 _UNITS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
-_INTERVAL = re.compile(r"^(\d+[smhDWMY])+$")
-_INTERVAL_PART = re.compile(r"(\d+)([smhDWMY])")
-_W3C = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})[:-](\d{2})[:-](\d{2})(Z|[+-]\d{2}[:-]\d{2})?$")
-_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
+_EPOCH = re.compile(r"^\d+$", re.A)
+_INTERVAL = re.compile(r"^(\d+[smhDWMY])+$", re.A)
+_INTERVAL_PART = re.compile(r"(\d+)([smhDWMY])", re.A)
+_W3C = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})[:-](\d{2})[:-](\d{2})(Z|[+-]\d{2}[:-]\d{2})?$", re.A)
+_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$", re.A)
 _DATES = (
-    (re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$"), ("y", "m", "d")),
-    (re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$"), ("y", "m", "d")),
-    (re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$"), ("m", "d", "y")),
-    (re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$"), ("m", "d", "y")),
-    (re.compile(r"^(\d{4})(\d{2})(\d{2})Z$"), ("y", "m", "d")),
+    (re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$", re.A), ("y", "m", "d")),
+    (re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$", re.A), ("y", "m", "d")),
+    (re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$", re.A), ("m", "d", "y")),
+    (re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.A), ("m", "d", "y")),
+    (re.compile(r"^(\d{4})(\d{2})(\d{2})Z$", re.A), ("y", "m", "d")),
 )
 HINT = ("accepted forms: 'now', epoch seconds, 2026-11-25T01:29:22Z or with +01:00, "
         "20261125T012922Z, intervals like 3D, 1h30m, 2W, 6M, 1Y (units s m h D W M Y), "
@@ -24,7 +31,8 @@ HINT = ("accepted forms: 'now', epoch seconds, 2026-11-25T01:29:22Z or with +01:
 
 
 def _bad(s):
-    return TimeStringError(f'Bad time string "{s}": {HINT}')
+    shown = s if len(s) <= 100 else s[:100] + "..."
+    return TimeStringError(f'Bad time string "{shown}": {HINT}')
 
 
 def _check_year(y, s):
@@ -79,13 +87,22 @@ def parse(s, now=None):
     now = int(_time.time()) if now is None else int(now)
     if s == "now":
         return now
-    if s.isdigit():
+    if _EPOCH.match(s):
+        # the length first: int() of a long digit string is slow, or refused
+        if len(s) > len(str(MAX_TIME)) or int(s) > MAX_TIME:
+            raise _bad(s)
         return int(s)
     t = _w3c(s)
     if t is not None:
         return t
     if _INTERVAL.match(s):
-        return now - sum(int(n) * _UNITS[u] for n, u in _INTERVAL_PART.findall(s))
+        # an interval reaching back before MIN_TIME means "before every backup": clamp there
+        back = 0
+        for n, u in _INTERVAL_PART.findall(s):
+            if len(n) > 15:
+                return MIN_TIME
+            back += int(n) * _UNITS[u]
+        return max(now - back, MIN_TIME)
     for rx, order in _DATES:
         m = rx.match(s)
         if m:
@@ -98,8 +115,14 @@ def parse(s, now=None):
     raise _bad(s)
 
 
+def _shown_time(t):
+    """``t`` within what gmtime/localtime and a four-digit year can show (a crafted archive
+    may carry any mtime up to 2**63-1)."""
+    return min(max(t, MIN_TIME), MAX_TIME)
+
+
 def to_timestr(t):
-    return _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime(t))
+    return _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime(_shown_time(t)))
 
 
 def from_timestr(s):
@@ -111,8 +134,8 @@ def from_timestr(s):
 
 
 def asctime(t):
-    return _time.asctime(_time.localtime(t))
+    return _time.asctime(_time.localtime(_shown_time(t)))
 
 
 def to_iso(t):
-    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(t))
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(_shown_time(t)))

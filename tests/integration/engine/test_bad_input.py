@@ -217,3 +217,30 @@ def test_full_temp_dir_says_so_with_exit_62(tmp_path, small_disk):
     assert r.returncode == 62, r.stderr
     assert b"No space left on device (the temp dir" in r.stderr and b"Traceback" not in r.stderr
     assert not (tmp_path / "out" / "a.bin").exists()
+
+
+@pytest.mark.parametrize("key, value", [("size", "abc"), ("uid", "root"), ("mtime", "nan"),
+                                        ("mtime", "1e20"), ("uid", str(2**40))])
+def test_crafted_pax_values_exit_61(tmp_path, key, value):
+    """Issue 9: PAX values no file can have are a corrupt volume (61), not a crash (30)."""
+    entry = _ti("snapshot/a", size=3)
+    entry.pax_headers = {key: value}
+    _crafted_archive(tmp_path / "target", [(_ti("snapshot/.", tarfile.DIRTYPE), None), (entry, b"abc")])
+    r = cairn("restore", "--no-encryption", "--archive-dir", tmp_path / "cache", f"file://{tmp_path / 'target'}",
+              tmp_path / "out", check=False)
+    assert r.returncode == 61, r.stderr
+    assert f"PAX {key}".encode() in r.stderr or key.encode() in r.stderr, r.stderr
+    assert b"Traceback" not in r.stderr and b"unexpected error" not in r.stderr
+
+
+def test_manifest_hash_line_not_utf8_exits_6(tmp_path):
+    """Issue 9: a manifest hash line with bytes that are not UTF-8 is an unreadable manifest (6)."""
+    target = tmp_path / "target"
+    _crafted_archive(target, [(_ti("snapshot/.", tarfile.DIRTYPE), None)])
+    manifest = target / naming.manifest_name(time=1_700_000_000)
+    data = manifest.read_bytes()
+    manifest.write_bytes(data.replace(b"Hash SHA1 ", b"Hash SHA1 \xff\xfe"))
+    r = cairn("restore", "--no-encryption", "--archive-dir", tmp_path / "cache", f"file://{target}",
+              tmp_path / "out", check=False)
+    assert r.returncode == 6, r.stderr
+    assert b"manifest" in r.stderr and b"Traceback" not in r.stderr

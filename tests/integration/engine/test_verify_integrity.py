@@ -39,6 +39,18 @@ def _seal(mode, data, home):
 
 
 @pytest.mark.parametrize("mode", ["none", "symmetric"])
+@pytest.mark.parametrize("content", [b"", b"not a manifest at all\n\x00\xff garbage"])
+def test_an_unreadable_manifest_fails_verify(tmp_path, gnupghome, mode, content):
+    src, url, enc = _backup(tmp_path, mode)
+    target = tmp_path / "target"
+    manifest = next(n for n in os.listdir(target) if ".manifest" in n)
+    (target / manifest).write_bytes(_seal(mode, content, gnupghome["home"]))
+    r = cairn("verify", *enc, "--archive-dir", tmp_path / "fresh-cache", url, src, check=False)
+    assert r.returncode == 6, r.stderr
+    assert b"manifest" in r.stderr.lower() and b"Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["none", "symmetric"])
 def test_an_unreadable_signature_file_fails_verify(tmp_path, gnupghome, mode):
     src, url, enc = _backup(tmp_path, mode)
     target = tmp_path / "target"
