@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from . import archive, naming, timespec
 from .backends import BackendOptions, open_backend, redact_url
+from .backends.base import TEMP_PREFIX
 from .backends.transfer import UploadQueue
 from .backup import (Stats, SigWriter, VolumeWriter, gzip_file, make_shipper, merged_signatures,
                      write_sets)
@@ -23,9 +24,10 @@ from .cache import ArchiveDir, default_name, local_manifest_name
 from .localdirs import make_tempdir, restore_signals, terminate_as_interrupt
 from .collection import Collection
 from .crypto import Crypto, CryptoOptions
-from .errors import (BackendNotFound, CairnError, CryptoError, ExitCode, HashMismatch, ManifestError,
-                     ManifestMismatch, NoBackupFound, NoSignatures, RestoreError, SourceError,
+from .errors import (BackendError, BackendNotFound, CairnError, CryptoError, ExitCode, HashMismatch,
+                     ManifestError, ManifestMismatch, NoBackupFound, NoSignatures, RestoreError, SourceError,
                      UserError, local_io_error)
+from .lock import DEFAULT_STALE_AFTER, TargetLock, is_lock_name, process_command, stale_lock_names
 from .manifest import Manifest
 from .restore import TreeWriter, VolumeFetcher, check_target, merged_entries, set_members
 from .selection import Selection
@@ -47,6 +49,10 @@ class TargetOptions:
     file_prefix: str = ""
     backend: BackendOptions = field(default_factory=BackendOptions)
     mirrors: list = field(default_factory=list)    # more URLs that get every file too
+    # the target lock of writers (lock.py): seconds without a refresh before another run takes
+    # it over, and whether to take over any lock at once
+    lock_stale_after: int = DEFAULT_STALE_AFTER
+    break_lock: bool = False
     # check mode: nothing local or remote is created, changed or removed
     read_only: bool = False
 
@@ -67,6 +73,8 @@ class BackupOptions:
 
 class Session:
     """An open target: backend, crypto, local archive dir, temp dir and (optionally) the lock."""
+
+    target_lock = None      # a TargetLock while this session writes (lock_target)
 
     def __init__(self, target, lock=True):
         self.opts = target
@@ -91,6 +99,7 @@ class Session:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self.release_target()
         self.crypto.close(stop_started_agent=self.opts.read_only)
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -103,6 +112,27 @@ class Session:
         local = local_io_error(exc, f"the temp dir {self.tmpdir} or the archive dir {self.cache.path}")
         if local is not None:
             raise local from None
+
+    def lock_target(self, operation):
+        """Writers: take the lock on the target (after the archive dir's); __exit__ releases it."""
+        if self.opts.read_only:      # every write goes through here: check mode must not reach it
+            raise UserError(f"a {operation} cannot run in a read-only (check mode) session")
+        lock = TargetLock(self.backend, self.opts.file_prefix, tmpdir=self.tmpdir,
+                          stale_after=self.opts.lock_stale_after, break_lock=self.opts.break_lock,
+                          command=process_command(operation))
+        lock.acquire()
+        self.target_lock = lock
+
+    def release_target(self):
+        lock, self.target_lock = self.target_lock, None
+        if lock is not None:
+            lock.release()
+
+    def require_target_lock(self):
+        """Before deleting or committing anything: raise unless this run still holds the lock."""
+        if self.target_lock is None:
+            raise CairnError("internal error: a write to the target without the target lock")
+        self.target_lock.check()
 
     def collection(self):
         col = Collection(self.backend.list(), self.opts.file_prefix)
@@ -133,6 +163,21 @@ def _now_after(t):
     while t is not None and now <= t:
         _time.sleep(t + 1 - _time.time() + 0.01)
         now = int(_time.time())
+    return now
+
+
+def _unused_time(col, after, prefix):
+    """A set time after ``after`` that no set at the target has, not even an incomplete one or one
+    whose first upload is still under its temp name: that may be the in-flight set of a writer
+    whose lock this run took over, and its files are never to be overwritten."""
+    taken = {s.end_time for s in col.sets}
+    for name in col.foreign:
+        p = naming.parse(name[len(TEMP_PREFIX):], prefix) if name.startswith(TEMP_PREFIX) else None
+        if p is not None:
+            taken.add(p.time if p.time is not None else p.end_time)
+    now = _now_after(after)
+    while now in taken:
+        now = _now_after(now)
     return now
 
 
@@ -211,6 +256,7 @@ def backup(target, opts, progress=None):
         raise SourceError(f"source directory {source} does not exist or is not a directory")
     started = _time.time()
     with Session(target) as sess, ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-meta") as pool:
+        sess.lock_target("backup")
         kind, reason, col = plan_backup(target, opts, sess)
         hostname = socket.gethostname()
         localdir = _localdir(source)
@@ -225,17 +271,19 @@ def backup(target, opts, progress=None):
             precheck = pool.submit(_check_remote_manifest, sess, chain.sets[-1])
             old_sig_paths = sess.signature_paths(chain.sets)
             start = chain.end_time
-            now = _now_after(start)
+            now = _unused_time(col, start, target.file_prefix)
             names = dict(start_time=start, end_time=now)
         else:
-            now = _now_after(col.last_backup_time())
+            now = _unused_time(col, col.last_backup_time(), target.file_prefix)
             names = dict(time=now)
         log.info("%s backup of %s to %s: %s", kind, source, redact_url(target.url), reason)
         gate = _Gate(lambda: (precheck.result() if precheck else None, _remove_interrupted(sess, col)))
         suffix = sess.crypto.suffix
         jobs = opts.jobs or os.cpu_count() or 1
         uploader = UploadQueue(sess.backend, target.backend.upload_concurrency)
-        shipper = make_shipper(sess.crypto, uploader, compress_level=opts.compress_level, gate=gate)
+        # a run that lost its target lock stops at its next volume, not only at the commit
+        shipper = make_shipper(sess.crypto, uploader, compress_level=opts.compress_level,
+                               gate=lambda: (gate(), sess.target_lock.raise_if_lost()))
         vol_writer = VolumeWriter(shipper, lambda n: naming.volume_name(n, suffix=suffix, prefix=target.file_prefix, **names),
                                   opts.volsize * MiB, sess.tmpdir, jobs)
         sig_plain = os.path.join(sess.tmpdir, "signatures.tar")
@@ -284,6 +332,7 @@ def backup(target, opts, progress=None):
         man_out = man_plain + ".out"
         sess.crypto.encrypt_file(man_plain, man_out, gzip_when_plain=False)
         gate()
+        _check_uploaded(sess, results)     # a set that lost volumes never gets its manifest
         sess.backend.put(man_out, man_name)
         # then the signatures
         sig_name = naming.signature_name(suffix=suffix, prefix=target.file_prefix, **names)
@@ -385,11 +434,31 @@ class _Gate:
                 self.passed = True
 
 
+def _check_uploaded(sess, results):
+    """Before the commit: the lock is still ours and the target lists every volume this run
+    uploaded, at the size uploaded where the backend can tell (BackendError naming the others)."""
+    sess.require_target_lock()
+    listed = set(sess.backend.list())
+    bad = [f"{r.name} (missing)" for r in results if r.name not in listed]
+    for r in results:
+        size = sess.backend.size(r.name) if r.name in listed else None
+        if size is not None and size != r.size:
+            bad.append(f"{r.name} ({size} bytes stored, {r.size} uploaded)")
+    if bad:
+        raise BackendError(f"the target lost volume(s) of this backup set, so it is not committed: "
+                           f"{', '.join(bad)}; check who else writes to or prunes this target")
+
+
 def _remove_interrupted(sess, col):
     """Delete the remains of an interrupted run: sets newer than the last complete one."""
+    sess.require_target_lock()     # only the lock holder deletes: no other writer is live
     last = col.last_backup_time() or 0
     stale = [s for s in col.incomplete if s.end_time >= last]
     if not stale:
+        return
+    if not sess.target_lock.previous_writer_gone:
+        log.warning("leaving %d set(s) of an interrupted run: this run took over a lock whose writer "
+                    "may still run; a later run or `cleanup --force` removes them", len(stale))
         return
     names = [n for s in stale for n in s.names]
     log.warning("removing %d file(s) of %d set(s) left by an interrupted run", len(names), len(stale))
@@ -629,11 +698,26 @@ def _chain_text(w, c):
 
 # --- pruning ---------------------------------------------------------------------------------
 
-def _prune(target, select, force, what):
-    """Delete (or, without force, list) the files of the sets ``select(col)`` returns."""
+def _prune(target, select, force, what, stale_locks=False):
+    """Delete (or, without force, list) the files of the sets ``select(col)`` returns; with
+    ``stale_locks`` also the target's stale lock objects (never a live one)."""
     with Session(target) as sess:
+        if force:
+            sess.lock_target(what)
         col = sess.collection()
         sets, extra_names = select(col)
+        if stale_locks:
+            own = sess.target_lock.own if sess.target_lock else ()
+            extra_names = list(extra_names) + stale_lock_names(
+                sess.backend, col.foreign, target.file_prefix, sess.tmpdir, target.lock_stale_after, own=own)
+        if sess.target_lock is not None and not sess.target_lock.previous_writer_gone:
+            # we took over a lock whose writer may be stalled or broken into, not dead
+            in_flight = {id(s) for s in col.incomplete}
+            if any(id(s) in in_flight for s in sets):
+                log.warning("leaving incomplete sets and temporary files: the writer whose lock was "
+                            "taken over may still run; run cleanup again later")
+            sets = [s for s in sets if id(s) not in in_flight]
+            extra_names = [n for n in extra_names if not n.startswith(TEMP_PREFIX)]
         newest = col.last_chain
         if newest is not None:
             protected = {id(s) for s in newest.sets}
@@ -681,10 +765,16 @@ def remove_all_inc_of_but_n_full(target, n, force=False):
 
 
 def cleanup(target, force=False):
-    from .backends.base import TEMP_PREFIX
+    prefix = target.file_prefix
+
+    def ours(temp_name):
+        # only temp names of this prefix's archive: another prefix's writer holds its own lock
+        name = temp_name[len(TEMP_PREFIX):]
+        return naming.parse(name, prefix) is not None or is_lock_name(name, prefix)
 
     def select(col):
         sets = list(col.incomplete) + list(col.orphaned)
-        extra = list(col.orphaned_signatures) + [n for n in col.foreign if n.startswith(TEMP_PREFIX)]
+        extra = list(col.orphaned_signatures) + [n for n in col.foreign
+                                                 if n.startswith(TEMP_PREFIX) and ours(n)]
         return sets, extra
-    return _prune(target, select, force, "cleanup")
+    return _prune(target, select, force, "cleanup", stale_locks=True)

@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -58,6 +59,11 @@ def build_parser():
     p.add_argument("--name")
     p.add_argument("--tempdir")
     p.add_argument("--file-prefix", default="")
+    # the target lock of writers (backup, cleanup, remove-*)
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the target lock of another run, even a live one (warns naming it)")
+    p.add_argument("--lock-stale-after", type=_duration, default=api.DEFAULT_STALE_AFTER, metavar="TIME",
+                   help="take over a target lock not refreshed for this long (seconds, or 30m, 2h; default 30m)")
     # encryption
     p.add_argument("--no-encryption", action="store_true")
     p.add_argument("--encrypt-key", action="append", default=[])
@@ -133,6 +139,20 @@ _S3_CLASS_FLAGS = {"--s3-use-rrs": "REDUCED_REDUNDANCY", "--s3-use-ia": "STANDAR
                    "--s3-use-glacier-ir": "GLACIER_IR", "--s3-use-deep-archive": "DEEP_ARCHIVE"}
 
 
+def _duration(text):
+    """Seconds, or an interval of duplicity's units (90s, 30m, 2h, 1D)."""
+    t = text.strip()
+    if t.isdigit():
+        seconds = int(t)
+    elif re.fullmatch(r"(\d+[smhDW])+", t):
+        seconds = -timespec.parse(t, now=0)
+    else:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, or e.g. 30m, 2h)")
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return seconds
+
+
 def _rate(text):
     units = {"": 1, "K": 1024, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -194,7 +214,8 @@ def _crypto(ns, writing):
 def _target(ns, url, writing):
     return api.TargetOptions(url=url, crypto=_crypto(ns, writing), archive_dir=ns.archive_dir,
                              name=ns.name, tempdir=ns.tempdir, file_prefix=ns.file_prefix,
-                             backend=backend_options(ns), mirrors=list(ns.mirror))
+                             backend=backend_options(ns), mirrors=list(ns.mirror),
+                             lock_stale_after=ns.lock_stale_after, break_lock=ns.break_lock)
 
 
 def _time(ns):
