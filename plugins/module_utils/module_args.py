@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import os
+import traceback
+from urllib.parse import quote
 
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends import secrets_of
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends.base import BackendOptions
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.crypto import CryptoOptions
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError, ExitCode
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.redact import redact_text, url_secrets
 
 
 def _packed_backends():
@@ -73,14 +77,21 @@ CREDENTIAL_ENV = {
 }
 
 
-def backend_options(module):
-    """BackendOptions: the process environment, then backend_env, then the named credentials."""
+def _backend_env(module):
+    """The process environment, then backend_env, then the named credentials."""
     p = module.params
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (p.get("backend_env") or {}).items()})
     for opt, name in CREDENTIAL_ENV.items():
         if p.get(opt):
             env[name] = p[opt]
+    return env
+
+
+def backend_options(module):
+    """BackendOptions: the process environment, then backend_env, then the named credentials."""
+    p = module.params
+    env = _backend_env(module)
     return BackendOptions(
         num_retries=p["num_retries"], timeout=p["timeout"], max_upload_rate=p.get("max_upload_rate"),
         upload_concurrency=p["upload_concurrency"], env=env, ssh_options=p["ssh_options"] or "",
@@ -105,8 +116,39 @@ def read_passphrase(module):
     return p.get("passphrase")
 
 
+def _target_urls(module):
+    p = module.params
+    return [u for u in [p.get("target"), *(p.get("mirror_targets") or ())] if isinstance(u, str)]
+
+
+def hide_url_passwords(module):
+    """Make Ansible mask the passwords in ``target`` and ``mirror_targets`` (and their encoded
+    forms) wherever they would show: the result's ``invocation``, ``msg``, warnings."""
+    for url in _target_urls(module):
+        for value in url_secrets(url):
+            module.no_log_values.update((value, quote(value, safe="")))
+
+
+def module_secrets(module):
+    """What this task must never show: its URLs' passwords, every credential option and
+    backend_env value, the credentials of its environment."""
+    p = module.params
+    secrets = secrets_of(_target_urls(module), _backend_env(module))
+    return secrets | [str(v) for v in (p.get("backend_env") or {}).values()] + [p.get("passphrase") or ""]
+
+
+def fail(module, error, **extra):
+    """fail_json for an engine error: its message redacted, its exit code."""
+    module.fail_json(msg=redact_text(error.message, module_secrets(module)), exit_code=error.exit_code, **extra)
+
+
+def warn(module, text):
+    module.warn(redact_text(text, module_secrets(module)))
+
+
 def target_options(module):
     """api.TargetOptions from the common module options."""
+    hide_url_passwords(module)
     p = module.params
     passphrase = read_passphrase(module)
     if p["no_encryption"]:
@@ -124,8 +166,13 @@ def target_options(module):
 
 
 def run(module, fn, *args, **kwargs):
-    """Call the engine; its errors become fail_json with the message and the exit code."""
+    """Call the engine; its errors become fail_json with the message and the exit code. A bug
+    fails the task too, its text and traceback redacted (Ansible would print them raw)."""
     try:
         return fn(*args, **kwargs)
     except CairnError as e:
-        module.fail_json(msg=e.message, exit_code=e.exit_code)
+        fail(module, e)
+    except Exception as e:   # noqa: BLE001 - reported, redacted, as a failure of the task
+        secrets = module_secrets(module)
+        module.fail_json(msg=f"unexpected error: {type(e).__name__}: {redact_text(e, secrets)}",
+                         exception=redact_text(traceback.format_exc(), secrets), exit_code=ExitCode.EXCEPTION)

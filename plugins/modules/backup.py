@@ -151,7 +151,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
@@ -184,7 +184,7 @@ def main():
         full_if = timespec.parse(p["full_if_older_than"]) if p["full_if_older_than"] else None
         min_interval = _interval_seconds(p["min_interval"]) if p["min_interval"] else None
     except CairnError as e:
-        module.fail_json(msg=e.message, exit_code=e.exit_code)
+        fail(module, e)
     opts = api.BackupOptions(source=p["source"], mode=p["mode"], full_if_older_than=full_if,
                              volsize=p["volsize"], rules=rules)
     plan = run(module, api.plan_changes, target, opts)
@@ -197,7 +197,7 @@ def main():
     result = run(module, api.backup, target, opts)
     warnings = result.pop("warnings", [])
     for w in warnings:
-        module.warn(w)
+        warn(module, w)
     result.pop("exit_code", None)
     module.exit_json(changed=True, **result)
 

@@ -121,7 +121,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
@@ -145,7 +145,7 @@ def main():
         try:
             t = timespec.parse(p["time"]) if p["time"] else None
         except CairnError as e:
-            module.fail_json(msg=e.message, exit_code=e.exit_code)
+            fail(module, e)
         infos, _set_time = run(module, api.list_files, target, t)
         result["files"] = [{"path": os.fsdecode(i.relpath), "type": i.type, "size": i.size,
                             "mtime": timespec.to_iso(i.mtime)} for i in infos]

@@ -76,7 +76,7 @@ chains:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
@@ -104,7 +104,7 @@ def main():
         try:
             steps.append((api.remove_older_than, (timespec.parse(p["older_than"]),)))
         except CairnError as e:
-            module.fail_json(msg=e.message, exit_code=e.exit_code)
+            fail(module, e)
     if p["keep_full"] is not None:
         steps.append((api.remove_all_but_n_full, (p["keep_full"],)))
     if p["keep_full_with_incrementals"] is not None:

@@ -91,7 +91,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
@@ -107,7 +107,7 @@ def main():
     try:
         t = timespec.parse(p["time"]) if p["time"] else None
     except CairnError as e:
-        module.fail_json(msg=e.message, exit_code=e.exit_code)
+        fail(module, e)
     if module.check_mode:
         infos, set_time = run(module, api.list_files, target, t)
         prefix = api._parse_path(p["path"])
@@ -118,7 +118,7 @@ def main():
                          time=timespec.to_iso(set_time), dest=p["dest"])
     result = run(module, api.restore, target, p["dest"], time=t, path=p["path"], force=p["force"])
     for w in result.pop("warnings", []):
-        module.warn(w)
+        warn(module, w)
     module.exit_json(changed=result["files"] > 0, **result)
 
 

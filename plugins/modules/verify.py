@@ -96,7 +96,7 @@ time:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
@@ -114,11 +114,11 @@ def main():
     try:
         t = timespec.parse(p["time"]) if p["time"] else None
     except CairnError as e:
-        module.fail_json(msg=e.message, exit_code=e.exit_code)
+        fail(module, e)
     result = run(module, api.verify, target, p["source"], time=t, path=p["path"],
                  compare_data=p["compare_data"])
     for w in result.pop("warnings", []):
-        module.warn(w)
+        warn(module, w)
     if result["differences"] and p["fail_on_difference"]:
         n = len(result["differences"])
         module.fail_json(msg=f"verify found {n} difference(s): " +

@@ -17,12 +17,15 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
+import traceback
 
 from . import __version__, api, timespec
-from .backends import BackendOptions
+from .backends import BackendOptions, secrets_of
 from .crypto import CryptoOptions
 from .errors import CairnError, ExitCode, UserError
+from .redact import RedactingFilter, Secrets, redact_data, redact_text
 
 COMMANDS = ("full", "incremental", "inc", "restore", "verify", "collection-status",
             "list-current-files", "remove-older-than", "remove-all-but-n-full",
@@ -325,11 +328,12 @@ def _join_dash_values(argv):
     return out
 
 
-def run(argv):
+def run(argv, secrets=None):
     ns = build_parser().parse_intermixed_args(_join_dash_values(argv))
     command, args = _split_command(ns.args)
     progress = _Progress(sys.stderr.isatty() if ns.progress is None else ns.progress)
-    out = sys.stdout
+    secrets = secrets if secrets is not None else Secrets()
+    out = _RedactedOutput(sys.stdout, secrets)
     rc = ExitCode.OK
     result = None
     try:
@@ -406,13 +410,39 @@ def run(argv):
         result = dict(result)
         result.setdefault("command", command)
         result["exit_code"] = rc
-        json.dump(result, out, indent=2, default=str)
-        out.write("\n")
+        # each string redacted on its own: redacting the whole document could cut across values
+        out.stream.write(json.dumps(redact_data(result, secrets), indent=2, default=str) + "\n")
     return rc
+
+
+class _RedactedOutput:
+    """stdout whose text passes the redaction; ``buffer`` (file names as bytes) does not."""
+
+    def __init__(self, stream, secrets):
+        self.stream = stream
+        self.secrets = secrets
+
+    def write(self, text):
+        return self.stream.write(redact_text(text, self.secrets))
+
+    def __getattr__(self, name):      # buffer, flush, ...
+        return getattr(self.stream, name)
 
 
 def _say(stream, text):
     stream.write(f"{text}\n")
+
+
+def run_secrets(argv, env):
+    """What this run must never show: the passwords of the URLs on its command line (the
+    target, --mirror, a multi:// config's entries) and the credentials in its environment."""
+    urls = []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            arg = arg.split("=", 1)[1]
+        if "://" in arg:
+            urls.append(arg)
+    return secrets_of(urls, env)
 
 
 def _print_prune(result, ns, out):
@@ -437,19 +467,38 @@ def main(argv=None):
         from .job import main as run_job
         raise SystemExit(run_job(argv[1:]))
     debug = "-v9" in argv or "--verbosity=debug" in argv
+    # everything this run prints, logs or lets a library log passes the redaction with the
+    # secrets of this run; undone at the end, so nothing of it outlives the run
     try:
-        code = run(argv)
+        secrets = run_secrets(argv, os.environ)
+    except Exception:   # noqa: BLE001 - a bug here must not stop the run; URLs are still redacted
+        secrets = Secrets()
+    redacting = RedactingFilter(secrets)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(redacting)
+    logging.captureWarnings(True)
+    thread_hook = threading.excepthook
+    threading.excepthook = lambda args: _say(sys.stderr, redact_text("".join(traceback.format_exception(
+        args.exc_type, args.exc_value, args.exc_traceback)).rstrip("\n"), secrets))
+    try:
+        code = run(argv, secrets)
     except CairnError as e:
-        _say(sys.stderr, f"cairn: {e.message}")
+        _say(sys.stderr, f"cairn: {redact_text(e.message, secrets)}")
         code = e.exit_code
     except KeyboardInterrupt:
         _say(sys.stderr, "cairn: interrupted")
         code = ExitCode.NO_MANIFESTS
     except Exception as e:   # a bug: say so plainly, traceback only when asked for
-        _say(sys.stderr, f"cairn: unexpected error: {type(e).__name__}: {e}")
         if debug:
-            raise
+            _say(sys.stderr, redact_text(traceback.format_exc().rstrip("\n"), secrets))
+        _say(sys.stderr, f"cairn: unexpected error: {type(e).__name__}: {redact_text(e, secrets)}")
         code = ExitCode.EXCEPTION
+    finally:
+        threading.excepthook = thread_hook
+        logging.captureWarnings(False)
+        for handler in handlers:
+            handler.removeFilter(redacting)
     raise SystemExit(code)
 
 

@@ -20,6 +20,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import urlsplit
+
+from .backends import secrets_of
+from .redact import Secrets, redact_data, redact_text, redact_url
 
 LOCKED = 75           # EX_TEMPFAIL: another run of this job is in progress
 HOOK_FAILED = 70      # a pre- or post-hook failed
@@ -78,9 +82,14 @@ class Job:
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (here, self.env.get("PYTHONPATH")) if p)
         self.cairn = cairn
-        self.log = log or _log_stderr
+        self.secrets = _job_secrets(config, self.env)
+        self._sink = log or _log_stderr
         self.state_file = config.get("state_file") or f"/var/lib/cairn/{self.name}.json"
         self.last_error = ""
+
+    def log(self, message):
+        """Every line the job writes (journal, syslog) passes the redaction with its secrets."""
+        self._sink(redact_text(message, self.secrets))
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -94,8 +103,8 @@ class Job:
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         for line in lines:
             self.log(line)
-        # the engine's last word on a failure, for the state file (its messages carry no secrets)
-        self.last_error = lines[-1].strip()[:500] if r.returncode not in (0, 9) and lines else ""
+        # the engine's last word on a failure, for the state file (redacted again: it is stored)
+        self.last_error = redact_text(lines[-1].strip(), self.secrets)[:500] if r.returncode not in (0, 9) and lines else ""
         try:
             result = json.loads(r.stdout) if r.stdout.strip() else {}
         except ValueError:
@@ -164,13 +173,14 @@ class Job:
             return {}
 
     def write_state(self, state):
+        state = redact_data(state, self.secrets)      # the file is world-readable (0644)
         _atomic_write(self.state_file, json.dumps(state, indent=1, sort_keys=True) + "\n", 0o644)
 
     def write_metrics(self, state):
         path = self.c.get("metrics_file")
         if not path:
             return
-        label = f'job="{_escape_label(self.name)}"'
+        label = f'job="{_escape_label(redact_text(self.name, self.secrets))}"'
         rows = [
             ("cairn_backup_last_run_timestamp_seconds", "gauge", "Start of the last run.", state.get("last_run")),
             ("cairn_backup_last_success_timestamp_seconds", "gauge", "End of the last successful backup.",
@@ -196,12 +206,13 @@ class Job:
         if not url:
             return
         try:
+            body = redact_text(body, self.secrets)
             req = urllib.request.Request(url, data=body.encode(), method="POST",
                                          headers={"Content-Type": "text/plain", "User-Agent": "cairn-job"})
             with urllib.request.urlopen(req, timeout=10) as resp:   # noqa: S310 - the admin's URL
                 resp.read(1024)
         except Exception as e:   # noqa: BLE001 - a failed ping must not fail or hide the backup's result
-            self.log(f"could not reach {_redact(url)}: {e}")
+            self.log(f"could not reach {redact_url(url, keep_path=False)}: {e}")
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -303,17 +314,21 @@ def _escape_label(value):
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _redact(url):
-    # Heartbeat services put the check's secret in the path or query (healthchecks.io's UUID),
-    # so a log names only where the ping went, never which check.
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "the ping URL"
-    return f"{parts.scheme}://{host}{port}/..."
+def _job_secrets(config, env):
+    """What a job's log, state file, metrics and pings must never show: the passwords of its
+    targets, the credentials in its environment, and its ping URLs' paths and queries
+    (heartbeat services put the check's secret token there)."""
+    targets = [t for t in config.get("targets") or [] if isinstance(t, str)]
+    pings = [u for u in (config.get("heartbeat_url"), config.get("failure_url")) if isinstance(u, str) and u]
+    values = []
+    for url in pings:
+        values.append(url)
+        try:
+            parts = urlsplit(url)
+            values += [part for part in (parts.path, parts.query) if len(part) >= 8]   # shorter: no token
+        except ValueError:
+            pass
+    return secrets_of(targets + pings, env) | Secrets(values)
 
 
 def _atomic_write(path, text, mode):
@@ -333,7 +348,7 @@ def main(argv):
         with open(argv[0], encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
-        _log_stderr(f"cairn run-job: cannot read {argv[0]}: {e}")
+        _log_stderr(redact_text(f"cairn run-job: cannot read {argv[0]}: {e}"))
         return 23
     try:
         parse_interval(config.get("verify_interval"))

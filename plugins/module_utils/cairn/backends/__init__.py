@@ -5,10 +5,10 @@ Each backend's module is imported only when its scheme is used, so a host that b
 file:// or sftp:// needs neither boto3 nor the Azure SDK.
 """
 import importlib
-from urllib.parse import urlsplit
 
-from ..errors import UserError
-from .base import Backend, BackendOptions
+from ..errors import CairnError, UserError
+from ..redact import Secrets, env_secrets, redact_error, redact_url, url_secrets
+from .base import Backend, BackendOptions, split_url
 from .local import LocalBackend
 from .transfer import RateLimiter, RetryingBackend, ThrottledReader
 
@@ -67,14 +67,30 @@ def _factory(scheme):
 def open_raw(url, options=None):
     """The backend for ``url`` without the transfer layer."""
     options = options or BackendOptions()
-    scheme = urlsplit(url).scheme
+    scheme = split_url(url, check_port=False).scheme
     if not scheme:
         raise UserError(f"target {redact_url(url)!r} is not a URL; use file:///absolute/path or scheme://...")
     factory = _factory(scheme)
     if factory is None:
         raise UserError(f"unsupported target scheme {scheme!r} in {redact_url(url)!r}; "
                         f"supported: {', '.join(schemes())}")
-    return factory(url, options)
+    try:
+        return factory(url, options)
+    except CairnError as e:
+        # a backend's set-up messages are redacted where they are made; this is the net
+        raise redact_error(e, Secrets(url_secrets(url) + env_secrets(options.env))) from None
+
+
+def secrets_of(urls, env):
+    """What a front end must never show for a run on ``urls``: their passwords (those of a
+    multi:// config's entries and env values too) and the credentials in ``env``."""
+    values = list(env_secrets(env))
+    for url in urls:
+        values += url_secrets(url)
+        if isinstance(url, str) and url.lower().startswith("multi:"):
+            from .multi import config_secrets
+            values += config_secrets(url)
+    return Secrets(values)
 
 
 def open_backend(url, options=None, mirrors=()):
@@ -100,20 +116,5 @@ def open_backend(url, options=None, mirrors=()):
     return MultiBackend(wrapped, mode="mirror", onfail="abort")
 
 
-def redact_url(url):
-    """The URL with any password removed, for messages and logs."""
-    if not isinstance(url, str):
-        return url
-    parts = urlsplit(url)
-    try:
-        if parts.password is None:
-            return url
-    except ValueError:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:***@{netloc[1]}").geturl()
-
-
 __all__ = ["Backend", "BackendOptions", "LocalBackend", "open_backend", "open_raw", "register",
-           "unregister", "redact_url", "schemes"]
+           "unregister", "redact_url", "schemes", "secrets_of"]

@@ -40,7 +40,8 @@ else:
     IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import Backend, check_name, local_write_error, missing_library
+from ..redact import Secrets, redact_text, redact_url
+from .base import Backend, check_name, local_write_error, missing_library, split_url
 
 log = logging.getLogger("cairn")
 # The SDK logs every request's URL and headers at INFO; keep all of it out of cairn's output.
@@ -55,9 +56,6 @@ BLOCK_SIZE = 4 * MiB
 # Azure container names: 3-63 of [a-z0-9-], starting and ending with a letter or digit
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 _TRANSIENT_STATUS = {408, 429}
-_REDACT_RES = [re.compile(r"(?i)((?:[?&]|\b)sig=)[^&\s'\";]+"),
-               re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"),
-               re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+")]
 
 
 class AzureBackend(Backend):
@@ -70,7 +68,7 @@ class AzureBackend(Backend):
         self._account_url = account_url
         self._credential = credential
         self._connection_string = connection_string
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = Secrets(secrets)
         self._lock = threading.Lock()
         self._service = None
         self._client = None
@@ -240,12 +238,7 @@ class AzureBackend(Backend):
     # --- errors -------------------------------------------------------------------------------
 
     def _redact(self, text):
-        text = str(text)
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        for rx in _REDACT_RES:
-            text = rx.sub(r"\1***", text)
-        return text
+        return redact_text(text, self._secrets)
 
     def _error(self, e, what):
         """A BackendError for an azure-core exception; never the exception's full text."""
@@ -313,21 +306,21 @@ def _sas_secrets(sas):
 def from_url(url, options):
     if IMPORT_ERROR is not None:
         raise missing_library(IMPORT_ERROR, "azure://", "azure-storage-blob", "python3-azure-storage-blob", "python3-azure-sdk")
-    parts = urlsplit(url)
+    parts = split_url(url, "azure target")
     if parts.username or parts.password:
         raise UserError("credentials do not belong in an azure:// URL; use AZURE_CONNECTION_STRING, "
                         "or AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY or AZURE_SHARED_ACCESS_SIGNATURE")
     container = unquote(parts.netloc)
     prefix = unquote(parts.path)
     if parts.query or parts.fragment:
-        raise UserError(f"an azure target is azure://container[/prefix]; {url!r} has a query or fragment")
+        raise UserError(f"an azure target is azure://container[/prefix]; {redact_url(url)!r} has a query or fragment")
     if not container:
-        raise UserError(f"no container in target {url!r}; use azure://container[/prefix]")
+        raise UserError(f"no container in target {redact_url(url)!r}; use azure://container[/prefix]")
     if not _CONTAINER_RE.match(container) and container not in ("$root", "$web"):
         raise UserError(f"{container!r} is not a valid Azure container name (3-63 characters: lower-case "
                         "letters, digits and single hyphens, starting and ending with a letter or digit)")
     if any(seg in (".", "..") for seg in prefix.split("/")):
-        raise UserError(f"the prefix in {url!r} may not contain '.' or '..'")
+        raise UserError(f"the prefix in {redact_url(url)!r} may not contain '.' or '..'")
 
     account_url = options.secret("AZURE_ACCOUNT_URL")
     conn = options.secret("AZURE_CONNECTION_STRING")
@@ -336,7 +329,7 @@ def from_url(url, options):
     sas = options.secret("AZURE_SHARED_ACCESS_SIGNATURE")
     secrets = [conn, key, *_sas_secrets(sas)]
     if account_url:
-        secrets += _sas_secrets(urlsplit(account_url).query)
+        secrets += _sas_secrets(split_url(account_url, "AZURE_ACCOUNT_URL").query)
     credential = None
     if conn:
         cs = parse_connection_string(conn)

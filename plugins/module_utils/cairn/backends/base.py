@@ -8,6 +8,7 @@ import errno
 import os
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ..errors import BackendError, ExitCode
 
@@ -76,6 +77,40 @@ def local_write_error(what, path, error):
     """The BackendError for an OSError writing ``path`` locally (no space: exit 53)."""
     code = ExitCode.BACKEND_NO_SPACE if error.errno == errno.ENOSPC else None
     return BackendError(f"{what}: cannot write {path}: {error.strerror}", code)
+
+
+# (no '@' in it: after a URL in a message, text up to an '@' reads as that URL's password)
+_SPECIAL_IN_PASSWORD = ("percent-encode special characters in a user name or password: # as %23, / as %2F, "
+                        "? as %3F, : as %3A, the at sign as %40")
+
+
+def split_url(url, what="target", check_port=True):
+    """urlsplit() of a target URL whose host (and port) are known to be readable: a URL that
+    cannot be parsed (bad brackets, a port that is no number) is a UserError naming it redacted.
+    The parser's own words are left out: they can quote the password."""
+    from ..errors import UserError
+    from ..redact import redact_url
+    if not isinstance(url, str):
+        raise UserError(f"the {what} must be a URL, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        parts.hostname    # noqa: B018 - these raise ValueError for what urlsplit let through
+        if check_port:
+            parts.port    # noqa: B018
+    except ValueError as e:
+        text = str(e).lower()
+        reason = ("its port is not a number from 0 to 65535" if "port" in text
+                  else "its [IPv6] host brackets do not match" if "ipv6" in text or "bracket" in text
+                  else "it cannot be parsed")
+        hint = f"; {_SPECIAL_IN_PASSWORD}" if "@" in url else ""
+        raise UserError(f"the {what} {redact_url(url)!r} is not a valid URL: {reason}{hint}") from None
+    return parts
+
+
+def error_text(e):
+    """A library exception's text for a message, redacted (some quote the URL they were given)."""
+    from ..redact import redact_text
+    return redact_text(str(e) or type(e).__name__)
 
 
 def missing_library(error, scheme, pip_name, debian, rhel):

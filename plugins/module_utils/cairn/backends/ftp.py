@@ -18,11 +18,12 @@ import os
 import socket
 import ssl
 import threading
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
+from ..redact import redact_text, redact_url
 from .base import (TEMP_PREFIX, Backend, LocalWriteError, ThreadConnections, certificate_error, check_name,
-                   local_write_error)
+                   error_text, local_write_error, split_url)
 
 log = logging.getLogger("cairn")
 
@@ -50,11 +51,10 @@ class _FTPS(ftplib.FTP_TLS):
 
 class FTPBackend(Backend):
     def __init__(self, url, options):
-        from . import redact_url
         self.url = url
         self.options = options
         self.display = redact_url(url)
-        parts = urlsplit(url)
+        parts = split_url(url, "ftp target")
         scheme = parts.scheme.lower()
         if scheme.startswith("lftp+"):
             scheme = scheme[len("lftp+"):]
@@ -99,7 +99,7 @@ class FTPBackend(Backend):
         except FileNotFoundError:
             raise UserError(f"--ssl-cacert-file {opts.ssl_cacert_file} does not exist") from None
         except (ssl.SSLError, OSError) as e:
-            raise UserError(f"cannot load --ssl-cacert-file {opts.ssl_cacert_file}: {e}") from None
+            raise UserError(f"cannot load --ssl-cacert-file {opts.ssl_cacert_file}: {error_text(e)}") from None
 
     # --- connections -------------------------------------------------------------------------
 
@@ -194,14 +194,14 @@ class FTPBackend(Backend):
             return BackendError(f"{what}: {_reply(e)}", transient=True)
         self._drop()
         if isinstance(e, ssl.SSLCertVerificationError):
-            reason = (e.verify_message or str(e)).rstrip(".")
+            reason = redact_text(e.verify_message or str(e)).rstrip(".")
             return certificate_error(what, self.host, self.port, reason, self.options)
         if isinstance(e, (ftplib.error_reply, ftplib.error_proto)):
             return BackendError(f"{what}: unexpected answer from the server: {_reply(e)}", transient=True)
         if isinstance(e, (OSError, EOFError)):
             return BackendError(f"{what}: connection to {self.host}:{self.port} failed: {_reason(e)}",
                                 transient=True)
-        return BackendError(f"{what}: {type(e).__name__}: {e}", transient=True)
+        return BackendError(f"{what}: {type(e).__name__}: {error_text(e)}", transient=True)
 
     # --- operations --------------------------------------------------------------------------
 
@@ -372,7 +372,7 @@ def _code(e):
 
 
 def _reply(e):
-    return str(e).strip() or type(e).__name__
+    return redact_text(str(e).strip()) or type(e).__name__
 
 
 def _reason(e):
@@ -380,7 +380,7 @@ def _reason(e):
         return "timed out"
     if isinstance(e, EOFError):
         return "the server closed the connection"
-    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return getattr(e, "strerror", None) or error_text(e)
 
 
 def _basename(name):

@@ -3,10 +3,11 @@
 import errno
 import os
 import shutil
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from ..errors import BackendError, BackendNotFound, ExitCode
-from .base import TEMP_PREFIX, Backend
+from ..redact import redact_url
+from .base import TEMP_PREFIX, Backend, split_url
 
 
 class LocalBackend(Backend):
@@ -16,11 +17,11 @@ class LocalBackend(Backend):
 
     @classmethod
     def from_url(cls, url, options=None):
-        parts = urlsplit(url)
+        parts = split_url(url, check_port=False)
         # duplicity accepts file:///abs and file://relative
         path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
         if not path:
-            raise BackendError(f"no path in target URL {url!r}", ExitCode.USER_ERROR)
+            raise BackendError(f"no path in target URL {redact_url(url)!r}", ExitCode.USER_ERROR)
         return cls(os.path.abspath(path), url)
 
     def _full(self, name):

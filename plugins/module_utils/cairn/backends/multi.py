@@ -11,10 +11,11 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from ..errors import BackendError, BackendNotFound, UserError
-from .base import Backend
+from ..redact import is_secret_name, redact_url, url_secrets
+from .base import Backend, split_url
 
 log = logging.getLogger("cairn")
 
@@ -28,7 +29,8 @@ class MultiBackend(Backend):
         self.backends = list(backends)
         self.mode = mode
         self.onfail = onfail
-        self.url = " + ".join(b.url for b in self.backends)
+        # a display string, not a URL to open: redacted once here
+        self.url = " + ".join(redact_url(b.url) for b in self.backends)
         self._next = 0
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="cairn-multi")
@@ -62,7 +64,7 @@ class MultiBackend(Backend):
             try:
                 return b.get(name, local_path)
             except BackendError as e:      # another copy may be fine
-                log.warning("%s: %s; trying the next target", b.url, e)
+                log.warning("%s: %s; trying the next target", redact_url(b.url), e)
                 last = e
         raise last or BackendNotFound(f"{name} is on none of the targets")
 
@@ -78,7 +80,7 @@ class MultiBackend(Backend):
                 except BackendError as e:
                     if self.onfail == "abort":
                         raise
-                    log.warning("%s: %s; trying the next target", b.url, e)
+                    log.warning("%s: %s; trying the next target", redact_url(b.url), e)
                     last = e
             raise last
         futures = [(b, self.pool.submit(b.put, local_path, name)) for b in self.backends]
@@ -90,9 +92,9 @@ class MultiBackend(Backend):
                 errors.append((b, e))
         if errors and (self.onfail == "abort" or len(errors) == len(self.backends)):
             b, e = errors[0]
-            raise BackendError(f"{b.url}: {e.message}", e.exit_code)
+            raise BackendError(f"{redact_url(b.url)}: {e.message}", e.exit_code)
         for b, e in errors:
-            log.warning("%s: %s; the other targets have %s", b.url, e, name)
+            log.warning("%s: %s; the other targets have %s", redact_url(b.url), e, name)
 
     def delete(self, names):
         names = list(names)
@@ -114,11 +116,9 @@ class MultiBackend(Backend):
             b.close()
 
 
-def from_url(url, options):
-    """``multi:///path/to/config.json?mode=mirror&onfail=abort`` as duplicity reads it."""
-    from . import open_raw           # late: the registry imports this module lazily
-    from .transfer import RetryingBackend
-    parts = urlsplit(url)
+def _read_config(url):
+    """(path, mode, onfail, entries): each entry a (url, {name: value}) of the config's list."""
+    parts = split_url(url, "multi target", check_port=False)
     path = unquote(parts.path)
     query = parse_qs(parts.query)
     mode = query.get("mode", ["stripe"])[0]
@@ -128,18 +128,52 @@ def from_url(url, options):
             config = json.load(f)
     except OSError as e:
         raise UserError(f"cannot read the multi backend config {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise UserError(f"the multi backend config {path} is not valid JSON: {e}") from None
+    except ValueError as e:   # the position only: the text may hold a password
+        where = f" (line {e.lineno}, column {e.colno})" if hasattr(e, "lineno") else ""
+        raise UserError(f"the multi backend config {path} is not valid JSON{where}") from None
     if not isinstance(config, list) or not config:
         raise UserError(f"the multi backend config {path} must be a non-empty JSON list of targets")
-    backends = []
+    entries = []
     for entry in config:
-        if not isinstance(entry, dict) or "url" not in entry:
-            raise UserError(f"each entry of {path} needs a \"url\"")
-        env = dict(options.env)
-        for item in entry.get("env", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            raise UserError(f"each entry of {path} needs a \"url\" string")
+        env = {}
+        items = entry.get("env", [])
+        for item in items if isinstance(items, list) else [None]:
+            if not (isinstance(item, dict) and isinstance(item.get("name"), str)
+                    and isinstance(item.get("value"), str)):
+                raise UserError(f"each \"env\" item in {path} needs a \"name\" and a \"value\" string")
             env[item["name"]] = item["value"]
-        from dataclasses import replace
-        sub = replace(options, env=env)
-        backends.append(RetryingBackend(open_raw(entry["url"], sub), sub))
+        entries.append((entry["url"], env))
+    return path, mode, onfail, entries
+
+
+def config_secrets(url):
+    """The passwords of a multi:// config's URLs and its credential env values, for a front
+    end's redaction (nothing when the config cannot be read: opening it says why)."""
+    try:
+        _path, _mode, _onfail, entries = _read_config(url)
+    except UserError:
+        return []
+    out = []
+    for entry_url, env in entries:
+        out += url_secrets(entry_url)
+        for name, value in env.items():
+            if is_secret_name(name):
+                out.append(value)
+            out += url_secrets(value)
+    return out
+
+
+def from_url(url, options):
+    """``multi:///path/to/config.json?mode=mirror&onfail=abort`` as duplicity reads it."""
+    from dataclasses import replace
+
+    from . import open_raw           # late: the registry imports this module lazily
+    from .transfer import RetryingBackend
+    _path, mode, onfail, entries = _read_config(url)
+    backends = []
+    for entry_url, entry_env in entries:
+        sub = replace(options, env={**options.env, **entry_env})
+        backends.append(RetryingBackend(open_raw(entry_url, sub), sub))
     return MultiBackend(backends, mode=mode, onfail=onfail)

@@ -14,7 +14,7 @@ is needed. boto3's own retries are off: the transfer layer retries, with one pol
 with --s3-region-name (B2 shows both on the bucket's page).
 """
 import logging
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 try:
     import boto3
@@ -27,7 +27,8 @@ else:
     IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import Backend, check_name, missing_library
+from ..redact import redact_text, redact_url
+from .base import Backend, check_name, error_text, missing_library, split_url
 
 log = logging.getLogger("cairn")
 for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
@@ -59,13 +60,13 @@ class S3Backend(Backend):
         try:
             session = self._session(options, env, access_key, secret_key, session_token)
         except botocore.exceptions.BotoCoreError as e:
-            raise UserError(f"cannot set up S3 credentials for {url}: {e}") from None
+            raise UserError(f"cannot set up S3 credentials for {redact_url(url)}: {error_text(e)}") from None
         self.endpoint_url = endpoint_url or options.s3_endpoint_url or env.get("AWS_ENDPOINT_URL") or None
         try:
             self.client = session.client("s3", endpoint_url=self.endpoint_url, config=config,
                                          use_ssl=not options.s3_unencrypted_connection)
         except botocore.exceptions.BotoCoreError as e:
-            raise UserError(f"cannot set up the S3 client for {url}: {e}") from None
+            raise UserError(f"cannot set up the S3 client for {redact_url(url)}: {error_text(e)}") from None
         self._setup_transfer(options)
         self._bucket_checked = False
 
@@ -202,7 +203,7 @@ class S3Backend(Backend):
         if isinstance(e, botocore.exceptions.ClientError):
             code = _code(e)
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            msg = e.response.get("Error", {}).get("Message") or code
+            msg = redact_text(e.response.get("Error", {}).get("Message") or code)
             if code in _DENIED:
                 return BackendError(f"{what}: access denied ({code}: {msg})", ExitCode.BACKEND_PERMISSION)
             if code == "NoSuchBucket":
@@ -211,7 +212,7 @@ class S3Backend(Backend):
             transient = code in _TRANSIENT or (status is not None and status >= 500)
             return BackendError(f"{what}: {code}: {msg}", transient=transient)
         # EndpointConnectionError, ConnectionClosedError, timeouts, incomplete reads
-        return BackendError(f"{what}: {e}", transient=True)
+        return BackendError(f"{what}: {error_text(e)}", transient=True)
 
 
 def _code(e):
@@ -221,10 +222,10 @@ def _code(e):
 
 
 def _bucket_and_prefix(url):
-    parts = urlsplit(url)
+    parts = split_url(url, f"{url.split(':', 1)[0]} target")
     bucket = unquote(parts.hostname or "")
     if not bucket:
-        raise UserError(f"no bucket in target {url!r}; use {parts.scheme}://bucket[/prefix]")
+        raise UserError(f"no bucket in target {redact_url(url)!r}; use {parts.scheme}://bucket[/prefix]")
     return parts, bucket, unquote(parts.path)
 
 
@@ -248,13 +249,14 @@ def from_gs_url(url, options):
 
 
 def from_b2_url(url, options):
-    parts = urlsplit(url)
+    parts = split_url(url, "b2 target")
     bucket = unquote(parts.hostname or "")
     key_id = unquote(parts.username) if parts.username else None
     app_key = unquote(parts.password) if parts.password else options.secret("B2_APPLICATION_KEY")
     if not bucket or not key_id or not app_key:
-        raise UserError("a b2 target is b2://keyID[:applicationKey]@bucket[/prefix], with the key in "
-                        "the URL or in B2_APPLICATION_KEY")
+        # (the form is spelled out without "keyID:key@": messages are redacted as URLs)
+        raise UserError("a b2 target is b2://KEYID@BUCKET[/prefix] with the application key as the URL's "
+                        "password or in B2_APPLICATION_KEY")
     endpoint = options.s3_endpoint_url
     if not endpoint:
         if not options.s3_region_name:

@@ -18,7 +18,7 @@ import shlex
 import socket
 import stat
 import threading
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 try:
     import paramiko
@@ -28,7 +28,8 @@ else:
     IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
-from .base import TEMP_PREFIX, Backend, check_name, missing_library
+from ..redact import redact_url
+from .base import TEMP_PREFIX, Backend, check_name, error_text, missing_library, split_url
 
 log = logging.getLogger("cairn")
 logging.getLogger("paramiko").setLevel(logging.WARNING)
@@ -72,16 +73,16 @@ class SFTPBackend(Backend):
     def __init__(self, url, options):
         self.url = url
         self.options = options
-        parts = urlsplit(url)
+        parts = split_url(url, "sftp target")
         if not parts.hostname:
-            raise UserError(f"no host in sftp target {_redact(url)!r}")
+            raise UserError(f"no host in sftp target {redact_url(url)!r}")
         ssh = parse_ssh_options(options.ssh_options)
         config = _ssh_config(parts.hostname)
         self.host = config.get("hostname", parts.hostname)
         try:
             self.port = int(parts.port or ssh.get("port") or config.get("port") or 22)
         except ValueError:
-            raise UserError(f"bad port in sftp target {_redact(url)!r}") from None
+            raise UserError(f"bad port for sftp target {redact_url(url)!r} in --ssh-options or ~/.ssh/config") from None
         self.user = unquote(parts.username) if parts.username else ssh.get("user") or config.get("user") \
             or _login_name()
         self.password = unquote(parts.password) if parts.password else options.secret("FTP_PASSWORD")
@@ -106,7 +107,7 @@ class SFTPBackend(Backend):
         try:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as e:
-            raise BackendError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}",
+            raise BackendError(f"cannot connect to {self.host}:{self.port}: {e.strerror or error_text(e)}",
                                transient=True) from None
         t = paramiko.Transport(sock, default_window_size=WINDOW, default_max_packet_size=MAX_PACKET)
         t.banner_timeout = t.auth_timeout = timeout
@@ -123,7 +124,7 @@ class SFTPBackend(Backend):
                                "(no key or password accepted)", ExitCode.BACKEND_PERMISSION) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             t.close()
-            raise BackendError(f"ssh connection to {self.host}:{self.port} failed: {e}",
+            raise BackendError(f"ssh connection to {self.host}:{self.port} failed: {error_text(e)}",
                                transient=True) from None
         t.set_keepalive(30)
         return t
@@ -139,7 +140,7 @@ class SFTPBackend(Backend):
             except FileNotFoundError:
                 pass
             except (OSError, paramiko.SSHException) as e:
-                raise BackendError(f"cannot read known hosts file {path}: {e}") from None
+                raise BackendError(f"cannot read known hosts file {path}: {error_text(e)}") from None
         host_id = self._host_id()
         entry = known.lookup(host_id)
         if entry is not None and key.get_name() in entry:
@@ -207,7 +208,7 @@ class SFTPBackend(Backend):
             client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW,
                                                         max_packet_size=MAX_PACKET)
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise BackendError(f"cannot open an sftp session on {self.host}: {e or type(e).__name__}",
+            raise BackendError(f"cannot open an sftp session on {self.host}: {error_text(e)}",
                                transient=True) from None
         if client is None:
             raise BackendError(f"the server {self.host} refused the sftp subsystem")
@@ -342,8 +343,8 @@ class SFTPBackend(Backend):
             return BackendError(f"{what}: permission denied", ExitCode.BACKEND_PERMISSION)
         if isinstance(e, (paramiko.SSHException, EOFError, socket.timeout, ConnectionError)) \
                 or getattr(e, "errno", None) is None:
-            return BackendError(f"{what}: {e or type(e).__name__}", transient=True)
-        return BackendError(f"{what}: {e.strerror or e}", transient=e.errno in (errno.EIO, errno.ECONNRESET))
+            return BackendError(f"{what}: {error_text(e)}", transient=True)
+        return BackendError(f"{what}: {e.strerror or error_text(e)}", transient=e.errno in (errno.EIO, errno.ECONNRESET))
 
 
 def _load_key(path):
@@ -377,11 +378,6 @@ def _ssh_config(host):
 def _login_name():
     import getpass
     return getpass.getuser()
-
-
-def _redact(url):
-    from . import redact_url
-    return redact_url(url)
 
 
 def _prefetch_limit():

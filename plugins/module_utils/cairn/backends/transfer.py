@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import BackendError, BackendNotFound
+from ..redact import Secrets, env_secrets, redact_error, redact_text, redact_url, url_secrets
 from .base import Backend
 
 log = logging.getLogger("cairn")
@@ -44,6 +45,8 @@ class RetryingBackend(Backend):
         self.inner = inner
         self.url = inner.url
         self.options = options
+        # every message this layer lets out is redacted with what it knows of this target
+        self._secrets = Secrets(url_secrets(self.url) + env_secrets(options.env))
         self._sleep = sleep
         self.retries_used = 0          # for statistics and tests
         self._lock = threading.Lock()
@@ -67,15 +70,15 @@ class RetryingBackend(Backend):
             except Exception as e:   # noqa: BLE001 - classified below
                 if not is_transient(e):
                     if isinstance(e, BackendError):
-                        raise
-                    raise BackendError(f"{what} failed: {_describe(e)}") from None
+                        raise redact_error(e, self._secrets)
+                    raise BackendError(f"{what} failed: {_describe(e, self._secrets)}") from None
                 if attempt == attempts:
                     raise BackendError(f"{what} failed after {attempts} attempts, giving up: "
-                                       f"{_describe(e)}", getattr(e, "exit_code", None)) from None
+                                       f"{_describe(e, self._secrets)}", getattr(e, "exit_code", None)) from None
                 with self._lock:
                     self.retries_used += 1
                 wait = min(MAX_DELAY, delay) * (0.5 + random.random() / 2)
-                log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _describe(e),
+                log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _describe(e, self._secrets),
                             attempt, attempts - 1, wait)
                 try:
                     self.inner.reset()
@@ -86,7 +89,7 @@ class RetryingBackend(Backend):
         raise AssertionError("unreachable")
 
     def list(self):
-        return self._call(f"listing {self.url}", self.inner.list)
+        return self._call(f"listing {redact_url(self.url)}", self.inner.list)
 
     def get(self, name, local_path):
         return self._call(f"downloading {name}", self.inner.get, name, local_path)
@@ -110,11 +113,13 @@ class RetryingBackend(Backend):
         self.inner.close()
 
 
-def _describe(e):
+def _describe(e, secrets=()):
+    """A failure's text for a message: a library's exception text can quote a URL or a key."""
     if isinstance(e, BackendError):
-        return e.message
+        return redact_text(e.message, secrets)
     text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if not text.startswith(type(e).__name__) else text
+    text = f"{type(e).__name__}: {text}" if not text.startswith(type(e).__name__) else text
+    return redact_text(text, secrets)
 
 
 class RateLimiter:

@@ -26,8 +26,9 @@ else:
     IMPORT_ERROR = None
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
+from ..redact import redact_url
 from .base import (TEMP_PREFIX, Backend, LocalWriteError, ThreadConnections, certificate_error,
-                   check_name, local_write_error, missing_library)
+                   check_name, error_text, local_write_error, missing_library, split_url)
 
 log = logging.getLogger("cairn")
 
@@ -39,11 +40,10 @@ PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?>'
 
 class WebDAVBackend(Backend):
     def __init__(self, url, options):
-        from . import redact_url
         self.url = url
         self.options = options
         self.display = redact_url(url)
-        parts = urlsplit(url)
+        parts = split_url(url, "webdav target")
         scheme = parts.scheme.lower()
         if scheme not in ("webdav", "webdavs"):
             raise UserError(f"not a webdav target: {self.display!r}")
@@ -177,7 +177,7 @@ class WebDAVBackend(Backend):
             raise BackendError(f"{what}: {self._describe(e)}") from None
 
     def _describe(self, e):
-        text = str(e)
+        text = error_text(e)
         # requests wraps urllib3's long reprs; keep the part a person can act on
         m = re.search(r"\[Errno -?\d+\] ([^')\"]+)", text)
         if isinstance(e, requests.exceptions.Timeout):
@@ -189,7 +189,7 @@ class WebDAVBackend(Backend):
         return f"{type(e).__name__}: {text}"
 
     def _ssl_error(self, e, what):
-        text = str(e)
+        text = error_text(e)
         m = re.search(r"certificate verify failed: ([^(]*)", text)
         if m or "CERTIFICATE_VERIFY_FAILED" in text:
             reason = m.group(1).strip().rstrip(".") if m else "verification failed"
@@ -200,7 +200,7 @@ class WebDAVBackend(Backend):
         code = r.status_code
         msg = f"{what}: HTTP {code} {r.reason or ''}".rstrip()
         if code == 401:
-            who = f"user {self.user!r}" if self.user else "no user (add user@ to the URL)"
+            who = f"user {self.user!r}" if self.user else "no user name in the URL"
             return BackendError(f"{msg}: the server refused the login ({who}; password from the URL "
                                 "or FTP_PASSWORD)", ExitCode.BACKEND_PERMISSION)
         if code == 403:
@@ -232,7 +232,7 @@ class WebDAVBackend(Backend):
         try:
             root = ET.fromstring(r.content)
         except ET.ParseError as e:
-            raise BackendError(f"{what}: the server sent a listing that is not XML ({e})",
+            raise BackendError(f"{what}: the server sent a listing that is not XML ({error_text(e)})",
                                transient=True) from None
         names = []
         base = self.dir_path.rstrip("/")
@@ -242,7 +242,10 @@ class WebDAVBackend(Backend):
                 continue
             if resp.find(".//{DAV:}resourcetype/{DAV:}collection") is not None:
                 continue
-            path = unquote(urlsplit(href.strip()).path).rstrip("/")
+            try:
+                path = unquote(urlsplit(href.strip()).path).rstrip("/")
+            except ValueError:
+                raise BackendError(f"{what}: the server listed an entry whose href is not a URL") from None
             if path == base or not path:
                 continue
             if path.startswith(base + "/"):
@@ -282,7 +285,7 @@ class WebDAVBackend(Backend):
                 except LocalWriteError as e:
                     raise local_write_error(what, local_path, e.error) from None
                 except Exception as e:   # noqa: BLE001 - urllib3 errors while streaming the body
-                    raise BackendError(f"{what}: the transfer broke off: {type(e).__name__}: {e}",
+                    raise BackendError(f"{what}: the transfer broke off: {type(e).__name__}: {error_text(e)}",
                                        transient=True) from None
         if expected is not None and expected.isdigit() and int(expected) != written:
             raise BackendError(f"{what}: got {written} of {expected} bytes", transient=True)
