@@ -31,10 +31,30 @@ options:
     type: list
     elements: str
     default: []
+  hidden_encrypt_keys:
+    description:
+      - Public-key encryption to these keys without naming them in the files (duplicity's
+        C(--hidden-encrypt-key)).
+    type: list
+    elements: str
+    default: []
   sign_key:
     description:
       - Sign what is written with this key; when reading, require signatures by it.
     type: str
+  sign_passphrase:
+    description:
+      - Passphrase of O(sign_key)'s secret key (duplicity's E(SIGN_PASSPHRASE)); default O(passphrase).
+    type: str
+  gpg_options:
+    description:
+      - Extra gpg options, applied last (duplicity's C(--gpg-options)), for example C(--cipher-algo AES256).
+    type: str
+  gpg_binary:
+    description:
+      - The gpg program (duplicity's C(--gpg-binary)).
+    type: str
+    default: gpg
   no_encryption:
     description:
       - Write gzip instead of gpg (duplicity's C(--no-encryption)).
@@ -57,6 +77,23 @@ options:
     description:
       - Where volumes are built and decrypted; needs about two volumes per CPU of free space.
     type: path
+  file_prefix:
+    description:
+      - A prefix of every file name at the target (duplicity's C(--file-prefix)), so that several
+        archives can share one directory or bucket.
+    type: str
+    default: ''
+  break_lock:
+    description:
+      - Take over the lock on the target of another run even when it looks live (a warning names
+        it). Only when that run is known to be gone; see the CLI's C(--break-lock).
+    type: bool
+    default: false
+  lock_stale_after:
+    description:
+      - Take over another run's lock on the target when it was not refreshed for this long, in
+        seconds or as an interval such as V(30m) or V(2h) (default 30 minutes).
+    type: str
   mirror_targets:
     description:
       - More target URLs that receive every file too, for redundancy. A run succeeds only when
@@ -116,6 +153,25 @@ options:
     description:
       - KMS key for O(s3_server_side_encryption=aws:kms).
     type: str
+  s3_kms_grant:
+    description:
+      - Grantee given full control of each uploaded object (duplicity's C(--s3-kms-grant)).
+    type: str
+  s3_unencrypted_connection:
+    description:
+      - Plain HTTP to the S3 endpoint (duplicity's C(--s3-unencrypted-connection)).
+    type: bool
+    default: false
+  s3_multipart_chunk_size:
+    description:
+      - Size in MiB of the parts of a multipart upload.
+    type: int
+    default: 20
+  s3_multipart_max_procs:
+    description:
+      - Parts of one volume uploading at once.
+    type: int
+    default: 4
   azure_blob_tier:
     description:
       - Access tier of uploaded blobs on C(azure://) targets.
@@ -131,6 +187,11 @@ options:
     description:
       - CA bundle for C(webdavs://) and C(ftps://) servers (duplicity's C(--ssl-cacert-file)).
     type: path
+  ftp_passive:
+    description:
+      - Passive FTP (duplicity's C(--ftp-passive)); V(false) is C(--ftp-regular).
+    type: bool
+    default: true
   target_password:
     description:
       - Password for C(sftp://), C(ftp://), C(ftps://), C(webdav://) targets (duplicity's E(FTP_PASSWORD)).
@@ -172,6 +233,61 @@ options:
 requirements:
   - python-gnupg and cffi on the managed host, and the gpg and librsync (C(librsync.so.2)) system packages
     (role M(cairn.backup.agent) installs them).
+'''
+
+    # Selection options of the modules that walk a source tree (backup, and verify's compare).
+    SELECTION = r'''
+options:
+  selection:
+    description:
+      - Ordered selection lines, as a duply exclude file or duplicity's filelists take them.
+        V(+ GLOB) includes, V(- GLOB) excludes; the first line that matches a path decides.
+      - Tried before O(includes) and O(excludes).
+    type: list
+    elements: str
+    default: []
+  includes:
+    description: Include globs, with duplicity's semantics (tried in order, before O(excludes)).
+    type: list
+    elements: str
+    default: []
+  excludes:
+    description: Exclude globs, with duplicity's semantics.
+    type: list
+    elements: str
+    default: []
+  include_regexps:
+    description: Include regular expressions (duplicity's C(--include-regexp)), tried after the globs.
+    type: list
+    elements: str
+    default: []
+  exclude_regexps:
+    description: Exclude regular expressions (duplicity's C(--exclude-regexp)).
+    type: list
+    elements: str
+    default: []
+  include_filelist:
+    description: A file of C(+ )/C(- ) prefixed globs, including by default (duplicity's C(--include-filelist)).
+    type: path
+  exclude_filelist:
+    description: A file of C(+ )/C(- ) prefixed globs, excluding by default (duplicity's C(--exclude-filelist)).
+    type: path
+  exclude_if_present:
+    description: Leave out directories that hold a file of one of these names (duplicity's C(--exclude-if-present)).
+    type: list
+    elements: str
+    default: []
+  exclude_older_than:
+    description: Leave out files modified before this time (a duplicity time string).
+    type: str
+  exclude_device_files:
+    description: Leave out character and block devices.
+    type: bool
+    default: false
+  exclude_other_filesystems:
+    description: Stay on the file system of the source directory.
+    type: bool
+    default: false
 '''
 
     ATTRIBUTES = r'''

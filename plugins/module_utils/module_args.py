@@ -7,11 +7,10 @@ import os
 import traceback
 from urllib.parse import quote
 
-from ansible_collections.cairn.backup.plugins.module_utils.cairn import api
+from ansible_collections.cairn.backup.plugins.module_utils.cairn import options
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends import secrets_of
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.backends.base import BackendOptions
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.crypto import CryptoOptions
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError, ExitCode
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.logs import quiet_libraries
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.redact import redact_text, url_secrets
 
 
@@ -29,12 +28,19 @@ def common_argument_spec():
         passphrase=dict(type="str", no_log=True),
         passphrase_file=dict(type="path", no_log=False),
         encrypt_keys=dict(type="list", elements="str", default=[], no_log=False),
+        hidden_encrypt_keys=dict(type="list", elements="str", default=[], no_log=False),
         sign_key=dict(type="str", no_log=False),
+        sign_passphrase=dict(type="str", no_log=True),
+        gpg_options=dict(type="str"),
+        gpg_binary=dict(type="str", default="gpg"),
         no_encryption=dict(type="bool", default=False),
         gnupg_home=dict(type="path"),
         archive_dir=dict(type="path"),
         name=dict(type="str"),
         tempdir=dict(type="path"),
+        file_prefix=dict(type="str", default=""),
+        break_lock=dict(type="bool", default=False),
+        lock_stale_after=dict(type="str"),
         # remote targets and the transfer layer
         mirror_targets=dict(type="list", elements="str", default=[]),
         num_retries=dict(type="int", default=5),
@@ -48,9 +54,14 @@ def common_argument_spec():
         s3_storage_class=dict(type="str"),
         s3_server_side_encryption=dict(type="str", choices=["AES256", "aws:kms"]),
         s3_kms_key_id=dict(type="str", no_log=False),
+        s3_kms_grant=dict(type="str"),
+        s3_unencrypted_connection=dict(type="bool", default=False),
+        s3_multipart_chunk_size=dict(type="int", default=20),
+        s3_multipart_max_procs=dict(type="int", default=4),
         azure_blob_tier=dict(type="str", choices=["Hot", "Cool", "Cold", "Archive"]),
         validate_certs=dict(type="bool", default=True),
         ca_cert_file=dict(type="path"),
+        ftp_passive=dict(type="bool", default=True),
         # credentials: reach the backends in memory, never argv, logs or results
         target_password=dict(type="str", no_log=True),
         aws_access_key_id=dict(type="str", no_log=False),
@@ -64,56 +75,31 @@ def common_argument_spec():
     )
 
 
-# module option -> the environment name duplicity users know it by
-CREDENTIAL_ENV = {
-    "target_password": "FTP_PASSWORD",
-    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "aws_session_token": "AWS_SESSION_TOKEN",
-    "azure_connection_string": "AZURE_CONNECTION_STRING",
-    "azure_account_name": "AZURE_ACCOUNT_NAME",
-    "azure_account_key": "AZURE_ACCOUNT_KEY",
-    "azure_sas_token": "AZURE_SHARED_ACCESS_SIGNATURE",
-}
+def selection_argument_spec():
+    """The selection options (doc fragment cairn.backup.common.selection)."""
+    return dict(
+        selection=dict(type="list", elements="str", default=[]),
+        includes=dict(type="list", elements="str", default=[]),
+        excludes=dict(type="list", elements="str", default=[]),
+        include_regexps=dict(type="list", elements="str", default=[]),
+        exclude_regexps=dict(type="list", elements="str", default=[]),
+        include_filelist=dict(type="path"),
+        exclude_filelist=dict(type="path"),
+        exclude_if_present=dict(type="list", elements="str", default=[]),
+        exclude_older_than=dict(type="str"),
+        exclude_device_files=dict(type="bool", default=False),
+        exclude_other_filesystems=dict(type="bool", default=False),
+    )
 
 
 def _backend_env(module):
-    """The process environment, then backend_env, then the named credentials."""
-    p = module.params
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (p.get("backend_env") or {}).items()})
-    for opt, name in CREDENTIAL_ENV.items():
-        if p.get(opt):
-            env[name] = p[opt]
-    return env
+    """The environment the backends get: this host's, then backend_env, then the named
+    credentials (options.backend_options merges them the same way)."""
+    return options.backend_options(module.params, os.environ).env
 
 
-def backend_options(module):
-    """BackendOptions: the process environment, then backend_env, then the named credentials."""
-    p = module.params
-    env = _backend_env(module)
-    return BackendOptions(
-        num_retries=p["num_retries"], timeout=p["timeout"], max_upload_rate=p.get("max_upload_rate"),
-        upload_concurrency=p["upload_concurrency"], env=env, ssh_options=p["ssh_options"] or "",
-        ssh_accept_new_host_key=p["ssh_accept_new_host_key"], s3_endpoint_url=p.get("s3_endpoint_url"),
-        s3_region_name=p.get("s3_region_name"), s3_storage_class=p.get("s3_storage_class"),
-        s3_sse=p.get("s3_server_side_encryption"), s3_kms_key_id=p.get("s3_kms_key_id"),
-        azure_blob_tier=p.get("azure_blob_tier"), ssl_verify=p["validate_certs"],
-        ssl_cacert_file=p.get("ca_cert_file"))
-
-
-COMMON_MUTUALLY_EXCLUSIVE = [("passphrase", "passphrase_file"), ("no_encryption", "encrypt_keys")]
-
-
-def read_passphrase(module):
-    p = module.params
-    if p.get("passphrase_file"):
-        try:
-            with open(p["passphrase_file"], encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        except OSError as e:
-            module.fail_json(msg=f"cannot read passphrase_file {p['passphrase_file']}: {e.strerror}")
-    return p.get("passphrase")
+COMMON_MUTUALLY_EXCLUSIVE = [("passphrase", "passphrase_file"), ("no_encryption", "encrypt_keys"),
+                             ("no_encryption", "hidden_encrypt_keys")]
 
 
 def _target_urls(module):
@@ -147,27 +133,42 @@ def warn(module, text):
 
 
 def target_options(module):
-    """api.TargetOptions from the common module options."""
+    """TargetOptions from the common module options, through the engine's one builder (the
+    module options are its vocabulary); check mode makes the session read-only."""
     hide_url_passwords(module)
-    p = module.params
-    passphrase = read_passphrase(module)
-    if p["no_encryption"]:
-        crypto = CryptoOptions(mode="none")
-    else:
-        keys = tuple(p["encrypt_keys"] or ())
-        crypto = CryptoOptions(mode="pubkey" if keys else "symmetric", passphrase=passphrase,
-                               sign_passphrase=os.environ.get("SIGN_PASSPHRASE") or passphrase,
-                               recipients=keys, sign_key=p.get("sign_key"),
-                               gnupg_home=p.get("gnupg_home") or os.environ.get("GNUPGHOME"))
-    return api.TargetOptions(url=p["target"], crypto=crypto, archive_dir=p.get("archive_dir"),
-                             name=p.get("name"), tempdir=p.get("tempdir"),
-                             backend=backend_options(module), mirrors=list(p.get("mirror_targets") or ()),
-                             read_only=module.check_mode)
+    try:
+        return options.target_options(dict(module.params, read_only=module.check_mode), os.environ)
+    except CairnError as e:
+        fail(module, e)
+
+
+def backup_options(module):
+    try:
+        return options.backup_options(module.params)
+    except CairnError as e:
+        fail(module, e)
+
+
+def selection_rules(module):
+    try:
+        return options.selection_rules(module.params)
+    except CairnError as e:
+        fail(module, e)
+
+
+def parse(module, fn, value):
+    """A time string or duration of a module option (fn: timespec.parse, parse_duration), its
+    error a failed task rather than a traceback."""
+    try:
+        return fn(value) if value not in (None, "") else None
+    except CairnError as e:
+        fail(module, e)
 
 
 def run(module, fn, *args, **kwargs):
     """Call the engine; its errors become fail_json with the message and the exit code. A bug
     fails the task too, its text and traceback redacted (Ansible would print them raw)."""
+    quiet_libraries()
     try:
         return fn(*args, **kwargs)
     except CairnError as e:

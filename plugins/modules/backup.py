@@ -18,6 +18,7 @@ author:
   - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
   - cairn.backup.common
+  - cairn.backup.common.selection
   - cairn.backup.common.attributes
 attributes:
   check_mode:
@@ -42,26 +43,34 @@ options:
     type: str
   min_interval:
     description:
-      - Skip the run, unchanged, when the last backup is younger than this duplicity interval
-        (for example V(20h)). Makes a playbook safe to run often.
+      - Skip the run, unchanged, when the last backup is younger than this interval (for example
+        V(20h), V(3600)). Makes a playbook safe to run often; it costs one listing of the
+        target, not a walk of the source.
     type: str
-  includes:
-    description: Include globs, with duplicity's semantics (tried in order, before O(excludes)).
-    type: list
-    elements: str
-    default: []
-  excludes:
-    description: Exclude globs, with duplicity's semantics.
-    type: list
-    elements: str
-    default: []
-  exclude_filelist:
-    description: A file of C(+ )/C(- ) prefixed globs (duplicity's C(--exclude-filelist)).
-    type: path
   volsize:
     description: Maximum volume size in MiB.
     type: int
     default: 200
+  allow_source_mismatch:
+    description: Allow another host name or source directory than the last backup's (duplicity's C(--allow-source-mismatch)).
+    type: bool
+    default: false
+  max_blocksize:
+    description: Cap the rsync block size in bytes (duplicity's C(--max-blocksize)); V(0) for no cap.
+    type: int
+    default: 0
+  jobs:
+    description: gpg processes encrypting volumes at once; V(0) for the number of CPUs.
+    type: int
+    default: 0
+  adaptive_compression:
+    description: Store data that does not compress without gpg compression (V(false) compresses everything).
+    type: bool
+    default: true
+  compress_level:
+    description: gpg's compression level, 0 to 9 (duplicity leaves gpg's 6).
+    type: int
+    default: 3
 '''
 
 EXAMPLES = r'''
@@ -88,15 +97,20 @@ skipped_reason:
   description: Why no backup was made (O(min_interval) not reached).
   returned: when the run was skipped
   type: str
-  sample: last backup is 2h old, younger than min_interval 20h
+  sample: last backup is 7200s old, younger than min_interval 20h
+last_backup:
+  description: Time of the newest backup set at the target (ISO 8601, UTC).
+  returned: when the run was skipped
+  type: str
+  sample: "2026-11-25T00:00:00Z"
 type:
   description: V(full) or V(incremental).
-  returned: always
+  returned: when a set was written or would be
   type: str
   sample: incremental
 reason:
   description: Why that type was chosen.
-  returned: always
+  returned: when a set was written or would be
   type: str
   sample: extends the chain started 2026-11-01T02:00:00Z
 time:
@@ -116,17 +130,17 @@ bytes_stored:
   sample: 104857600
 new_files:
   description: Files new since the last backup.
-  returned: always
+  returned: when a set was written or would be
   type: int
   sample: 12
 changed_files:
   description: Files changed since the last backup.
-  returned: always
+  returned: when a set was written or would be
   type: int
   sample: 3
 deleted_files:
   description: Files deleted since the last backup.
-  returned: always
+  returned: when a set was written or would be
   type: int
   sample: 1
 source_files:
@@ -146,57 +160,42 @@ duration:
   sample: 4.2
 '''
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
+    COMMON_MUTUALLY_EXCLUSIVE, backup_options, common_argument_spec, parse, run, selection_argument_spec,
+    target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
-
-
-def _interval_seconds(text):
-    now = int(time.time())
-    return now - timespec.parse(text, now=now)
 
 
 def main():
     spec = common_argument_spec()
+    spec.update(selection_argument_spec())
     spec.update(
         source=dict(type="path", required=True),
         mode=dict(type="str", choices=["auto", "full", "incremental"], default="auto"),
         full_if_older_than=dict(type="str"),
         min_interval=dict(type="str"),
-        includes=dict(type="list", elements="str", default=[]),
-        excludes=dict(type="list", elements="str", default=[]),
-        exclude_filelist=dict(type="path"),
         volsize=dict(type="int", default=200),
+        allow_source_mismatch=dict(type="bool", default=False),
+        max_blocksize=dict(type="int", default=0),
+        jobs=dict(type="int", default=0),
+        adaptive_compression=dict(type="bool", default=True),
+        compress_level=dict(type="int", default=3),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
-    p = module.params
-    target = target_options(module)
-    rules = [("include", g) for g in p["includes"]] + [("exclude", g) for g in p["excludes"]]
-    if p["exclude_filelist"]:
-        rules.append(("exclude-filelist", p["exclude_filelist"]))
-    try:
-        full_if = timespec.parse(p["full_if_older_than"]) if p["full_if_older_than"] else None
-        min_interval = _interval_seconds(p["min_interval"]) if p["min_interval"] else None
-    except CairnError as e:
-        fail(module, e)
-    opts = api.BackupOptions(source=p["source"], mode=p["mode"], full_if_older_than=full_if,
-                             volsize=p["volsize"], rules=rules)
-    plan = run(module, api.plan_changes, target, opts)
-    if min_interval is not None and plan["last_backup_age"] is not None and plan["last_backup_age"] < min_interval:
-        module.exit_json(changed=False, skipped_reason=(
-            f"last backup is {plan['last_backup_age']}s old, younger than min_interval {p['min_interval']}"),
-            type=plan["type"], reason=plan["reason"], new_files=0, changed_files=0, deleted_files=0)
+    target, opts = target_options(module), backup_options(module)
+    min_interval = parse(module, timespec.parse_duration, module.params["min_interval"])
+    if min_interval is not None:
+        age, last = run(module, api.last_backup_age, target)
+        if age is not None and age < min_interval:
+            module.exit_json(changed=False, last_backup=last, skipped_reason=(
+                f"last backup is {age}s old, younger than min_interval {module.params['min_interval']}"))
     if module.check_mode:
-        module.exit_json(changed=True, **plan)
+        module.exit_json(changed=True, **run(module, api.plan_changes, target, opts))
     result = run(module, api.backup, target, opts)
-    warnings = result.pop("warnings", [])
-    for w in warnings:
+    for w in result.pop("warnings", []):
         warn(module, w)
     result.pop("exit_code", None)
     module.exit_json(changed=True, **result)

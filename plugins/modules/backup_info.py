@@ -85,7 +85,9 @@ last_backup_age:
   type: int
   sample: 3600
 stored_bytes:
-  description: Bytes the archive's chains take on the target (volumes, manifests, signatures).
+  description:
+    - Bytes the archive's chains take on the target (volumes, manifests, signatures); V(null)
+      when the target cannot tell a file's size.
   returned: when O(stored_size=true)
   type: int
   sample: 52428800
@@ -121,9 +123,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, parse, run, target_options)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
 
 def main():
@@ -135,18 +136,13 @@ def main():
     p = module.params
     target = target_options(module)
     st = run(module, api.status, target, p["stored_size"])
-    st.pop("_collection", None)
     result = {k: st[k] for k in ("chains", "last_full", "last_full_age", "last_backup",
                                  "last_backup_age", "orphaned_sets", "incomplete_sets")}
     result["chain_length"] = len(st["chains"][-1]["sets"]) if st["chains"] else 0
     if p["stored_size"]:
         result["stored_bytes"] = st["stored_bytes"]
     if p["list_files"]:
-        try:
-            t = timespec.parse(p["time"]) if p["time"] else None
-        except CairnError as e:
-            fail(module, e)
-        infos, _set_time = run(module, api.list_files, target, t)
+        infos, _set_time = run(module, api.list_files, target, parse(module, timespec.parse, p["time"]))
         result["files"] = [{"path": os.fsdecode(i.relpath), "type": i.type, "size": i.size,
                             "mtime": timespec.to_iso(i.mtime)} for i in infos]
     module.exit_json(changed=False, **result)

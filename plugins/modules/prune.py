@@ -11,8 +11,9 @@ short_description: Apply a retention policy to a duplicity-format archive
 version_added: 0.1.0
 description:
   - Deletes old backup chains and leftovers, as duplicity's C(remove-older-than),
-    C(remove-all-but-n-full), C(remove-all-inc-of-but-n-full) and C(cleanup) do, in that order
-    (cleanup first).
+    C(remove-all-but-n-full), C(remove-all-inc-of-but-n-full) and C(cleanup) do; together they
+    remove what each of them would (the engine's one retention policy, which C(cairn prune) and
+    the job role's retention use too).
   - Never removes the chain of the newest backup.
   - C(changed) is V(true) when files were deleted (or would be, in check mode).
 author:
@@ -23,7 +24,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Lists the sets and files that would be deleted.
+    details: Lists the sets and files that would be deleted and the chains that would be left, exactly.
   diff_mode:
     support: full
     details: The chains (start and end times) before and after.
@@ -76,14 +77,13 @@ chains:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, parse, run, target_options)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
 
-def _chains(module, target):
-    st = run(module, api.status, target)
-    return [{"start_time": c["start_time"], "end_time": c["end_time"]} for c in st["chains"]]
+def _chains(chains):
+    return [{"start_time": c["start_time"], "end_time": c["end_time"]} for c in chains]
 
 
 def main():
@@ -95,33 +95,17 @@ def main():
                            required_one_of=[("older_than", "keep_full", "keep_full_with_incrementals", "cleanup")])
     p = module.params
     target = target_options(module)
-    force = not module.check_mode
-    before = _chains(module, target)
-    steps = []
-    if p["cleanup"]:
-        steps.append((api.cleanup, ()))
-    if p["older_than"]:
-        try:
-            steps.append((api.remove_older_than, (timespec.parse(p["older_than"]),)))
-        except CairnError as e:
-            fail(module, e)
-    if p["keep_full"] is not None:
-        steps.append((api.remove_all_but_n_full, (p["keep_full"],)))
-    if p["keep_full_with_incrementals"] is not None:
-        steps.append((api.remove_all_inc_of_but_n_full, (p["keep_full_with_incrementals"],)))
-    files, sets = [], []
-    for fn, args in steps:
-        r = run(module, fn, target, *args, force=force)
-        files += [f for f in r["files"] if f not in files]
-        sets += [{"type": s["type"], "time": s["time"]} for s in r["sets"] if {"type": s["type"], "time": s["time"]} not in sets]
-    if force:
-        after = _chains(module, target)
-    else:
-        gone = {s["time"] for s in sets if s["type"] == "full"}
-        after = [c for c in before if c["start_time"] not in gone]
-    result = dict(changed=bool(files), files=files, sets=sets, chains=after)
+    try:
+        policy = api.RetentionPolicy(older_than=parse(module, timespec.parse, p["older_than"]),
+                                     keep_full=p["keep_full"], keep_full_with_incrementals=p["keep_full_with_incrementals"],
+                                     cleanup=p["cleanup"])
+    except CairnError as e:
+        fail(module, e)
+    r = run(module, api.prune, target, policy, force=not module.check_mode)
+    result = dict(changed=r["changed"], files=r["files"], sets=[{"type": s["type"], "time": s["time"]} for s in r["sets"]],
+                  chains=_chains(r["chains_after"]))
     if module._diff:
-        result["diff"] = {"before": {"chains": before}, "after": {"chains": after}}
+        result["diff"] = {"before": {"chains": _chains(r["chains_before"])}, "after": {"chains": result["chains"]}}
     module.exit_json(**result)
 
 

@@ -42,6 +42,15 @@ options:
     description: Restore into a non-empty O(dest), replacing what is there.
     type: bool
     default: false
+  restore_ownership:
+    description:
+      - Give restored files their owners and groups. V(null) (the default) does so when the
+        module runs as root, as duplicity does; V(false) is C(--no-restore-ownership).
+    type: bool
+  numeric_owner:
+    description: Restore owners by the numeric ids stored, not by user and group names.
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -86,37 +95,29 @@ duration:
   sample: 1.5
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, parse, run, target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
 
 def main():
     spec = common_argument_spec()
     spec.update(dest=dict(type="path", required=True), path=dict(type="str"), time=dict(type="str"),
-                force=dict(type="bool", default=False))
+                force=dict(type="bool", default=False), restore_ownership=dict(type="bool"),
+                numeric_owner=dict(type="bool", default=False))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
     p = module.params
     target = target_options(module)
-    try:
-        t = timespec.parse(p["time"]) if p["time"] else None
-    except CairnError as e:
-        fail(module, e)
+    t = parse(module, timespec.parse, p["time"])
     if module.check_mode:
-        infos, set_time = run(module, api.list_files, target, t)
-        prefix = api._parse_path(p["path"])
-        paths = [os.fsdecode(i.relpath) for i in infos if i.index[:len(prefix)] == prefix]
-        if prefix and not paths:
-            module.fail_json(msg=f"{p['path']} is not in the backup of {timespec.to_iso(set_time)}", exit_code=19)
-        module.exit_json(changed=bool(paths), files=len(paths), paths=paths[:1000],
-                         time=timespec.to_iso(set_time), dest=p["dest"])
-    result = run(module, api.restore, target, p["dest"], time=t, path=p["path"], force=p["force"])
+        plan = run(module, api.plan_restore, target, time=t, path=p["path"])
+        module.exit_json(changed=plan["files"] > 0, files=plan["files"], paths=plan["paths"], time=plan["time"],
+                         dest=p["dest"])
+    result = run(module, api.restore, target, p["dest"], time=t, path=p["path"], force=p["force"],
+                 numeric_owner=p["numeric_owner"], restore_owner=p["restore_ownership"])
     for w in result.pop("warnings", []):
         warn(module, w)
     module.exit_json(changed=result["files"] > 0, **result)

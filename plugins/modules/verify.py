@@ -19,6 +19,7 @@ author:
   - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
   - cairn.backup.common
+  - cairn.backup.common.selection
   - cairn.backup.common.attributes
 attributes:
   check_mode:
@@ -31,7 +32,9 @@ options:
     description: The local directory to compare with; required with O(compare_data=true).
     type: path
   compare_data:
-    description: Compare each file with O(source) (duplicity's C(--compare-data)).
+    description:
+      - Compare each file with O(source) (duplicity's C(--compare-data)); the selection options
+        say which local files belong to the backup, so excluded files are not reported as new.
     type: bool
     default: false
   time:
@@ -96,13 +99,14 @@ time:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
-    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, fail, run, target_options, warn)
+    COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, parse, run, selection_argument_spec, selection_rules,
+    target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
-from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import CairnError
 
 
 def main():
     spec = common_argument_spec()
+    spec.update(selection_argument_spec())
     spec.update(source=dict(type="path"), compare_data=dict(type="bool", default=False),
                 time=dict(type="str"), path=dict(type="str"),
                 fail_on_difference=dict(type="bool", default=True))
@@ -111,12 +115,8 @@ def main():
                            required_if=[("compare_data", True, ("source",))])
     p = module.params
     target = target_options(module)
-    try:
-        t = timespec.parse(p["time"]) if p["time"] else None
-    except CairnError as e:
-        fail(module, e)
-    result = run(module, api.verify, target, p["source"], time=t, path=p["path"],
-                 compare_data=p["compare_data"])
+    result = run(module, api.verify, target, p["source"], time=parse(module, timespec.parse, p["time"]),
+                 path=p["path"], compare_data=p["compare_data"], rules=selection_rules(module))
     for w in result.pop("warnings", []):
         warn(module, w)
     if result["differences"] and p["fail_on_difference"]:

@@ -6,30 +6,28 @@
     cairn verify [--compare-data] [options] TARGET_URL SOURCE_DIR
     cairn collection-status|list-current-files|cleanup [options] TARGET_URL
     cairn remove-older-than TIME | remove-all-but-n-full N | remove-all-inc-of-but-n-full N [--force] TARGET_URL
+    cairn prune [--older-than TIME] [--keep-full N] [--keep-full-with-incrementals N] [--cleanup] [--force] TARGET_URL
 
 Secrets come from the environment (PASSPHRASE, SIGN_PASSPHRASE) or --passphrase-file, never argv.
 """
 import argparse
 import getpass
+import io
 import json
 import logging
 import os
-import re
-import shlex
 import sys
 import threading
 import time
 import traceback
 
-from . import __version__, api, timespec
-from .backends import BackendOptions, secrets_of
-from .crypto import CryptoOptions
+from . import __version__, api, options, timespec
+from .backends import secrets_of
 from .errors import CairnError, ExitCode, UserError
+from .logs import quiet_libraries
 from .redact import RedactingFilter, Secrets, redact_data, redact_text
+from .retention import RetentionPolicy
 
-COMMANDS = ("full", "incremental", "inc", "restore", "verify", "collection-status",
-            "list-current-files", "remove-older-than", "remove-all-but-n-full",
-            "remove-all-inc-of-but-n-full", "cleanup", "backup")
 log = logging.getLogger("cairn")
 
 
@@ -65,7 +63,7 @@ def build_parser():
     # the target lock of writers (backup, cleanup, remove-*)
     p.add_argument("--break-lock", action="store_true",
                    help="take over the target lock of another run, even a live one (warns naming it)")
-    p.add_argument("--lock-stale-after", type=_duration, default=api.DEFAULT_STALE_AFTER, metavar="TIME",
+    p.add_argument("--lock-stale-after", metavar="TIME",
                    help="take over a target lock not refreshed for this long (seconds, or 30m, 2h; default 30m)")
     # encryption
     p.add_argument("--no-encryption", action="store_true")
@@ -122,6 +120,12 @@ def build_parser():
     p.add_argument("--file-to-restore", dest="path")
     p.add_argument("-r", "--path-to-restore", dest="path")
     p.add_argument("--force", action="store_true")
+    # prune (cairn's own command: a whole retention policy at once)
+    p.add_argument("--older-than", metavar="TIME", help="prune: remove chains that ended before TIME")
+    p.add_argument("--keep-full", type=int, metavar="N", help="prune: keep the N newest chains")
+    p.add_argument("--keep-full-with-incrementals", type=int, metavar="N",
+                   help="prune: older chains than the N newest keep only their full backup")
+    p.add_argument("--cleanup", action="store_true", help="prune: also what cleanup removes")
     p.add_argument("--compare-data", action="store_true")
     p.add_argument("--numeric-owner", action="store_true")
     p.add_argument("--no-restore-ownership", "--do-not-restore-ownership", dest="no_restore_ownership",
@@ -142,20 +146,6 @@ _S3_CLASS_FLAGS = {"--s3-use-rrs": "REDUCED_REDUNDANCY", "--s3-use-ia": "STANDAR
                    "--s3-use-glacier-ir": "GLACIER_IR", "--s3-use-deep-archive": "DEEP_ARCHIVE"}
 
 
-def _duration(text):
-    """Seconds, or an interval of duplicity's units (90s, 30m, 2h, 1D)."""
-    t = text.strip()
-    if t.isdigit():
-        seconds = int(t)
-    elif re.fullmatch(r"(\d+[smhDW])+", t):
-        seconds = -timespec.parse(t, now=0)
-    else:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, or e.g. 30m, 2h)")
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the duration must be positive")
-    return seconds
-
-
 def _rate(text):
     units = {"": 1, "K": 1024, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -169,71 +159,38 @@ def _rate(text):
     return int(value)
 
 
-def backend_options(ns):
-    """BackendOptions from the command line; credentials come from the environment."""
-    return BackendOptions(
-        num_retries=ns.num_retries, timeout=ns.timeout, max_upload_rate=ns.max_upload_rate,
-        upload_concurrency=ns.upload_concurrency, env=dict(os.environ), ssh_options=" ".join(ns.ssh_options),
-        ssh_accept_new_host_key=ns.ssh_accept_new_host_key, s3_endpoint_url=ns.s3_endpoint_url,
-        s3_region_name=ns.s3_region_name, s3_storage_class=ns.s3_storage_class, s3_sse=ns.s3_sse,
-        s3_kms_key_id=ns.s3_kms_key_id, s3_kms_grant=ns.s3_kms_grant,
-        s3_unencrypted_connection=ns.s3_unencrypted_connection, s3_multipart_chunk_size=ns.s3_multipart_chunk_size,
-        s3_multipart_max_procs=ns.s3_multipart_max_procs, azure_blob_tier=ns.azure_blob_tier,
-        ssl_verify=not ns.ssl_no_check_certificate, ssl_cacert_file=ns.ssl_cacert_file,
-        ftp_passive=ns.ftp_passive)
+# CLI destinations -> the options vocabulary of options.py, where the names differ
+_OPTION_NAMES = {"mirror": "mirror_targets", "encrypt_key": "encrypt_keys", "hidden_encrypt_key": "hidden_encrypt_keys",
+                 "s3_sse": "s3_server_side_encryption", "ssl_cacert_file": "ca_cert_file"}
 
 
-def _passphrase(ns, env_name="PASSPHRASE", required=False):
-    if ns.passphrase_file:
-        try:
-            with open(ns.passphrase_file, encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        except OSError as e:
-            raise UserError(f"cannot read passphrase file {ns.passphrase_file}: {e.strerror}") from None
-    value = os.environ.get(env_name)
-    if value is not None:
-        return value
-    if required and sys.stdin.isatty():
-        return getpass.getpass("GnuPG passphrase: ")
-    if required:
+# selection options: argparse keeps them, in command-line order, in ns.rules only
+_RULE_DESTS = frozenset(("include", "exclude", "include_filelist", "exclude_filelist", "include_regexp",
+                         "exclude_regexp", "exclude_if_present", "exclude_older_than", "exclude_device_files",
+                         "exclude_other_filesystems"))
+
+
+def _mapping(ns, **extra):
+    """The parsed command line as a mapping of option names (options.py's vocabulary)."""
+    m = {_OPTION_NAMES.get(k, k): v for k, v in vars(ns).items() if k not in _RULE_DESTS}
+    m.update(validate_certs=not ns.ssl_no_check_certificate,
+             adaptive_compression=not ns.no_adaptive_compression, **extra)
+    return m
+
+
+def _ask_passphrase():
+    if not sys.stdin.isatty():
         raise UserError("no passphrase: set PASSPHRASE, use --passphrase-file, or --encrypt-key for "
                         "public-key encryption, or --no-encryption")
-    return None
+    return getpass.getpass("GnuPG passphrase: ")
 
 
-def _crypto(ns, writing):
-    if ns.no_encryption:
-        return CryptoOptions(mode="none")
-    pubkey = bool(ns.encrypt_key or ns.hidden_encrypt_key)
-    passphrase = _passphrase(ns, required=writing and not pubkey)
-    sign_pass = os.environ.get("SIGN_PASSPHRASE") or passphrase
-    return CryptoOptions(mode="pubkey" if pubkey else "symmetric", passphrase=passphrase,
-                         sign_passphrase=sign_pass, recipients=tuple(ns.encrypt_key),
-                         hidden_recipients=tuple(ns.hidden_encrypt_key), sign_key=ns.sign_key,
-                         gnupg_home=os.environ.get("GNUPGHOME"),
-                         gpg_options=tuple(shlex.split(ns.gpg_options)), gpg_binary=ns.gpg_binary)
-
-
-def _target(ns, url, writing):
-    return api.TargetOptions(url=url, crypto=_crypto(ns, writing), archive_dir=ns.archive_dir,
-                             name=ns.name, tempdir=ns.tempdir, file_prefix=ns.file_prefix,
-                             backend=backend_options(ns), mirrors=list(ns.mirror),
-                             lock_stale_after=ns.lock_stale_after, break_lock=ns.break_lock)
+def _target(ns, url, writing=False):
+    return options.target_options(_mapping(ns, target=url), os.environ, writing=writing, ask=_ask_passphrase)
 
 
 def _time(ns):
     return timespec.parse(ns.time) if ns.time else None
-
-
-def _rules(ns):
-    rules = []
-    for kind, value in getattr(ns, "rules", None) or []:
-        if kind == "exclude-older-than":
-            value = timespec.parse(value)
-        elif kind in ("exclude-device-files", "exclude-other-filesystems"):
-            value = None
-        rules.append((kind, value))
-    return rules
 
 
 def _is_url(s):
@@ -241,7 +198,7 @@ def _is_url(s):
 
 
 def _split_command(args):
-    if args and args[0] in COMMANDS:
+    if args and args[0] in HANDLERS:
         return args[0], args[1:]
     if len(args) == 2:
         if _is_url(args[1]) and not _is_url(args[0]):
@@ -256,6 +213,168 @@ def _want(args, n, usage):
     if len(args) != n:
         raise UserError(f"command line error: usage: cairn {usage}")
     return args
+
+
+# --- the commands: each takes (ns, args, out, progress) and returns (result, exit code) ----------
+
+def _backup(command, ns, args, out, progress):
+    src, url = _want(args, 2, f"{command} SOURCE_DIR TARGET_URL")
+    mode = {"full": "full", "incremental": "incremental", "inc": "incremental"}.get(command, "auto")
+    opts = options.backup_options(_mapping(ns, source=src, mode=mode))
+    result = api.backup(_target(ns, url, writing=True), opts, progress=progress)
+    if not ns.json and not ns.no_print_statistics:
+        _say(out, _stats_text(result))
+    return result, result["exit_code"]
+
+
+def _restore(command, ns, args, out, progress):
+    url, dest = _want(args, 2, "restore [--time T] [-r PATH] TARGET_URL DEST")
+    result = api.restore(_target(ns, url), dest, time=_time(ns), path=ns.path, force=ns.force,
+                         numeric_owner=ns.numeric_owner, restore_owner=False if ns.no_restore_ownership else None,
+                         progress=progress)
+    return result, ExitCode.OK
+
+
+def _verify(command, ns, args, out, progress):
+    url, src = _want(args, 2, "verify [--compare-data] TARGET_URL SOURCE_DIR")
+    result = api.verify(_target(ns, url), src, time=_time(ns), path=ns.path, compare_data=ns.compare_data,
+                        rules=options.selection_rules(_mapping(ns)), progress=progress)
+    if not ns.json:
+        for d in result["differences"]:
+            _say(out, f"Difference found: {d['message']}")
+        of = f" of {result['files_in_backup']} in the backup" if result["files_in_backup"] is not None else ""
+        _say(out, f"Verify complete: {result['compared']} file(s) compared{of}, "
+                  f"{len(result['differences'])} difference(s) found.")
+    return result, ExitCode.GENERIC if result["differences"] else ExitCode.OK
+
+
+def _collection_status(command, ns, args, out, progress):
+    (url,) = _want(args, 1, "collection-status TARGET_URL")
+    result = api.status(_target(ns, url))
+    if not ns.json:
+        out.write(format_status(result))
+    return result, ExitCode.OK
+
+
+def _list_current_files(command, ns, args, out, progress):
+    (url,) = _want(args, 1, "list-current-files [--time T] TARGET_URL")
+    infos, t = api.list_files(_target(ns, url), _time(ns))
+    if ns.json:
+        return {"time": timespec.to_iso(t), "files": [
+            {"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
+             "size": i.size, "mode": i.mode} for i in infos]}, ExitCode.OK
+    buf = getattr(out, "buffer", None)
+    for i in infos:
+        line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
+        if buf is not None:
+            buf.write(line)
+        else:
+            out.write(os.fsdecode(line))
+    return None, ExitCode.OK
+
+
+def _count(command, arg):
+    try:
+        return int(arg)
+    except ValueError:
+        raise UserError(f"command line error: {command} needs a number, got {arg!r}") from None
+
+
+def _remove(command, ns, args, out, progress):
+    """duplicity's remove-older-than, remove-all-but-n-full, remove-all-inc-of-but-n-full."""
+    arg, url = _want(args, 2, f"{command} {'TIME' if command == 'remove-older-than' else 'N'} [--force] TARGET_URL")
+    if command == "remove-older-than":
+        policy = RetentionPolicy(older_than=timespec.parse(arg))
+    elif command == "remove-all-but-n-full":
+        policy = RetentionPolicy(keep_full=_count(command, arg))
+    else:
+        policy = RetentionPolicy(keep_full_with_incrementals=_count(command, arg))
+    return _prune_with(policy, ns, url, out)
+
+
+def _cleanup(command, ns, args, out, progress):
+    (url,) = _want(args, 1, "cleanup [--force] TARGET_URL")
+    return _prune_with(RetentionPolicy(cleanup=True), ns, url, out)
+
+
+def _prune(command, ns, args, out, progress):
+    """cairn's own: a whole retention policy in one run (what run-job and the prune module do)."""
+    (url,) = _want(args, 1, "prune [--older-than TIME] [--keep-full N] [--keep-full-with-incrementals N] "
+                            "[--cleanup] [--force] TARGET_URL")
+    policy = RetentionPolicy(older_than=timespec.parse(ns.older_than) if ns.older_than else None,
+                             keep_full=ns.keep_full, keep_full_with_incrementals=ns.keep_full_with_incrementals,
+                             cleanup=ns.cleanup)
+    if policy.empty:
+        raise UserError("command line error: prune needs --older-than, --keep-full, "
+                        "--keep-full-with-incrementals or --cleanup")
+    return _prune_with(policy, ns, url, out)
+
+
+def _prune_with(policy, ns, url, out):
+    result = api.prune(_target(ns, url), policy, force=ns.force)
+    if not ns.json:
+        _print_prune(result, out)
+    return result, ExitCode.OK
+
+
+HANDLERS = {
+    "full": _backup, "incremental": _backup, "inc": _backup, "backup": _backup,
+    "restore": _restore,
+    "verify": _verify,
+    "collection-status": _collection_status,
+    "list-current-files": _list_current_files,
+    "remove-older-than": _remove, "remove-all-but-n-full": _remove, "remove-all-inc-of-but-n-full": _remove,
+    "cleanup": _cleanup,
+    "prune": _prune,
+}
+
+
+# --- text output -----------------------------------------------------------------------------------
+
+def format_status(st):
+    """duplicity's collection-status text (3.x wording), from api.status()'s plain data."""
+    out = io.StringIO()
+    w = out.write
+    chains = st["chains"]
+    if chains:
+        w(f"Last full backup date: {timespec.asctime(st['last_full_timestamp'])}\n")
+    else:
+        w("Last full backup date: none\n")
+    w("Collection Status\n-----------------\n")
+    # duplicity names its backend class here; cairn's backends all sit in its one wrapper too
+    w("Connecting with backend: BackendWrapper\n")
+    w(f"Archive dir: {st['archive_dir']}\n\n")
+    secondary = st["secondary_chains"]
+    w(f"Found {len(secondary)} secondary backup chain(s).\n")
+    for i, c in enumerate(secondary, 1):
+        w(f"Secondary chain {i} of {len(secondary)}:\n")
+        _chain_text(w, c)
+    w("\n")
+    if chains:
+        w("Found primary backup chain with matching signature chain:\n")
+        _chain_text(w, st["primary_chain"])
+    else:
+        w("No backup chains with active signatures found\n")
+    if st["orphaned_sets"] or st["incomplete_sets"]:
+        w(f"Also found {len(st['orphaned_sets'])} backup set(s) not part of any chain,\n")
+        w(f"and {len(st['incomplete_sets'])} incomplete backup set(s).\n")
+        w('These may be deleted by running duplicity with the "cleanup" command.\n')
+    else:
+        w("No orphaned or incomplete backup sets found.\n")
+    return out.getvalue()
+
+
+def _chain_text(w, c):
+    w("-------------------------\n")
+    w(f"Chain start time: {timespec.asctime(c['start_timestamp'])}\n")
+    w(f"Chain end time: {timespec.asctime(c['end_timestamp'])}\n")
+    w(f"Number of contained backup sets: {len(c['sets'])}\n")
+    w(f"Total number of contained volumes: {c['volumes']}\n")
+    w("%20s   %30s   %15s\n" % ("Type of backup set:", "Time:", "Num volumes:"))
+    for s in c["sets"]:
+        w("%20s   %30s   %15s\n" % ("Full" if s["type"] == "full" else "Incremental",
+                                    timespec.asctime(s["timestamp"]), s["volumes"]))
+    w("-------------------------\n")
 
 
 class _Progress:
@@ -334,76 +453,8 @@ def run(argv, secrets=None):
     progress = _Progress(sys.stderr.isatty() if ns.progress is None else ns.progress)
     secrets = secrets if secrets is not None else Secrets()
     out = _RedactedOutput(sys.stdout, secrets)
-    rc = ExitCode.OK
-    result = None
     try:
-        if command in ("full", "incremental", "inc", "backup"):
-            src, url = _want(args, 2, f"{command} SOURCE_DIR TARGET_URL")
-            mode = {"full": "full", "incremental": "incremental", "inc": "incremental"}.get(command, "auto")
-            opts = api.BackupOptions(
-                source=src, mode=mode, volsize=ns.volsize, rules=_rules(ns),
-                full_if_older_than=timespec.parse(ns.full_if_older_than) if ns.full_if_older_than else None,
-                allow_source_mismatch=ns.allow_source_mismatch, max_blocksize=ns.max_blocksize,
-                jobs=ns.jobs, adaptive_compression=not ns.no_adaptive_compression,
-                compress_level=ns.compress_level)
-            result = api.backup(_target(ns, url, True), opts, progress=progress)
-            rc = result["exit_code"]
-            if not ns.json and not ns.no_print_statistics:
-                _say(out, _stats_text(result))
-        elif command == "restore":
-            url, dest = _want(args, 2, "restore [--time T] [-r PATH] TARGET_URL DEST")
-            result = api.restore(_target(ns, url, False), dest, time=_time(ns), path=ns.path,
-                                 force=ns.force, numeric_owner=ns.numeric_owner,
-                                 restore_owner=False if ns.no_restore_ownership else None,
-                                 progress=progress)
-        elif command == "verify":
-            url, src = _want(args, 2, "verify [--compare-data] TARGET_URL SOURCE_DIR")
-            result = api.verify(_target(ns, url, False), src, time=_time(ns), path=ns.path,
-                                compare_data=ns.compare_data, rules=_rules(ns), progress=progress)
-            if not ns.json:
-                for d in result["differences"]:
-                    _say(out, f"Difference found: {d['message']}")
-                of = f" of {result['files_in_backup']} in the backup" if result["files_in_backup"] is not None else ""
-                _say(out, f"Verify complete: {result['compared']} file(s) compared{of}, "
-                          f"{len(result['differences'])} difference(s) found.")
-            rc = ExitCode.GENERIC if result["differences"] else ExitCode.OK
-        elif command == "collection-status":
-            (url,) = _want(args, 1, "collection-status TARGET_URL")
-            st = api.status(_target(ns, url, False))
-            st.pop("_collection") if ns.json else None
-            if ns.json:
-                result = st
-            else:
-                out.write(api.format_status(st))
-        elif command == "list-current-files":
-            (url,) = _want(args, 1, "list-current-files [--time T] TARGET_URL")
-            infos, t = api.list_files(_target(ns, url, False), _time(ns))
-            if ns.json:
-                result = {"time": timespec.to_iso(t), "files": [
-                    {"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
-                     "size": i.size, "mode": i.mode} for i in infos]}
-            else:
-                buf = out.buffer if hasattr(out, "buffer") else None
-                for i in infos:
-                    line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
-                    buf.write(line) if buf else out.write(os.fsdecode(line))
-        elif command in ("remove-older-than", "remove-all-but-n-full", "remove-all-inc-of-but-n-full"):
-            arg, url = _want(args, 2, f"{command} {'TIME' if command == 'remove-older-than' else 'N'} [--force] TARGET_URL")
-            target = _target(ns, url, False)
-            if command == "remove-older-than":
-                result = api.remove_older_than(target, timespec.parse(arg), force=ns.force)
-            else:
-                try:
-                    n = int(arg)
-                except ValueError:
-                    raise UserError(f"command line error: {command} needs a number, got {arg!r}") from None
-                fn = api.remove_all_but_n_full if command == "remove-all-but-n-full" else api.remove_all_inc_of_but_n_full
-                result = fn(target, n, force=ns.force)
-            _print_prune(result, ns, out)
-        elif command == "cleanup":
-            (url,) = _want(args, 1, "cleanup [--force] TARGET_URL")
-            result = api.cleanup(_target(ns, url, False), force=ns.force)
-            _print_prune(result, ns, out)
+        result, rc = HANDLERS[command](command, ns, args, out, progress)
     finally:
         progress.done()
     if ns.json and result is not None:
@@ -445,9 +496,7 @@ def run_secrets(argv, env):
     return secrets_of(urls, env)
 
 
-def _print_prune(result, ns, out):
-    if ns.json:
-        return
+def _print_prune(result, out):
     if not result["files"]:
         _say(out, "No old backup sets found, nothing deleted.")
         return
@@ -462,6 +511,7 @@ def _print_prune(result, ns, out):
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    quiet_libraries()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run-job"]:
         from .job import main as run_job

@@ -8,7 +8,6 @@ complete.
 import errno
 import functools
 import gzip
-import logging
 import os
 import shutil
 import threading
@@ -21,10 +20,6 @@ try:
 except ImportError:      # reported when encryption is actually used
     gnupg = None
 
-# python-gnupg warns on stderr about every non-zero gpg exit, and logs a traceback when gpg goes
-# away under an interrupted run; this layer turns each failure into one error message of its
-# own, so its messages would only repeat it, less clearly
-logging.getLogger("gnupg").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)

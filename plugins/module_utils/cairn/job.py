@@ -9,13 +9,12 @@ the `cairn` CLI with --json, so a job does exactly what the same command line wo
 The config (written by the cairn.backup.job role) holds no secrets: those come from the
 environment (systemd's EnvironmentFile=, or ``credentials_file`` read here for cron).
 Exit status: 0 when the backup succeeded (or finished with unreadable files: 9 is reported
-in the metrics and the heartbeat, not as a failure), else the failing step's code; 75 when
-another run of the job holds the lock.
+in the metrics and the heartbeat, not as a failure), else the failing step's code; 70 when a
+hook failed; 75 when another run of the job holds the lock (errors.ExitCode).
 """
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,10 +22,12 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from .backends import secrets_of
+from .crypto import agent_running, stop_agent
+from .errors import ExitCode, TimeStringError
 from .redact import Secrets, redact_data, redact_text, redact_url
+from .timespec import parse_duration
 
-LOCKED = 75           # EX_TEMPFAIL: another run of this job is in progress
-HOOK_FAILED = 70      # a pre- or post-hook failed
+SUCCEEDED = (ExitCode.OK, ExitCode.SKIPPED_FILES)   # 9: complete, some files unreadable (reported)
 
 
 def load_env_file(path):
@@ -51,19 +52,6 @@ def load_env_file(path):
     return env
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_interval(value):
-    """Seconds from 3600, "3600", "12h", "7d" or "2w"; None or "" for never."""
-    if value in (None, "", 0):
-        return None
-    text = str(value).strip().lower()
-    if text.isdigit():
-        return int(text)
-    if text[:-1].isdigit() and text[-1] in _UNITS:
-        return int(text[:-1]) * _UNITS[text[-1]]
-    raise ValueError(f"verify_interval {value!r} is not a number of seconds or a count of s, m, h, d or w")
 
 
 class Job:
@@ -104,7 +92,7 @@ class Job:
         for line in lines:
             self.log(line)
         # the engine's last word on a failure, for the state file (redacted again: it is stored)
-        self.last_error = redact_text(lines[-1].strip(), self.secrets)[:500] if r.returncode not in (0, 9) and lines else ""
+        self.last_error = redact_text(lines[-1].strip(), self.secrets)[:500] if r.returncode not in SUCCEEDED and lines else ""
         try:
             result = json.loads(r.stdout) if r.stdout.strip() else {}
         except ValueError:
@@ -133,26 +121,28 @@ class Job:
         return self.cli(*args, self.c["source"], targets[0])
 
     def prune(self):
+        """The job's retention, as one policy per target (`cairn prune`: the engine's one
+        RetentionPolicy, which the prune module applies too)."""
         keep = self.c.get("retention") or {}
-        steps = []
-        if keep.get("older_than"):
-            steps.append(("remove-older-than", str(keep["older_than"])))
-        if keep.get("keep_full"):
-            steps.append(("remove-all-but-n-full", str(keep["keep_full"])))
-        if keep.get("keep_full_with_incrementals"):
-            steps.append(("remove-all-inc-of-but-n-full", str(keep["keep_full_with_incrementals"])))
-        for command, arg in steps:
-            for target in self.c["targets"]:
-                code, _result = self.cli(command, arg, "--force", *self.common(), target)
-                if code != 0:
-                    return code
-        return 0
+        args = []
+        for key in ("older_than", "keep_full", "keep_full_with_incrementals"):
+            if keep.get(key):
+                args += [f"--{key.replace('_', '-')}", str(keep[key])]
+        if keep.get("cleanup"):
+            args.append("--cleanup")
+        if not args:
+            return ExitCode.OK
+        for target in self.c["targets"]:
+            code, _result = self.cli("prune", *args, "--force", *self.common(), target)
+            if code != ExitCode.OK:
+                return code
+        return ExitCode.OK
 
     def _failed(self, step, code):
         return f"{step} failed with exit {code}" + (f": {self.last_error}" if self.last_error else "")
 
     def verify_due(self, state, now):
-        every = parse_interval(self.c.get("verify_interval"))
+        every = parse_duration(self.c.get("verify_interval"))
         return bool(every) and now - (state.get("last_verify") or 0) >= every
 
     def verify(self):
@@ -224,41 +214,18 @@ class Job:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.log(f"job {self.name}: another run holds {lock_path}; not starting a second one")
-            return LOCKED
-        agent_was_running = self._gpg_agent_running()
+            return ExitCode.JOB_LOCKED
+        # gpg starts a gpg-agent for the keyring and leaves it running. One this run started is
+        # this run's to end: under systemd it would keep the unit "deactivating" until systemd
+        # kills it, and under cron it would linger for good.
+        home = self.env.get("GNUPGHOME")
+        agent_was_running = agent_running(home)
         try:
             return self._run()
         finally:
             if not agent_was_running:
-                self._stop_gpg_agent()
+                stop_agent(home)
             lock.close()
-
-    # gpg starts a gpg-agent for the keyring (to cache passphrases) and leaves it running. One
-    # this run started is this run's to end: under systemd it would otherwise keep the unit
-    # "deactivating" until systemd kills it, and under cron it would linger for good.
-    def _gpg_agent_running(self):
-        """Whether a gpg-agent answers on this keyring's socket (without starting one)."""
-        try:
-            r = subprocess.run(["gpgconf", "--list-dirs", "agent-socket"], env=self.env, capture_output=True,
-                               text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return True           # cannot tell: leave whatever is there alone
-        path = r.stdout.strip()
-        if r.returncode != 0 or not path:
-            return True
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            try:
-                sock.connect(path)
-            except OSError:
-                return False
-        return True
-
-    def _stop_gpg_agent(self):
-        try:
-            subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=self.env, capture_output=True,
-                           timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
 
     def _run(self):
         started = time.time()
@@ -266,28 +233,28 @@ class Job:
         state.update(last_run=int(started))
         code, message, result = 0, "", {}
         if self.hook("pre_hook") != 0:
-            code, message = HOOK_FAILED, "the pre-hook failed"
+            code, message = ExitCode.JOB_HOOK_FAILED, "the pre-hook failed"
         if code == 0:
             code, result = self.backup()
-            if code not in (0, 9):
+            if code not in SUCCEEDED:
                 message = self._failed("backup", code)
-        if code in (0, 9):
+        if code in SUCCEEDED:
             state.update(last_bytes=result.get("bytes_stored"), last_type=result.get("type"),
                          last_warnings=len(result.get("warnings", [])) + result.get("errors", 0))
             prune_code = self.prune()
-            if prune_code != 0:
+            if prune_code != ExitCode.OK:
                 code, message = prune_code, self._failed("retention", prune_code)
-        if code in (0, 9) and self.verify_due(state, started):
+        if code in SUCCEEDED and self.verify_due(state, started):
             vcode, vres = self.verify()
-            if vcode == 0:
+            if vcode == ExitCode.OK:
                 state["last_verify"] = int(time.time())
             else:
                 n_diff = len(vres.get("differences", []))
                 code, message = vcode, (f"verify failed with exit {vcode}: {n_diff} difference(s)" if n_diff
                                         else self._failed("verify", vcode))
-        status = "success" if code in (0, 9) else "failure"
+        status = "success" if code in SUCCEEDED else "failure"
         if self.hook("post_hook", status) != 0 and status == "success":
-            code, message, status = HOOK_FAILED, "the post-hook failed", "failure"
+            code, message, status = ExitCode.JOB_HOOK_FAILED, "the post-hook failed", "failure"
         finished = time.time()
         state.update(last_exit_code=code, last_duration=round(finished - started, 3), failed=status != "success",
                      last_message=message)
@@ -301,7 +268,7 @@ class Job:
                    f"{state['last_duration']} s")
         self.log(summary)
         self.ping(self.c.get("heartbeat_url") if status == "success" else self.c.get("failure_url"), summary)
-        return 0 if status == "success" else code or 1
+        return ExitCode.OK if status == "success" else code or ExitCode.GENERIC
 
 
 def _log_stderr(msg):
@@ -343,19 +310,19 @@ def _atomic_write(path, text, mode):
 def main(argv):
     if len(argv) != 1:
         _log_stderr("usage: cairn run-job /etc/cairn/jobs/NAME.json")
-        return 23
+        return ExitCode.USER_ERROR
     try:
         with open(argv[0], encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
         _log_stderr(redact_text(f"cairn run-job: cannot read {argv[0]}: {e}"))
-        return 23
+        return ExitCode.USER_ERROR
     try:
-        parse_interval(config.get("verify_interval"))
-    except ValueError as e:
-        _log_stderr(f"cairn run-job: {argv[0]}: {e}")
-        return 23
+        parse_duration(config.get("verify_interval"))
+    except TimeStringError as e:
+        _log_stderr(f"cairn run-job: {argv[0]}: verify_interval: {e}")
+        return ExitCode.USER_ERROR
     return Job(config).run()
 
 
-__all__ = ["Job", "load_env_file", "main", "parse_interval"]
+__all__ = ["Job", "load_env_file", "main"]

@@ -16,11 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import archive, librsync
+from . import archive, librsync, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
-from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, RestoreError, UnsafeArchive,
-                     ExitCode, LOCAL_ERRNOS, LocalIOError)
+from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, NoBackupFound, RestoreError,
+                     UnsafeArchive, ExitCode, LOCAL_ERRNOS, LocalIOError)
 
 
 # --- volumes of one set ----------------------------------------------------------------------
@@ -669,3 +669,69 @@ def check_target(dest, force):
         elif not force:
             raise RestoreError(f"restore target {dest} exists; use --force to replace it",
                                ExitCode.RESTORE_TARGET_NOT_EMPTY)
+
+
+# --- a chain at a point in time ----------------------------------------------------------------
+
+def parse_path(path):
+    """The index of a --path-to-restore ("etc/nginx", "/etc/nginx/", "./etc"): its components."""
+    if not path:
+        return ()
+    return tuple(c for c in os.fsencode(path).strip(b"/").split(b"/") if c not in (b"", b"."))
+
+
+def chain_at(col, t):
+    """(chain, sets) of the backup at time ``t``: the chain holding it, its full and the
+    incrementals up to ``t``."""
+    chain = col.chain_for_time(t)
+    if chain is None:
+        raise NoBackupFound("no backup found at the target (no complete backup set with a manifest)")
+    return chain, chain.sets_until(t)
+
+
+def _volumes_of(sess, s, prefix=()):
+    man = sess.manifest(s)
+    numbers = sorted(man.volumes) if not prefix else man.volumes_containing(prefix)
+    out = []
+    for n in numbers:
+        name = s.volumes.get(n)
+        if name is None:
+            raise BackendNotFound(f"volume {n} of the backup set of {timespec.to_iso(s.end_time)} is "
+                                  "missing from the target")
+        out.append((name, man.volumes[n].hashes.get("SHA1")))
+    return out
+
+
+def _strip_prefix(members, prefix):
+    n = len(prefix)
+    for m, read in members:
+        if m.index[:n] != prefix:
+            continue
+        m.index = m.index[n:]
+        if m.info is not None:
+            m.info.index = m.index
+        yield m, read
+
+
+def chain_entries(sess, sets, prefix, fetcher, on_warning):
+    """(index, [SetEntry...]) of the chain's sets merged by path, below ``prefix`` (indexes
+    relative to it), read only from the volumes that can hold it."""
+    iters = []
+    for s in sets:
+        members = set_members(fetcher, _volumes_of(sess, s, prefix))
+        iters.append(_strip_prefix(members, prefix) if prefix else members)
+    return merged_entries(iters, on_warning)
+
+
+def restore_sets(sess, sets, prefix, writer, on_warning, progress=None):
+    """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter)."""
+    fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
+    try:
+        for index, entries in chain_entries(sess, sets, prefix, fetcher, on_warning):
+            writer.write(index, entries)
+            if progress:
+                progress(writer.written)
+        writer.close()
+    finally:
+        writer.discard()
+        fetcher.close()

@@ -115,6 +115,34 @@ def parse(s, now=None):
     raise _bad(s)
 
 
+_DURATION_UNITS = dict(_UNITS, d=_UNITS["D"], w=_UNITS["W"], y=_UNITS["Y"])
+_DURATION = re.compile(r"^(\d+[smhdDwWMyY])+$", re.A)
+_DURATION_PART = re.compile(r"(\d+)([smhdDwWMyY])", re.A)
+
+
+def parse_duration(value):
+    """Seconds from a number of seconds (an int, or ASCII digits) or an interval: duplicity's
+    units s m h D W M Y (90s, 30m, 1h30m, 7D, 2W, 6M, 1Y; d, w and y in lower case too, which
+    job configs use; m is minutes, M months). None or "" gives None. The one parser of
+    durations: --lock-stale-after, a job's intervals, a module's min_interval."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TimeStringError(f"not a duration: {value!r} (seconds, or an interval such as 30m, 12h, 7D)")
+    if isinstance(value, int):
+        if value < 0:
+            raise TimeStringError(f"a duration cannot be negative: {value}")
+        return value
+    text = value.strip()
+    if _EPOCH.match(text) and len(text) <= 15:
+        return int(text)
+    if _DURATION.match(text) and all(len(n) <= 15 for n, _u in _DURATION_PART.findall(text)):
+        return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    shown = text if len(text) <= 100 else text[:100] + "..."
+    raise TimeStringError(f"not a duration: {shown!r} (seconds, or an interval of s m h D W M Y such as "
+                          "90s, 30m, 12h, 7D, 2W)")
+
+
 def _shown_time(t):
     """``t`` within what gmtime/localtime and a four-digit year can show (a crafted archive
     may carry any mtime up to 2**63-1)."""

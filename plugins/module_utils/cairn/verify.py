@@ -3,11 +3,12 @@
 import filecmp
 import os
 
-from . import archive
+from . import archive, timespec
 from .archive import REG, SYM, CHR, BLK
-from .restore import write_content
+from .backup import merged_signatures
+from .errors import CairnError, ExitCode, HashMismatch
+from .restore import VolumeFetcher, chain_entries, write_content
 from .selection import Selection
-from . import timespec
 
 
 class Comparer:
@@ -21,7 +22,6 @@ class Comparer:
         if compare_data:
             root = os.path.join(os.fsencode(source), *prefix) if prefix else os.fsencode(source)
             if not os.path.lexists(root):
-                from .errors import CairnError, ExitCode
                 raise CairnError(f"verify: {os.fsdecode(root)} does not exist", ExitCode.VERIFY_DIR_MISSING)
             self.local = iter(Selection(root, rules).walk()) if os.path.isdir(root) else None
             self.single_root = None if self.local is not None else root
@@ -95,3 +95,36 @@ class Comparer:
 
 def _rel(index):
     return os.fsdecode(b"/".join(index)) if index else "."
+
+
+def files_in_backup(sess, sets, prefix, warnings):
+    """How many paths (under ``prefix``) the backup holds, from its signatures; None (with a
+    warning) when a set has no signature file to count from."""
+    missing = [s for s in sets if not s.signature]
+    if missing:
+        warnings.append(f"the set of {timespec.to_iso(missing[0].end_time)} has no signature file: "
+                        "cannot check that the volumes hold every file")
+        return None
+    n = len(prefix)
+    return sum(1 for e in merged_signatures(sess.signature_paths(sets)) if e.index[:n] == prefix)
+
+
+def verify_sets(sess, sets, prefix, comparer, warnings, progress=None):
+    """Fetch, hash-check, decrypt and parse every volume of ``sets`` that can hold ``prefix``,
+    handing each entry to ``comparer``; the files found must be the files the signatures list
+    (a damaged or forged set holds fewer: HashMismatch, 21)."""
+    expected = files_in_backup(sess, sets, prefix, warnings)
+    fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
+    try:
+        for index, entries in chain_entries(sess, sets, prefix, fetcher, warnings.append):
+            comparer.archive_entry(index, entries)
+            if progress:
+                progress(comparer.compared)
+        comparer.finish()
+    finally:
+        fetcher.close()
+    if expected is not None and comparer.compared != expected:
+        raise HashMismatch(f"verify: the volumes of the backup of {timespec.to_iso(sets[-1].end_time)} "
+                           f"hold {comparer.compared} of the {expected} files its signatures list; the "
+                           "backup is damaged or was not written by a backup run")
+    return expected

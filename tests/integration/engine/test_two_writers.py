@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "bac
 from servers import Sshd  # noqa: E402
 
 from cairn import api  # noqa: E402
-from cairn.backends import open_raw, register, unregister  # noqa: E402
+from cairn.backends import BackendOptions, open_raw, register, unregister  # noqa: E402
 from cairn.backends.base import Backend  # noqa: E402
 from cairn.collection import Collection  # noqa: E402
 from cairn.crypto import CryptoOptions  # noqa: E402
@@ -158,7 +158,7 @@ def test_two_writers_on_sftp(tmp_path, sshd):
     assert len(made) >= 1
     names = _target_names(remote)
     _assert_sets_restore(tmp_path, url, made, states, names,
-                         backend=api.BackendOptions(ssh_options=sshd.ssh_options))
+                         backend=BackendOptions(ssh_options=sshd.ssh_options))
 
 
 def test_a_killed_writers_lock_is_taken_over_at_once(tmp_path):

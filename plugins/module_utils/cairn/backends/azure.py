@@ -44,9 +44,6 @@ from ..redact import Secrets, redact_text, redact_url
 from .base import Backend, check_name, local_write_error, missing_library, split_url
 
 log = logging.getLogger("cairn")
-# The SDK logs every request's URL and headers at INFO; keep all of it out of cairn's output.
-for _name in ("azure", "azure.core.pipeline.policies.http_logging_policy", "azure.storage", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 MiB = 1 << 20
 # transfers of one blob run this many requests at once, whatever --upload-concurrency says

@@ -31,8 +31,6 @@ from ..redact import redact_text, redact_url
 from .base import Backend, check_name, error_text, missing_library, split_url
 
 log = logging.getLogger("cairn")
-for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 MiB = 1 << 20
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}

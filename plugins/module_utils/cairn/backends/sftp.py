@@ -32,7 +32,6 @@ from ..redact import redact_url
 from .base import TEMP_PREFIX, Backend, check_name, error_text, missing_library, split_url
 
 log = logging.getLogger("cairn")
-logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 WINDOW = 64 << 20
 MAX_PACKET = 256 << 10     # the server caps it at what it supports

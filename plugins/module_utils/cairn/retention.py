@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Retention: which sets and files a policy removes, as one plan that prune, run-job and the
+prune module share (and check mode shows exactly).
+
+duplicity's commands are single rules of a policy: ``remove-older-than T`` is
+``RetentionPolicy(older_than=T)``, ``remove-all-but-n-full N`` is ``keep_full=N``,
+``remove-all-inc-of-but-n-full N`` is ``keep_full_with_incrementals=N`` and ``cleanup`` is
+``cleanup=True``. Each rule selects sets of the collection as it is; together they remove the
+union, which is what running them one after the other removes (each rule cuts at a time, and
+removing older chains never moves where the next rule cuts). The chain of the newest backup is
+never removed.
+"""
+import logging
+from dataclasses import dataclass, field
+
+from .backends.base import TEMP_PREFIX
+from .errors import UserError
+from .lock import is_lock_name, stale_lock_names
+from . import naming
+
+log = logging.getLogger("cairn")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    older_than: int = None                     # epoch seconds: remove chains that ended before
+    keep_full: int = None                      # keep this many newest chains
+    keep_full_with_incrementals: int = None    # older chains keep only their full
+    cleanup: bool = False                      # incomplete and orphaned sets, stray files
+
+    def __post_init__(self):
+        for name in ("keep_full", "keep_full_with_incrementals"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise UserError(f"{name.replace('_', ' ')}: the number of full backups to keep must be at least 1")
+
+    @property
+    def empty(self):
+        return (self.older_than is None and self.keep_full is None and self.keep_full_with_incrementals is None
+                and not self.cleanup)
+
+    @property
+    def action(self):
+        """duplicity's command name when the policy is one of its commands, else "prune"."""
+        rules = [name for name, on in (("remove-older-than", self.older_than is not None),
+                                       ("remove-all-but-n-full", self.keep_full is not None),
+                                       ("remove-all-inc-of-but-n-full", self.keep_full_with_incrementals is not None),
+                                       ("cleanup", self.cleanup)) if on]
+        return rules[0] if len(rules) == 1 else "prune"
+
+
+@dataclass
+class PrunePlan:
+    sets: list = field(default_factory=list)       # BackupSets to remove
+    files: list = field(default_factory=list)      # every remote name to delete, sorted
+    before: list = field(default_factory=list)     # chains as [sets] before
+    after: list = field(default_factory=list)      # and after
+
+
+def _nth_newest_full(col, n):
+    """The start of the n-th newest chain, or None when there are not more than n chains."""
+    fulls = [c.start_time for c in col.chains]
+    return fulls[-n] if len(fulls) > n else None
+
+
+def _select(col, policy, prefix):
+    sets, extra = [], []
+    if policy.older_than is not None:
+        t = policy.older_than
+        sets += [s for c in col.chains if c.end_time < t for s in c.sets]
+        sets += [s for s in col.orphaned if s.end_time < t]
+    if policy.keep_full is not None:
+        t = _nth_newest_full(col, policy.keep_full)
+        if t is not None:
+            sets += [s for c in col.chains if c.end_time < t for s in c.sets]
+    if policy.keep_full_with_incrementals is not None:
+        t = _nth_newest_full(col, policy.keep_full_with_incrementals)
+        if t is not None:
+            sets += [s for c in col.chains if c.end_time < t for s in c.incs]
+    if policy.cleanup:
+        sets += list(col.incomplete) + list(col.orphaned)
+        extra += list(col.orphaned_signatures)
+        # temp names of this prefix's archive only: another prefix's writer holds its own lock
+        extra += [n for n in col.foreign if n.startswith(TEMP_PREFIX) and _ours(n[len(TEMP_PREFIX):], prefix)]
+    unique = list({id(s): s for s in sets}.values())
+    return unique, extra
+
+
+def _ours(name, prefix):
+    return naming.parse(name, prefix) is not None or is_lock_name(name, prefix)
+
+
+def plan(sess, col, policy):
+    """The PrunePlan of ``policy`` on the collection ``col`` of the session's target."""
+    target = sess.opts
+    sets, extra = _select(col, policy, target.file_prefix)
+    if policy.cleanup:
+        own = sess.target_lock.own if sess.target_lock else ()
+        extra += stale_lock_names(sess.backend, col.foreign, target.file_prefix, sess.tmpdir,
+                                  target.lock_stale_after, own=own)
+    if sess.target_lock is not None and not sess.target_lock.previous_writer_gone:
+        # this run took over a lock whose writer may be stalled rather than dead: its files stay
+        in_flight = {id(s) for s in col.incomplete}
+        if any(id(s) in in_flight for s in sets):
+            log.warning("leaving incomplete sets and temporary files: the writer whose lock was "
+                        "taken over may still run; run cleanup again later")
+        sets = [s for s in sets if id(s) not in in_flight]
+        extra = [n for n in extra if not n.startswith(TEMP_PREFIX)]
+    newest = col.last_chain
+    if newest is not None:
+        protected = {id(s) for s in newest.sets}
+        sets = [s for s in sets if id(s) not in protected]
+    gone = {id(s) for s in sets}
+    after = [[s for s in c.sets if id(s) not in gone] for c in col.chains]
+    return PrunePlan(sets=sets, files=sorted({n for s in sets for n in s.names} | set(extra)),
+                     before=[list(c.sets) for c in col.chains],
+                     after=[c for c in after if c and c[0].type == "full"])
+
+
+def apply(sess, prune_plan):
+    """Delete what the plan names (the caller holds the target lock)."""
+    if prune_plan.files:
+        sess.require_target_lock()
+        sess.backend.delete(prune_plan.files)
+        sess.cache.forget(prune_plan.sets)
