@@ -9,8 +9,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
-
 from test_ansible import BIN, ROOT, _env
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "engine"))

@@ -247,7 +247,7 @@ def _zeros_member_volume(size):
     parts = [comp.compress(_ti("snapshot/.", tarfile.DIRTYPE).tobuf(tarfile.PAX_FORMAT)),
              comp.compress(_ti("snapshot/big", size=size).tobuf(tarfile.PAX_FORMAT))]
     block = bytes(1 << 20)
-    for _ in range(size >> 20):
+    for _mib in range(size >> 20):
         parts.append(comp.compress(block))
     parts.append(comp.compress(bytes(1024)))
     parts.append(comp.flush())
