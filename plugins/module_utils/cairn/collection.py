@@ -23,10 +23,6 @@ class BackupSet:
         return self.end_time
 
     @property
-    def key(self):
-        return (self.type, self.start_time, self.end_time)
-
-    @property
     def complete(self):
         return self.manifest is not None and not self.partial_manifest
 
@@ -39,9 +35,6 @@ class BackupSet:
         if self.signature:
             out.append(self.signature)
         return out
-
-    def volume_names_in_order(self):
-        return [self.volumes[n] for n in sorted(self.volumes)]
 
 
 @dataclass
@@ -172,10 +165,6 @@ class Collection:
                 return c
         before = [c for c in self.chains if c.end_time <= t]
         return before[-1] if before else self.chains[0]
-
-    @property
-    def all_sets(self):
-        return [s for c in self.chains for s in c.sets]
 
     def last_full_time(self):
         return self.chains[-1].start_time if self.chains else None

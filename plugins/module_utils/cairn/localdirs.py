@@ -13,6 +13,7 @@ import stat
 import tempfile
 
 from .errors import UserError, local_io_error
+from .processes import boot_id, pid_namespace, proc_stat, process_runs
 
 TEMP_PREFIX = "cairn-"
 _MARKER = ".cairn-run"       # in each temp dir: "pid starttime bootid pidns"
@@ -82,6 +83,14 @@ def private_dir(path, what, create=True):
     return True
 
 
+def remove_file(path):
+    """Remove a file that may already be gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def open_new(path, mode=0o600):
     """A new file for writing that cannot be a planted symlink or an existing file."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode),
@@ -90,38 +99,10 @@ def open_new(path, mode=0o600):
 
 # --- a run's temp dir --------------------------------------------------------------------------
 
-def _boot_id():
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return "-"
-
-
-def _pid_namespace():
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "-"
-
-
-def process_start(pid):
-    """The start time of ``pid`` in clock ticks since boot (/proc/PID/stat field 22), or None
-    when there is no such process. With the pid it names one process, even after pid reuse."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return None
-    try:
-        return int(data.rsplit(b")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
 def run_marker():
     """What names this process across hosts' reboots, pid reuse and pid namespaces."""
-    return f"{os.getpid()} {process_start(os.getpid())} {_boot_id()} {_pid_namespace()}"
+    stat = proc_stat()
+    return f"{os.getpid()} {stat[1] if stat else None} {boot_id() or '-'} {pid_namespace() or '-'}"
 
 
 def marker_is_dead(text):
@@ -131,12 +112,12 @@ def marker_is_dead(text):
     if len(parts) != 4 or not parts[0].isdigit():
         return False
     pid, start, boot, ns = parts
-    if ns != _pid_namespace():
-        return boot != _boot_id() and boot != "-"
-    if boot != _boot_id():
+    here = boot_id() or "-"
+    if ns != (pid_namespace() or "-"):
+        return boot != here and boot != "-"
+    if boot != here:
         return True
-    now = process_start(int(pid))
-    return now is None or str(now) != start
+    return not process_runs(int(pid), int(start) if start.isdigit() else None)
 
 
 def make_tempdir(parent=None):

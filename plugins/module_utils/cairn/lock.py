@@ -39,6 +39,8 @@ import time
 
 from .backends import redact_url
 from .errors import BackendError, BackendNotFound, CairnError, LockHeld
+from . import processes
+from .processes import pid_namespace, proc_stat, process_runs
 
 log = logging.getLogger("cairn")
 
@@ -69,59 +71,16 @@ def _iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _read_text(path):
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
-
-
-def _pid_namespace(pid="self"):
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def _proc_stat(pid="self"):
-    """(state, start time in clock ticks since boot) from /proc/PID/stat, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        fields = data.rsplit(b")", 1)[1].split()     # the command name may hold ")" and spaces
-        return fields[0].decode(), int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _process_runs(pid, proc_start):
-    """Whether process ``pid`` of this host (and pid namespace) still runs as the same process."""
-    try:
-        os.kill(pid, 0)          # signal 0: only asks whether it exists
-    except ProcessLookupError:
-        return False
-    except OSError:              # EPERM: it exists, another user's
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, start = stat
-    if state in ("Z", "X"):      # killed, not yet reaped
-        return False
-    return proc_start is None or start == proc_start    # else the pid was reused
-
-
 class Identity:
     """Who writes: what a lock object says about its holder."""
 
     def __init__(self, host=None, pid=None, boot_id=None, pid_ns=None, proc_start=None):
         self.host = host if host is not None else socket.gethostname()
         self.pid = pid if pid is not None else os.getpid()
-        self.boot_id = boot_id if boot_id is not None else _read_text("/proc/sys/kernel/random/boot_id")
-        self.pid_ns = pid_ns if pid_ns is not None else _pid_namespace()
+        self.boot_id = boot_id if boot_id is not None else processes.boot_id()
+        self.pid_ns = pid_ns if pid_ns is not None else pid_namespace()
         if proc_start is None and pid is None:
-            stat = _proc_stat()
+            stat = proc_stat()
             proc_start = stat[1] if stat else None
         self.proc_start = proc_start
 
@@ -207,7 +166,7 @@ class _Judge:
     def stale_reason(self, info):
         """Why ``info``'s lock is stale ("dead" or "age", text), or None while it may be live."""
         if self.identity.same_process_space(info):
-            if not _process_runs(info.pid, info.proc_start):
+            if not process_runs(info.pid, info.proc_start):
                 return "dead", f"its process {info.pid} no longer runs on this host"
             if (info.pid == os.getpid() and info.proc_start == self.identity.proc_start
                     and info.run_id not in _HELD_HERE):

@@ -435,19 +435,17 @@ class Selection:
         if not _stat.S_ISDIR(st.st_mode):
             return
         self._set_root_dev(st.st_dev)
-        # frame: [entry, bytes prefix of children, str prefix of children, iterator over sorted
-        # child names, emitted?]
-        frames = [[root, _prefix(self.root, b"/"), _prefix(self.source, "/"),
-                   self._listdir(self.root, self.source), True]]
+        frames = [_Frame(root, _prefix(self.root, b"/"), _prefix(self.source, "/"),
+                         self._listdir(self.root, self.source), True)]
         decide = self.decide if self.rules else None
         while frames:
             frame = frames[-1]
-            name = next(frame[3], None)
+            name = next(frame.names, None)
             if name is None:
                 frames.pop()
                 continue
-            path = frame[1] + name
-            path_str = frame[2] + os.fsdecode(name)
+            path = frame.path_prefix + name
+            path_str = frame.str_prefix + os.fsdecode(name)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -465,16 +463,28 @@ class Selection:
             is_dir = _stat.S_ISDIR(mode)
             if d == SCAN and not is_dir:
                 continue
-            entry = Entry(frame[0].index + (name,), path, st)
+            entry = Entry(frame.entry.index + (name,), path, st)
             if d == INCLUDE:
                 for f in frames:          # scanned ancestors appear before their first content
-                    if not f[4]:
-                        yield f[0]
-                        f[4] = True
+                    if not f.emitted:
+                        yield f.entry
+                        f.emitted = True
                 yield entry
             if is_dir:
-                frames.append([entry, path + b"/", path_str + "/", self._listdir(path, path_str),
-                               d == INCLUDE])
+                frames.append(_Frame(entry, path + b"/", path_str + "/", self._listdir(path, path_str),
+                                     d == INCLUDE))
+
+
+class _Frame:
+    """One directory level of the walk: its entry, the prefixes of its children's paths, its
+    sorted child names still to visit, and whether the entry itself was yielded (a directory
+    only scanned for includes below it is yielded before its first included content)."""
+
+    __slots__ = ("entry", "path_prefix", "str_prefix", "names", "emitted")
+
+    def __init__(self, entry, path_prefix, str_prefix, names, emitted):
+        self.entry, self.path_prefix, self.str_prefix, self.names, self.emitted = (
+            entry, path_prefix, str_prefix, names, emitted)
 
 
 def _prefix(path, sep):

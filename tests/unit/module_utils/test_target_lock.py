@@ -14,8 +14,9 @@ from cairn import naming
 from cairn.backends.base import Backend
 from cairn.collection import Collection
 from cairn.errors import BackendError, BackendNotFound, ExitCode, LockHeld
-from cairn.lock import (Identity, LockLost, TargetLock, _proc_stat, is_lock_name, process_command,
+from cairn.lock import (Identity, LockLost, TargetLock, is_lock_name, process_command,
                         stale_lock_names)
+from cairn.processes import proc_stat
 
 HERE = Identity()                   # this process, as a lock object describes it
 OTHER_HOST = Identity(host="db7.example.org", pid=4242, boot_id="0" * 32, pid_ns="pid:[1]")
@@ -220,7 +221,7 @@ def test_a_live_process_on_this_host_holds_and_a_reused_pid_does_not(tmp_path):
     be = MemoryBackend()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        start = _proc_stat(proc.pid)[1]
+        start = proc_stat(proc.pid)[1]
         live = Identity(host=HERE.host, pid=proc.pid, boot_id=HERE.boot_id, pid_ns=HERE.pid_ns)
         plant(be, live, refreshed=time.time(), proc_start=start)
         with pytest.raises(LockHeld):

@@ -5,7 +5,6 @@ Retries, rate limits and (in tests) fault injection wrap a Backend; they are not
 business. ``put`` must make the file appear under its final name only when it is complete.
 """
 import errno
-import os
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -138,9 +137,10 @@ class BackendOptions:
     timeout: float = 30.0                # --timeout: seconds a network operation may stall
     max_upload_rate: int = None          # --max-upload-rate: bytes/s over all uploads together
     upload_concurrency: int = 4          # volumes uploading at once (--asynchronous-upload)
-    # where credentials come from: AWS_*, AZURE_*, FTP_PASSWORD ... (the CLI passes os.environ;
-    # modules pass their no_log options merged over it)
-    env: dict = field(default_factory=lambda: dict(os.environ), repr=False)
+    # where credentials come from: AWS_*, AZURE_*, FTP_PASSWORD ... Given by the front end
+    # (options.backend_options: the process environment, then the module's no_log options),
+    # never read from this process's environment behind its back
+    env: dict = field(default_factory=dict, repr=False)
     ssh_options: str = ""                # --ssh-options "-oIdentityFile=... -oPort=..."
     ssh_accept_new_host_key: bool = False
     s3_endpoint_url: str = None          # --s3-endpoint-url (MinIO, Ceph, Wasabi, GCS, B2)
