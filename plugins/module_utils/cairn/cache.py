@@ -7,14 +7,15 @@ files whose remote twin is gone are dropped.
 """
 import errno
 import fcntl
-import gzip
 import hashlib
 import os
 import shutil
 
 from . import naming
+from .crypto import write_gzip
 from .errors import LockHeld, ManifestError
-from .localdirs import open_new, private_dir
+from .naming import encoding
+from .localdirs import open_new, private_dir, remove_file
 from .manifest import Manifest
 
 
@@ -99,17 +100,15 @@ class ArchiveDir:
             fetched = os.path.join(tmpdir, s.manifest)
             backend.get(s.manifest, fetched)
             plain = fetched + ".plain"
-            if s.manifest.endswith((".gpg", ".g")):
-                crypto.decrypt_file(fetched, plain)
-            else:
-                os.replace(fetched, plain)
+            crypto.decode_file(s.manifest, fetched, plain)
             _atomic_move(plain, local)
         with open(local, "rb") as f:
             data = f.read()
         return Manifest.from_bytes(data)
 
     def signature(self, s, backend, crypto, tmpdir):
-        """Path of the local gzipped sigtar of set ``s``, fetched from the target when missing."""
+        """Path of the local gzipped sigtar of set ``s``, fetched from the target when missing
+        (the cache keeps them gzipped whatever the target's encoding, as duplicity does)."""
         local = self._p(local_signature_name(s))
         if os.path.exists(local):
             return local
@@ -117,20 +116,14 @@ class ArchiveDir:
             raise ManifestError(f"backup set of {s.end_time} has no signature file")
         fetched = os.path.join(tmpdir, s.signature)
         backend.get(s.signature, fetched)
-        name = s.signature
-        if name.endswith((".gpg", ".g")):
-            plain = fetched + ".plain"
-            crypto.decrypt_file(fetched, plain)
-            gz = fetched + ".gz"
-            with open(plain, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.unlink(plain)
-        elif name.endswith((".gz", ".z")):
+        if encoding(s.signature) == "gzip":
             gz = fetched
         else:
+            plain = fetched + ".plain"
+            crypto.decode_file(s.signature, fetched, plain)
             gz = fetched + ".gz"
-            with open(fetched, "rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            write_gzip(plain, gz)
+            os.unlink(plain)
         _atomic_move(gz, local)
         return local
 
@@ -185,7 +178,7 @@ def _atomic_move(src, dst):
         if e.errno != errno.EXDEV:
             raise
     _atomic_copy(src, dst)
-    _unlink(src)
+    remove_file(src)
 
 
 def _atomic_copy(src, dst):
@@ -195,14 +188,7 @@ def _atomic_copy(src, dst):
             shutil.copyfileobj(fin, fout, 1 << 20)
         os.replace(tmp, dst)
     finally:
-        _unlink(tmp)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        remove_file(tmp)
 
 
 def _remove_temp_files(path):
@@ -213,4 +199,4 @@ def _remove_temp_files(path):
         return
     for name in names:
         if _TEMP_MARK in name or name.endswith(".cairn-tmp"):
-            _unlink(os.path.join(path, name))
+            remove_file(os.path.join(path, name))

@@ -5,15 +5,19 @@ Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), neve
 environment, and never appear in messages. Outputs appear under their final name only when
 complete.
 """
+import contextlib
 import errno
 import functools
 import gzip
 import os
 import shutil
 import threading
+import zlib
 from dataclasses import dataclass, field
 
-from .errors import CairnError, CryptoError, LocalIOError, UserError, WrongSigner
+from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertext, CryptoError, LocalIOError,
+                     NoSecretKey, UserError, WrongSigner)
+from .naming import encoding
 
 try:
     import gnupg
@@ -110,38 +114,24 @@ class Crypto:
     # --- files ---------------------------------------------------------------------------
 
     def encrypt_file(self, src, dst, *, compress=True, compress_level=None, gzip_when_plain=True):
+        """Encrypt ``src`` (a path, or a file object read until it returns b"") into ``dst``,
+        which appears only when complete; unencrypted, it is gzipped (volumes, signatures) or
+        copied (manifests, which duplicity never gzips)."""
         tmp = dst + ".tmp"
         try:
-            if not self.encrypted:
-                if gzip_when_plain:
-                    with open(src, "rb") as fin, open(tmp, "wb") as raw:
-                        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw,
-                                           mtime=0) as fout:
-                            shutil.copyfileobj(fin, fout, 1 << 20)
-                else:
-                    shutil.copyfile(src, tmp)
-            else:
+            if self.encrypted:
                 self._encrypt(src, tmp, compress, compress_level)
+            elif gzip_when_plain:
+                write_gzip(src, tmp)
+            else:
+                with _reader(src) as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
             os.replace(tmp, dst)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def encrypt_fileobj(self, fileobj, dst, *, compress=True, compress_level=None):
-        """Like encrypt_file, reading from a file object (read until it returns b"")."""
-        tmp = dst + ".tmp"
-        try:
-            if not self.encrypted:
-                with open(tmp, "wb") as raw:
-                    with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw,
-                                       mtime=0) as fout:
-                        shutil.copyfileobj(fileobj, fout, 1 << 20)
-            else:
-                self._encrypt(fileobj, tmp, compress, compress_level)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    encrypt_fileobj = encrypt_file
 
     def _encrypt(self, src, out, compress, compress_level):
         o = self.o
@@ -180,33 +170,27 @@ class Crypto:
             self._unlocked.add(o.sign_key)
         if not r.ok:
             what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
-            raise CryptoError(f"gpg could not encrypt {what}: {self._reason(r)}")
+            raise _failure(r, f"could not encrypt {what}")
 
-    def decrypt_file(self, src, dst):
-        tmp = dst + ".tmp"
+    def decode_file(self, name, src, dst, *, follow=False):
+        """The plaintext of ``src``, a file fetched from the target as ``name``: decrypted,
+        gunzipped or as it is, by the suffix of ``name`` (naming.encoding). ``dst`` appears
+        whole or not at all; with ``follow`` it is written in place as it comes, so that a
+        reader can follow it (restore parses a volume while gpg decrypts it)."""
+        out = dst if follow else dst + ".tmp"
+        kind = encoding(name)
         try:
-            if not self.encrypted and not _is_gpg(src):
-                with open(src, "rb") as f:
-                    magic = f.read(2)
-                if magic == b"\x1f\x8b":
-                    with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 20)
-                else:
-                    shutil.copyfile(src, tmp)
+            if kind == "gpg":
+                self._decrypt(src, out)
+            elif kind == "gzip":
+                _gunzip(src, out, name)
             else:
-                self._decrypt(src, tmp)
-            os.replace(tmp, dst)
-        except (OSError, EOFError) as e:
-            if isinstance(e, OSError) and e.errno is not None:
-                raise
-            raise CryptoError(f"{os.path.basename(src)} is corrupt: {e}") from None
+                shutil.copyfile(src, out)
+            if not follow:
+                os.replace(out, dst)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    def decrypt_stream_to(self, src, out):
-        """Decrypt into ``out`` directly (not atomically), so a reader can follow it."""
-        self._decrypt(src, out)
+            if not follow and os.path.exists(out):
+                os.unlink(out)
 
     def _decrypt(self, src, out):
         with open(src, "rb") as f:
@@ -218,7 +202,7 @@ class Crypto:
                                   if line.startswith("[GNUPG:] DECRYPTION_KEY ") and len(line.split()) > 2)
         _check_local_write(r, out)
         if not r.ok:
-            raise CryptoError(f"gpg could not decrypt {os.path.basename(src)}: {self._reason(r)}")
+            raise _failure(r, f"could not decrypt {os.path.basename(src)}")
         if self.o.sign_key:
             want = _norm_key(self.o.sign_key)
             got = [x for x in (r.fingerprint, r.key_id, getattr(r, "pubkey_fingerprint", None)) if x]
@@ -227,42 +211,27 @@ class Crypto:
                 raise WrongSigner(f"{os.path.basename(src)} is not signed by {self.o.sign_key} "
                                   f"(signature: {signer if r.valid else 'missing or invalid'})")
 
-    def encrypt_bytes(self, data, **kw):
-        return self._via_files(data, self.encrypt_file, **kw)
 
-    def decrypt_bytes(self, data):
-        return self._via_files(data, self.decrypt_file)
 
-    def _via_files(self, data, fn, **kw):
-        import tempfile
-        d = tempfile.mkdtemp(prefix="cairn-")
-        try:
-            a, b = os.path.join(d, "in"), os.path.join(d, "out")
-            with open(a, "wb") as f:
-                f.write(data)
-            fn(a, b, **kw)
-            with open(b, "rb") as f:
-                return f.read()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-
-    @staticmethod
-    def _reason(r):
-        text = (r.stderr or "")
-        if "BAD_PASSPHRASE" in text or "Bad session key" in text or "bad passphrase" in text.lower():
-            return "bad passphrase (check PASSPHRASE or the passphrase file)"
-        if "NO_SECKEY" in text or "No secret key" in text:
-            return "no secret key to decrypt it in this GnuPG home"
-        if "INV_RECP" in text or "No public key" in text or "unusable public key" in text:
-            return "a recipient key is missing or unusable (import it and check its validity)"
-        if "INV_SGNR" in text or "unusable secret key" in text:
-            return "the signing key is missing or unusable"
-        if "MISSING_PASSPHRASE" in text or "NEED_PASSPHRASE_SYM" in text and "passphrase" not in text.lower():
-            return "no passphrase was given"
-        if "NODATA" in text or "invalid packet" in text or "CRC error" in text or "DECRYPTION_FAILED" in text:
-            return "the file is corrupt or not an OpenPGP message"
-        status = getattr(r, "status", None) or "failed"
-        return f"{status} (gpg said: {_last_gpg_line(text)})"
+def _failure(r, doing):
+    """The CryptoError subclass for a failed gpg run, from its status lines (the one place gpg's
+    output is read for why); ``doing`` says what failed ("could not decrypt X")."""
+    text = r.stderr or ""
+    if "BAD_PASSPHRASE" in text or "Bad session key" in text or "bad passphrase" in text.lower():
+        return BadPassphrase(f"gpg {doing}: bad passphrase (check PASSPHRASE or the passphrase file)")
+    if "NO_SECKEY" in text or "No secret key" in text:
+        return NoSecretKey(f"gpg {doing}: no secret key to decrypt it in this GnuPG home")
+    if "INV_RECP" in text or "No public key" in text or "unusable public key" in text:
+        return CryptoError(f"gpg {doing}: a recipient key is missing or unusable (import it and check its validity)")
+    if "INV_SGNR" in text or "unusable secret key" in text:
+        return CryptoError(f"gpg {doing}: the signing key is missing or unusable")
+    if "MISSING_PASSPHRASE" in text or "NEED_PASSPHRASE_SYM" in text and "passphrase" not in text.lower():
+        return BadPassphrase(f"gpg {doing}: no passphrase was given")
+    if ("NODATA" in text or "invalid packet" in text or "CRC error" in text or "DECRYPTION_FAILED" in text
+            or "BADMDC" in text):
+        return CorruptCiphertext(f"gpg {doing}: the file is corrupt or not an OpenPGP message")
+    status = getattr(r, "status", None) or "failed"
+    return CryptoError(f"gpg {doing}: {status} (gpg said: {_last_gpg_line(text)})")
 
 
 # gpg's words for a local disk that would not take its output
@@ -325,8 +294,33 @@ def _last_gpg_line(text):
     return lines[-1][4:].strip() if lines else "nothing"
 
 
-def _is_gpg(path):
-    return path.endswith((".gpg", ".g"))
+GZIP_LEVEL = 6       # duplicity's (gzip.GzipFile's default), for files duplicity reads as .gz
+
+
+def write_gzip(src, dst):
+    """gzip ``src`` (a path or a readable file object) into ``dst`` as duplicity writes .gz files:
+    level 6, no stored name, mtime 0. The one gzip writer of the engine."""
+    with _reader(src) as fin, open(dst, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+@contextlib.contextmanager
+def _reader(src):
+    """``src`` opened for reading when it is a path; a file object as it is (left open)."""
+    if isinstance(src, (str, bytes, os.PathLike)):
+        with open(src, "rb") as f:
+            yield f
+    else:
+        yield src
+
+
+def _gunzip(src, dst, name):
+    try:
+        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise CorruptArchive(f"{name} is corrupt: {e or type(e).__name__}") from None
 
 
 @functools.lru_cache(maxsize=None)

@@ -113,6 +113,18 @@ class CryptoError(CairnError):
     exit_code = ExitCode.GPG_FAILED
 
 
+class BadPassphrase(CryptoError):
+    """The passphrase is wrong or missing (symmetric, or the secret key's)."""
+
+
+class NoSecretKey(CryptoError):
+    """No secret key in the GnuPG home can decrypt it (a host that only encrypts)."""
+
+
+class CorruptCiphertext(CryptoError):
+    """Not an OpenPGP message, or a damaged one (a failed integrity check included)."""
+
+
 class WrongSigner(CryptoError):
     exit_code = ExitCode.WRONG_SIGNER
 

@@ -51,6 +51,13 @@ def _flags(name):
     return (name.endswith((".gpg", ".g", ".p7m")), name.endswith((".gz", ".z")))
 
 
+def encoding(name):
+    """How a file at the target is stored, by its suffix: "gpg", "gzip" or None (plain).
+    The one suffix test: long and short names, .p7m counted as encrypted (it fails in gpg)."""
+    encrypted, compressed = _flags(name)
+    return "gpg" if encrypted else "gzip" if compressed else None
+
+
 def parse(name, prefix=""):
     """ParsedName for a duplicity file name, or None for anything else (times or volume
     numbers out of range included)."""

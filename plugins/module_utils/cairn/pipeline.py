@@ -20,7 +20,7 @@ from .backends.transfer import UploadQueue
 from .backup import (Stats, SigWriter, VolumeWriter, gzip_file, make_shipper, merged_signatures,
                      write_sets)
 from .cache import local_manifest_name
-from .errors import (BackendError, CairnError, CryptoError, ExitCode, ManifestMismatch, NoSignatures,
+from .errors import (BackendError, CairnError, ExitCode, ManifestMismatch, NoSecretKey, NoSignatures,
                      SourceError)
 from .manifest import Manifest
 from .selection import Selection
@@ -275,16 +275,12 @@ def _check_remote_manifest(sess, s):
     fetched = os.path.join(sess.tmpdir, "remote-" + s.manifest)
     sess.backend.get(s.manifest, fetched)
     plain = fetched + ".plain"
-    if s.manifest.endswith((".gpg", ".g")):
-        try:
-            sess.crypto.decrypt_file(fetched, plain)
-        except CryptoError:
-            if sess.opts.crypto.mode == "pubkey":
-                log.debug("no secret key to check the remote manifest; relying on the cache")
-                return
-            raise
-    else:
-        os.replace(fetched, plain)
+    try:
+        sess.crypto.decode_file(s.manifest, fetched, plain)
+    except NoSecretKey:
+        # only that: a corrupt remote manifest, a wrong passphrase, are errors here too
+        log.debug("no secret key to check the remote manifest; relying on the cache")
+        return
     cached = os.path.join(sess.cache.path, local_manifest_name(s))
     with open(plain, "rb") as a, open(cached, "rb") as b:
         if a.read() != b.read():

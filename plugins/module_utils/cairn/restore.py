@@ -9,7 +9,6 @@ import errno
 import grp
 import os
 import pwd
-import shutil
 import stat
 import tempfile
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from . import archive, librsync, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
+from .naming import encoding
 from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, NoBackupFound, RestoreError,
                      UnsafeArchive, ExitCode, LOCAL_ERRNOS, LocalIOError)
 
@@ -124,17 +124,13 @@ class VolumeFetcher:
         return enc, True
 
     def fetch(self, name, sha1, plain):
-        """Download, check and decrypt ``name`` into ``plain`` (written progressively)."""
+        """Download, check and decode ``name`` into ``plain`` (written progressively)."""
         enc, is_copy = self.download(name, sha1)
         try:
-            if name.endswith((".gpg", ".g")):
-                self.crypto.decrypt_stream_to(enc, plain)
-            elif name.endswith((".gz", ".z")):
-                _gunzip(enc, plain, name)
-            elif is_copy:
-                os.replace(enc, plain)
+            if is_copy and encoding(name) is None:
+                os.replace(enc, plain)           # nothing to decode: the download is the plaintext
             else:
-                shutil.copyfile(enc, plain)
+                self.crypto.decode_file(name, enc, plain, follow=True)
         finally:
             if is_copy and os.path.exists(enc):
                 os.unlink(enc)
@@ -173,16 +169,6 @@ def _unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _gunzip(src, dst, name):
-    import gzip
-    import zlib
-    try:
-        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-    except (OSError, EOFError, zlib.error) as e:
-        raise CorruptArchive(f"volume {name} is corrupt: {e}") from None
 
 
 def set_members(fetcher, volumes):

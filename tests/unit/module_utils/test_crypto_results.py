@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How gpg's results are judged, with python-gnupg result stand-ins."""
+import gzip
+import os
 from types import SimpleNamespace
 
 import pytest
 
-from cairn.crypto import _check_local_write
-from cairn.errors import ExitCode, LocalIOError
+from cairn.crypto import Crypto, CryptoOptions, _check_local_write, _failure, write_gzip
+from cairn.errors import (BadPassphrase, CorruptArchive, CorruptCiphertext, CryptoError, ExitCode, LocalIOError,
+                          NoSecretKey)
 
 
 def test_good_decryption_with_a_write_error_is_a_local_disk_error():
@@ -24,3 +27,52 @@ def test_good_decryption_with_a_write_error_is_a_local_disk_error():
 ])
 def test_other_results_are_left_to_the_usual_checks(returncode, stderr):
     _check_local_write(SimpleNamespace(ok=True, returncode=returncode, stderr=stderr), "/tmp/x")
+
+
+@pytest.mark.parametrize("stderr, kind", [
+    ("[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n[GNUPG:] BAD_PASSPHRASE\n", BadPassphrase),
+    ("gpg: decryption failed: Bad session key\n", BadPassphrase),
+    ("[GNUPG:] ENC_TO 1234 1 0\n[GNUPG:] NO_SECKEY 1234\n", NoSecretKey),
+    ("[GNUPG:] NODATA 3\n", CorruptCiphertext),
+    ("gpg: invalid packet (ctb=2f)\n", CorruptCiphertext),
+    ("[GNUPG:] BADMDC\n[GNUPG:] DECRYPTION_FAILED\n", CorruptCiphertext),
+    ("[GNUPG:] INV_RECP 0 ABCD\n", CryptoError),
+])
+def test_each_gpg_failure_has_its_own_class(stderr, kind):
+    """The reason is read from gpg's status lines once, in the crypto layer; callers tell a
+    missing secret key from a corrupt file by its class (exit 31 for all)."""
+    err = _failure(SimpleNamespace(ok=False, stderr=stderr, status="failed"), "could not decrypt x.gpg")
+    assert type(err) is kind and err.exit_code == ExitCode.GPG_FAILED
+    assert err.message.startswith("gpg could not decrypt x.gpg: ")
+
+
+@pytest.mark.parametrize("name, data, expect", [
+    ("duplicity-full.20260101T000000Z.vol1.difftar.gz", gzip.compress(b"tar bytes"), b"tar bytes"),
+    ("duplicity-full.20260101T000000Z.vol1.difftar", b"raw tar", b"raw tar"),
+    ("df.kx1.1.dt.z", gzip.compress(b"short name"), b"short name"),
+])
+def test_decode_by_the_remote_name(tmp_path, name, data, expect):
+    src, dst = tmp_path / "fetched", tmp_path / "plain"
+    src.write_bytes(data)
+    Crypto(CryptoOptions(mode="none")).decode_file(name, str(src), str(dst))
+    assert dst.read_bytes() == expect and sorted(os.listdir(tmp_path)) == ["fetched", "plain"]
+
+
+def test_a_damaged_gzip_volume_is_corrupt_and_leaves_nothing(tmp_path):
+    src, dst = tmp_path / "fetched", tmp_path / "plain"
+    src.write_bytes(gzip.compress(b"x" * 1000)[:-9])
+    with pytest.raises(CorruptArchive, match="vol1.difftar.gz is corrupt"):
+        Crypto(CryptoOptions(mode="none")).decode_file("duplicity-full.20260101T000000Z.vol1.difftar.gz",
+                                                       str(src), str(dst))
+    assert not dst.exists() and sorted(os.listdir(tmp_path)) == ["fetched"]
+
+
+def test_one_gzip_writer_as_duplicity_writes(tmp_path):
+    src = tmp_path / "in"
+    src.write_bytes(b"data" * 1000)
+    write_gzip(str(src), str(tmp_path / "a.gz"))
+    with open(src, "rb") as f:
+        write_gzip(f, str(tmp_path / "b.gz"))
+    a = (tmp_path / "a.gz").read_bytes()
+    assert a == (tmp_path / "b.gz").read_bytes() and gzip.decompress(a) == b"data" * 1000
+    assert a[4:8] == b"\0\0\0\0" and not a[3] & 0x08      # mtime 0, no stored file name

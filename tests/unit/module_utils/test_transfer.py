@@ -79,6 +79,17 @@ def test_permanent_failures_are_not_retried(exc):
     assert inner.calls == 1 and sleeps == []
 
 
+@pytest.mark.parametrize("exc", [TypeError("a bug"), KeyError("a bug"), AttributeError("a bug")])
+def test_a_bug_is_neither_retried_nor_made_a_server_fault(exc):
+    """Only classified errors are retried or relabelled: a TypeError surfaces as itself (exit 30,
+    unexpected), not as 'the target failed' (exit 50) after retries."""
+    inner = Flaky(1, exc)
+    be, sleeps = _retrying(inner)
+    with pytest.raises(type(exc)):
+        be.put("/x", "a")
+    assert inner.calls == 1 and sleeps == []
+
+
 def test_giving_up_says_how_often_and_keeps_the_exit_code():
     inner = Flaky(100, BackendError("cannot connect to h:22", ExitCode.BACKEND_ERROR, transient=True))
     be, sleeps = _retrying(inner, retries=2)

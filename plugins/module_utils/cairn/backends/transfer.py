@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import BackendError, BackendNotFound
+from ..errors import BackendError, BackendNotFound, CairnError
 from ..redact import Secrets, env_secrets, redact_error, redact_text, redact_url, url_secrets
 from .base import Backend
 
@@ -69,9 +69,11 @@ class RetryingBackend(Backend):
                 return fn(*args)
             except Exception as e:   # noqa: BLE001 - classified below
                 if not is_transient(e):
-                    if isinstance(e, BackendError):
+                    if isinstance(e, CairnError):          # the backend's own verdict
                         raise redact_error(e, self._secrets)
-                    raise BackendError(f"{what} failed: {_describe(e, self._secrets)}") from None
+                    if isinstance(e, OSError):             # an I/O failure the backend did not name
+                        raise BackendError(f"{what} failed: {_describe(e, self._secrets)}") from None
+                    raise                                  # a bug (TypeError ...): not a server fault
                 if attempt == attempts:
                     raise BackendError(f"{what} failed after {attempts} attempts, giving up: "
                                        f"{_describe(e, self._secrets)}", getattr(e, "exit_code", None)) from None
