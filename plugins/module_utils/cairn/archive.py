@@ -65,36 +65,35 @@ class PathInfo:
         return True
 
 
-_uname_cache = {}
-_gname_cache = {}
+class OwnerNames:
+    """User and group names of ids, looked up once each (a run's own cache: the passwd and group
+    databases are read once per id, not per file)."""
+
+    def __init__(self):
+        self.users = {}
+        self.groups = {}
+
+    def user(self, uid):
+        if uid not in self.users:
+            try:
+                self.users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self.users[uid] = ""
+        return self.users[uid]
+
+    def group(self, gid):
+        if gid not in self.groups:
+            try:
+                self.groups[gid] = grp.getgrgid(gid).gr_name
+            except KeyError:
+                self.groups[gid] = ""
+        return self.groups[gid]
 
 
-def _uname(uid):
-    try:
-        return _uname_cache[uid]
-    except KeyError:
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = ""
-        _uname_cache[uid] = name
-        return name
-
-
-def _gname(gid):
-    try:
-        return _gname_cache[gid]
-    except KeyError:
-        try:
-            name = grp.getgrgid(gid).gr_name
-        except KeyError:
-            name = ""
-        _gname_cache[gid] = name
-        return name
-
-
-def path_info(index, path, st):
-    """PathInfo from an lstat result; None for types duplicity does not store (sockets)."""
+def path_info(index, path, st, names=None):
+    """PathInfo from an lstat result; None for types duplicity does not store (sockets).
+    ``names``: the run's OwnerNames (a fresh one looks the names up for this call only)."""
+    names = names or OwnerNames()
     m = st.st_mode
     if stat.S_ISREG(m):
         kind = REG
@@ -110,8 +109,8 @@ def path_info(index, path, st):
         kind = BLK
     else:
         return None
-    info = PathInfo(index, kind, stat.S_IMODE(m), st.st_uid, st.st_gid, _uname(st.st_uid),
-                    _gname(st.st_gid), max(int(st.st_mtime), 0), st.st_size if kind == REG else 0)
+    info = PathInfo(index, kind, stat.S_IMODE(m), st.st_uid, st.st_gid, names.user(st.st_uid),
+                    names.group(st.st_gid), max(int(st.st_mtime), 0), st.st_size if kind == REG else 0)
     if kind == SYM:
         info.linkname = os.readlink(path)
     elif kind in (CHR, BLK):

@@ -1,25 +1,24 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The diff and volume layers of a backup: walk + old signatures -> difftar volumes + sigtar.
 
-Write order (what makes an interrupted run harmless): every volume is uploaded under its final
-name only when complete; then the manifest; then the signatures. Until the manifest exists the
-set is incomplete and every reader (cairn and duplicity) ignores it.
+``merge_with_previous`` pairs each entry of the walk with its previous signature entry;
+``DiffWriter`` turns those pairs into difftar entries (through a ``VolumeWriter``, which cuts
+them into volumes that grow while gpg reads them) and the sigtar. The run around them (threads,
+encryption, uploads, the commit) is pipeline.BackupRun.
 """
 import errno
 import gzip
 import hashlib
 import heapq
 import os
-import shutil
 import stat
-import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import archive, librsync, manifest as manifest_mod
 from .archive import CHUNK, REG, PathInfo
 from .errors import CorruptArchive, ManifestError
+from .growing import GrowingFile
 
 
 # --- old signatures --------------------------------------------------------------------------
@@ -77,6 +76,27 @@ def merged_signatures(paths):
         yield current
 
 
+def merge_with_previous(entries, previous):
+    """The walk merged with the previous state, both in path order (the one merge of a backup,
+    and of check mode's counts): yields ``(entry, prev)`` for each entry of the walk, ``prev``
+    being the SigEntry of the same path or None when it is new, and ``(None, prev)`` for each
+    path of the previous state that the walk no longer has, where it would have come."""
+    old_iter = iter(previous)
+    old = next(old_iter, None)
+    for e in entries:
+        while old is not None and old.index < e.index:
+            yield None, old
+            old = next(old_iter, None)
+        if old is not None and old.index == e.index:
+            yield e, old
+            old = next(old_iter, None)
+        else:
+            yield e, None
+    while old is not None:
+        yield None, old
+        old = next(old_iter, None)
+
+
 # --- volumes ---------------------------------------------------------------------------------
 
 @dataclass
@@ -87,180 +107,123 @@ class VolumeResult:
     size: int
 
 
-class GrowingFile:
-    """Reads a file while another thread is still writing it; EOF only once it is finished.
-
-    Lets gpg encrypt a volume while the volume is being built, so compression and encryption
-    run on another core from the start instead of after the volume is complete.
-    """
-
-    def __init__(self, path):
-        self.f = open(path, "rb")
-        self.cond = threading.Condition()
-        self.finished = False
-        self.failed = False
-
-    def wake(self, finished=False, failed=False):
-        with self.cond:
-            self.finished = self.finished or finished
-            self.failed = self.failed or failed
-            self.cond.notify_all()
-
-    def read(self, n=-1):
-        while True:
-            data = self.f.read(n if n and n > 0 else 1 << 20)
-            if data:
-                return data
-            with self.cond:
-                if self.failed:
-                    raise OSError("volume writer failed")
-                if self.finished:
-                    data = self.f.read(n if n and n > 0 else 1 << 20)
-                    return data
-                self.cond.wait(0.05)
-
-    def close(self):
-        self.f.close()
+@dataclass
+class Volume:
+    """One difftar volume on its way: built by VolumeWriter, encrypted and uploaded by the run."""
+    number: int
+    name: str                   # at the target
+    path: str                   # the plaintext tar, in the run's temp dir
+    data: GrowingFile
+    info: manifest_mod.VolumeInfo
+    compress: bool = True       # whether gpg compresses it (see VolumeWriter.regime)
+    result: VolumeResult = None
 
 
 class VolumeWriter:
-    """Cuts the difftar stream into volumes of at most ``limit`` plaintext bytes and ships them.
+    """Cuts the difftar stream into volumes of at most ``limit`` plaintext bytes.
 
-    Each volume is handed to a worker as soon as it is started: gpg reads it while it grows,
-    then the worker hashes and uploads the result. At most ``jobs`` volumes are in flight,
-    which bounds temp space to about jobs x 2 x volsize. A volume is also cut early where the
-    data changes between compressible and incompressible (see ``regime``), so each gpg run
-    compresses only what gains from it.
+    A volume is handed to ``hand_off`` (the run's encrypt stage) once it holds START_AT bytes,
+    or when it is finished if it stays smaller: gpg reads it while it grows. ``hand_off`` blocks
+    while the stage is full, which bounds the volumes in flight and with them the temp space
+    (about jobs x 2 x volsize). A volume is also cut early where the data changes between
+    compressible and incompressible (see ``regime``), so each gpg run compresses only what
+    gains from it. ``check()`` runs for every entry added: it raises when the run has failed.
     """
-
-    def __init__(self, shipper, name_for, limit, tmpdir, jobs):
-        self.shipper = shipper
-        self.name_for = name_for
-        self.limit = limit
-        self.tmpdir = tmpdir
-        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cairn-vol")
-        self.slots = threading.BoundedSemaphore(jobs)
-        self.futures = []
-        self.volumes = []        # manifest VolumeInfo, in order
-        self.number = 0
-        self.f = None
-        self.reader = None
-        self.size = 0
-        self.first = self.last = None
-        self.compress = True
-        self.next_compress = True
-        self.future = None
-        self.path = None
 
     # gpg starts on a volume once it holds this much, so that the first large file decides the
     # volume's compression without a cut (each gpg run costs a key derivation: ~0.3 s of CPU
     # with a passphrase)
     START_AT = 1 << 20
 
+    def __init__(self, hand_off, name_for, limit, tmpdir, check=None):
+        self.hand_off = hand_off
+        self.name_for = name_for
+        self.limit = limit
+        self.tmpdir = tmpdir
+        self.check = check or (lambda: None)
+        self.volumes = []          # Volume, in order
+        self.current = None        # the Volume being written
+        self.handed = False        # whether the current one has been handed off
+        self.first = self.last = None
+        self.compress = True
+        self.next_compress = True
+
     def regime(self, compressible):
         """Say whether the data about to be added compresses; may start a new volume."""
         self.next_compress = compressible
-        if self.f is None or compressible == self.compress:
+        if self.current is None or compressible == self.compress:
             return
-        if self.future is None:
+        if not self.handed:
             self.compress = compressible       # gpg has not started: just switch
-        elif self.size > 0:
+        elif self.current.data.size > 0:
             self._finish()
 
     def add(self, index, chunk, last_chunk, hdr, data):
-        if self.f is not None and self.size >= self.limit:
+        self.check()
+        vol = self.current
+        if vol is not None and vol.data.size >= self.limit:
             self._finish()
-        if self.f is None:
-            self._start()
+            vol = None
+        if vol is None:
+            vol = self._start()
         block = None if (chunk is None or last_chunk) else chunk
         if self.first is None:
             self.first = (index, block)
         self.last = (index, block)
         if data:
-            pad = archive.padding(len(data))
-            self.f.write(b"".join((hdr, data, pad)))
-            self.size += len(hdr) + len(data) + len(pad)
+            vol.data.write(b"".join((hdr, data, archive.padding(len(data)))))
         else:
-            self.f.write(hdr)
-            self.size += len(hdr)
-        if self.future is None:
-            if self.size >= self.START_AT:
-                self._submit()
-        else:
-            self.reader.wake()
-
-    def _check_failures(self):
-        for _vi, f in self.futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()
+            vol.data.write(hdr)
+        if not self.handed and vol.data.size >= self.START_AT:
+            self._hand_off()
 
     def _start(self):
-        self._check_failures()
-        self.number += 1
-        path = os.path.join(self.tmpdir, f"vol{self.number}.tar")
-        self.f = open(path, "wb", buffering=0)
-        self.reader = GrowingFile(path)
-        self.size = 0
+        number = len(self.volumes) + 1
+        path = os.path.join(self.tmpdir, f"vol{number}.tar")
+        vol = Volume(number, self.name_for(number), path, GrowingFile(path, create=True),
+                     manifest_mod.VolumeInfo(number, (), None, (), None, {}))
+        self.volumes.append(vol)
+        self.current = vol
+        self.handed = False
         self.first = self.last = None
         self.compress = self.next_compress
-        self.path = path
-        self.future = None
-        self.volumes.append(manifest_mod.VolumeInfo(self.number, (), None, (), None, {}))
+        return vol
 
-    def _submit(self):
-        vi = self.volumes[-1]
-        name = self.name_for(self.number)
-        self.slots.acquire()
-        self.future = self.pool.submit(self._ship, self.reader, self.path, name, self.number,
-                                       self.compress)
-        self.futures.append((vi, self.future))
+    def _hand_off(self):
+        self.current.compress = self.compress
+        self.handed = True
+        self.hand_off(self.current)
 
     def _finish(self):
-        self.f.write(archive.end_of_archive(self.size))
-        self.f.close()
-        self.f = None
-        vi = self.volumes[-1]
+        vol = self.current
+        vol.data.write(archive.end_of_archive(vol.data.size))
         first = self.first or ((), None)     # an empty difftar: nothing changed
         last = self.last or ((), None)
-        vi.start_index, vi.start_block = first
-        vi.end_index, vi.end_block = last
-        self.reader.wake(finished=True)
-        if self.future is None:
-            self._submit()
-        self._check_failures()
-
-    def _ship(self, reader, path, name, number, compress):
-        try:
-            sha1, size = self.shipper(reader, path, name, compress)
-            return VolumeResult(number, name, sha1, size)
-        finally:
-            reader.close()
-            self.slots.release()
+        vol.info.start_index, vol.info.start_block = first
+        vol.info.end_index, vol.info.end_block = last
+        vol.data.finish()
+        if not self.handed:
+            self._hand_off()
+        self.current = None
 
     def close(self):
-        """Finish the last volume and wait for every upload; returns the VolumeResults."""
-        if self.f is None and not self.volumes:
+        """Finish the last volume; returns every Volume, in order."""
+        if self.current is None and not self.volumes:
             # an empty difftar still makes one volume (duplicity writes one too)
             self._start()
-        if self.f is not None:
+        if self.current is not None:
             self._finish()
-        results = []
-        try:
-            for vi, fut in self.futures:
-                r = fut.result()
-                vi.hashes["SHA1"] = r.sha1
-                results.append(r)
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        return results
+        return self.volumes
 
-    def abort(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-        if self.reader is not None:
-            self.reader.wake(failed=True)
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def fail(self, error):
+        """Any thread, when the run fails: every reader of a volume gets ``error`` at once."""
+        for vol in list(self.volumes):
+            vol.data.fail(error)
+
+    def close_files(self):
+        """The writer's thread, after a failure: close the volume being written."""
+        if self.current is not None:
+            self.current.data.close()
 
 
 class SigWriter:
@@ -280,9 +243,15 @@ class SigWriter:
             self.f.write(pad)
             self.size += len(data) + len(pad)
 
-    def close(self):
-        self.f.write(archive.end_of_archive(self.size))
-        self.f.close()
+    def close(self, complete=True):
+        """Write the end of the archive (unless ``complete`` is false: a failed run) and close."""
+        if self.f.closed:
+            return
+        try:
+            if complete:
+                self.f.write(archive.end_of_archive(self.size))
+        finally:
+            self.f.close()
 
 
 # --- content -------------------------------------------------------------------------------
@@ -306,16 +275,13 @@ def _chunks(pieces):
     yield buf, True
 
 
-_sig_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-sig")
-
-
-def _read_pieces(fd, sig_job, delta_job=None, size=0):
+def _read_pieces(fd, sig_job, delta_job=None, size=0, sig_executor=None):
     """Read a file in 1 MiB reads, feeding the new signature; yield the bytes to store.
 
-    For files of a MiB or more the signature is computed on another thread (librsync drops
-    the GIL) while this one computes the delta or writes the data.
+    For files of a MiB or more the signature is computed in ``sig_executor`` (librsync drops
+    the GIL) while this thread computes the delta or writes the data.
     """
-    parallel = size >= 1 << 20
+    parallel = sig_executor is not None and size >= 1 << 20
     pending = None
     try:
         while True:
@@ -325,7 +291,7 @@ def _read_pieces(fd, sig_job, delta_job=None, size=0):
             if parallel:
                 if pending is not None:
                     pending.result()
-                pending = _sig_pool.submit(sig_job.feed, data)
+                pending = sig_executor.submit(sig_job.feed, data)
             else:
                 sig_job.feed(data)
             if delta_job is None:
@@ -371,7 +337,6 @@ class Stats:
     delta_entries: int = 0
     raw_delta_bytes: int = 0
     errors: int = 0
-    skipped: list = field(default_factory=list)
 
 
 def _open_for_backup(path):
@@ -393,121 +358,128 @@ def _open_for_backup(path):
     return fd
 
 
-def write_sets(entries, old_sigs, vol_writer, sig_writer, filelist, stats, *, incremental,
-               max_blocksize=0, on_warning=None, progress=None, adaptive=True):
-    """Diff the walk against the old signatures and write difftar entries and the sigtar.
+class DiffWriter:
+    """Writes one backup set from the walk merged with the previous state (merge_with_previous):
+    difftar entries into ``volumes`` (a VolumeWriter), the sigtar into ``signatures`` (a
+    SigWriter), the manifest's Filelist lines into ``filelist`` (a binary file), counts into
+    ``stats``. ``sig_executor`` computes big files' signatures beside the delta; ``check()``
+    runs for every entry and raises when the run has failed elsewhere."""
 
-    ``entries``: Selection.walk() output; ``old_sigs``: merged_signatures() or empty.
-    ``filelist``: a text file object receiving the manifest's Filelist lines.
-    """
-    old_iter = iter(old_sigs)
-    old = next(old_iter, None)
-    for e in entries:
-        while old is not None and old.index < e.index:
-            _deleted(old, vol_writer, sig_writer, filelist, stats)
-            old = next(old_iter, None)
-        prev = None
-        if old is not None and old.index == e.index:
-            prev = old
-            old = next(old_iter, None)
-        _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize,
-             on_warning, adaptive)
-        if progress is not None:
-            progress(stats)
-    while old is not None:
-        _deleted(old, vol_writer, sig_writer, filelist, stats)
-        old = next(old_iter, None)
+    def __init__(self, volumes, signatures, filelist, stats, *, incremental, max_blocksize=0,
+                 adaptive=True, on_warning=None, progress=None, sig_executor=None, check=None):
+        self.volumes = volumes
+        self.signatures = signatures
+        self.filelist = filelist
+        self.stats = stats
+        self.incremental = incremental
+        self.max_blocksize = max_blocksize
+        self.adaptive = adaptive
+        self.on_warning = on_warning or (lambda message: None)
+        self.progress = progress
+        self.sig_executor = sig_executor
+        self.check = check or (lambda: None)
+        self.owner_names = archive.OwnerNames()     # each uid and gid looked up once a run
 
+    def write(self, merged):
+        check = self.check
+        for entry, prev in merged:
+            check()
+            if entry is None:
+                self.deleted(prev)
+                continue
+            self.entry(entry, prev)
+            if self.progress is not None:
+                self.progress(self.stats)
 
-def _deleted(old, vol_writer, sig_writer, filelist, stats):
-    name = archive.entry_name("deleted", old.index)
-    vol_writer.add(old.index, None, True, archive.header(name, None, 0, as_deleted=True), b"")
-    sig_writer.add(name, None, as_deleted=True)
-    stats.deleted_files += 1
-    if old.info.type == REG:
-        filelist.write(b"    deleted  " + manifest_mod.quote(old.info.relpath) + b"\n")
+    def deleted(self, prev):
+        name = archive.entry_name("deleted", prev.index)
+        self.volumes.add(prev.index, None, True, archive.header(name, None, 0, as_deleted=True), b"")
+        self.signatures.add(name, None, as_deleted=True)
+        self.stats.deleted_files += 1
+        if prev.info.type == REG:
+            self.filelist.write(b"    deleted  " + manifest_mod.quote(prev.info.relpath) + b"\n")
 
+    def entry(self, e, prev):
+        stats = self.stats
+        try:
+            info = archive.path_info(e.index, e.path, e.stat, self.owner_names)
+        except OSError as exc:       # e.g. a symlink that vanished before readlink
+            stats.errors += 1
+            self.on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped")
+            return
+        if info is None:
+            return
+        stats.source_files += 1
+        stats.source_bytes += info.size
+        if self.incremental and prev is not None and info.same_as(prev.info):
+            stats.unchanged_files += 1
+            return
+        if info.type != REG:
+            name = archive.entry_name("snapshot", e.index)
+            self.volumes.add(e.index, None, True, archive.header(name, info, 0), b"")
+            self.signatures.add(archive.entry_name("snapshot", e.index, root_dot=False), info)
+            self._count(prev)
+            return
+        try:
+            fd = _open_for_backup(e.path)
+        except OSError as exc:
+            stats.errors += 1
+            self.on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped "
+                            + ("(its previous version stays in the archive)" if prev else ""))
+            return
+        try:
+            use_delta = (self.incremental and prev is not None and prev.info.type == REG
+                         and prev.signature is not None)
+            signature, stored = self._content(fd, e.index, info, prev if use_delta else None)
+        except OSError as exc:
+            # a read error mid-file: the entries already written are harmless only if a complete
+            # version follows; we cannot take them back, so fail loudly rather than store half a file
+            raise CorruptArchive(f"read error in {os.fsdecode(e.path)}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        self.signatures.add(archive.entry_name("signature", e.index), info, signature)
+        if use_delta:
+            stats.delta_entries += 1
+            stats.raw_delta_bytes += stored
+        kind = self._count(prev)
+        self.filelist.write(b"    " + kind.ljust(7).encode() + b"  " + manifest_mod.quote(info.relpath) + b"\n")
+        if prev is None:
+            stats.new_bytes += info.size
+        else:
+            stats.changed_bytes += info.size
 
-def _one(e, prev, vol_writer, sig_writer, filelist, stats, incremental, max_blocksize, on_warning,
-         adaptive):
-    try:
-        info = archive.path_info(e.index, e.path, e.stat)
-    except OSError as exc:       # e.g. a symlink that vanished before readlink
-        stats.errors += 1
-        if on_warning:
-            on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped")
-        return
-    if info is None:
-        return
-    stats.source_files += 1
-    stats.source_bytes += info.size
-    unchanged = prev is not None and info.same_as(prev.info)
-    if unchanged and incremental:
-        stats.unchanged_files += 1
-        return
-    if info.type != REG:
-        name = archive.entry_name("snapshot", e.index)
-        vol_writer.add(e.index, None, True, archive.header(name, info, 0), b"")
-        sig_writer.add(archive.entry_name("snapshot", e.index, root_dot=False), info)
-        _count(stats, prev)
-        return
-    try:
-        fd = _open_for_backup(e.path)
-    except OSError as exc:
-        stats.errors += 1
-        stats.skipped.append(e.path)
-        if on_warning:
-            on_warning(f"cannot read {os.fsdecode(e.path)}: {exc.strerror}; skipped "
-                       + ("(its previous version stays in the archive)" if prev else ""))
-        return
-    try:
-        use_delta = incremental and prev is not None and prev.info.type == REG and prev.signature is not None
-        if adaptive:
+    def _content(self, fd, index, info, base):
+        """Write a regular file's data (a delta against ``base``, else a snapshot) in 64 KiB
+        chunks; returns (its new signature, bytes stored)."""
+        if self.adaptive:
             # a delta is mostly copy commands: only whole new contents are worth sampling
-            big = info.size >= LARGE_FILE and not use_delta
-            vol_writer.regime(sample_compressible(fd, info.size) if big else True)
-        sig = _SigCollector(librsync.block_len_for(info.size, max_blocksize))
-        delta_job = librsync.DeltaJob(prev.signature) if use_delta else None
-        single, multi = ("diff", "multivol_diff") if use_delta else ("snapshot", "multivol_snapshot")
+            big = info.size >= LARGE_FILE and base is None
+            self.volumes.regime(sample_compressible(fd, info.size) if big else True)
+        sig = _SigCollector(librsync.block_len_for(info.size, self.max_blocksize))
+        delta_job = librsync.DeltaJob(base.signature) if base is not None else None
+        single, multi = ("diff", "multivol_diff") if base is not None else ("snapshot", "multivol_snapshot")
         stored = 0
         chunk_no = 0
-        for data, last in _chunks(_read_pieces(fd, sig, delta_job, info.size)):
+        for data, last in _chunks(_read_pieces(fd, sig, delta_job, info.size, self.sig_executor)):
             chunk_no += 1
             if chunk_no == 1 and last:
-                name = archive.entry_name(single, e.index)
-                vol_writer.add(e.index, None, True, archive.header(name, info, len(data)), data)
+                name = archive.entry_name(single, index)
+                self.volumes.add(index, None, True, archive.header(name, info, len(data)), data)
             else:
-                name = archive.entry_name(multi, e.index, chunk_no)
-                vol_writer.add(e.index, chunk_no, last, archive.header(name, info, len(data)), data)
+                name = archive.entry_name(multi, index, chunk_no)
+                self.volumes.add(index, chunk_no, last, archive.header(name, info, len(data)), data)
             stored += len(data)
-        signature = sig.result()
-    except OSError as exc:
-        # a read error mid-file: the entries already written are harmless only if a complete
-        # version follows; we cannot take them back, so fail loudly rather than store half a file
-        raise CorruptArchive(f"read error in {os.fsdecode(e.path)}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    sig_writer.add(archive.entry_name("signature", e.index), info, signature)
-    if use_delta:
-        stats.delta_entries += 1
-        stats.raw_delta_bytes += stored
-    kind = _count(stats, prev)
-    filelist.write(b"    " + kind.ljust(7).encode() + b"  " + manifest_mod.quote(info.relpath) + b"\n")
-    if prev is None:
-        stats.new_bytes += info.size
-    else:
-        stats.changed_bytes += info.size
+        return sig.result(), stored
+
+    def _count(self, prev):
+        if prev is None:
+            self.stats.new_files += 1
+            return "new"
+        self.stats.changed_files += 1
+        return "changed"
 
 
-def _count(stats, prev):
-    if prev is None:
-        stats.new_files += 1
-        return "new"
-    stats.changed_files += 1
-    return "changed"
-
-
-# --- shipping a finished file ------------------------------------------------------------------
+# --- content sampling and hashing ---------------------------------------------------------------
 
 LARGE_FILE = 8 << 20      # files at least this big get their compressibility sampled
 
@@ -539,42 +511,3 @@ def sha1_file(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def make_shipper(crypto, uploader, *, compress_level=None, gate=None):
-    """Encrypt (or gzip) a volume as it is written, hash it, queue its upload; returns (sha1, size).
-
-    ``gate()`` is called before the upload: it raises when the run must not write (a failed
-    check of the target). The upload runs in ``uploader`` (a transfer.UploadQueue), so the
-    worker goes on to the next volume; the caller drains the queue before the manifest.
-    """
-    def ship(reader, plain_path, remote_name, compress):
-        out = plain_path + ".out"
-        queued = False
-        try:
-            crypto.encrypt_fileobj(reader, out, compress=compress, compress_level=compress_level)
-            sha1 = sha1_file(out)
-            size = os.path.getsize(out)
-            if gate is not None:
-                gate()
-            uploader.submit(out, remote_name, cleanup=lambda: _unlink(out))
-            queued = True
-            return sha1, size
-        finally:
-            _unlink(plain_path)
-            if not queued:
-                _unlink(out)
-    return ship
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def gzip_file(src, dst):
-    with open(src, "rb") as fin, open(dst, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)

@@ -4,11 +4,29 @@
 Write order (what makes an interrupted run harmless): every volume is uploaded under its final
 name only when complete; then the manifest; then the signatures. Until the manifest exists the
 set is incomplete and every reader (cairn and duplicity) ignores it.
+
+One ``BackupRun`` per run owns every thread it uses; its steps are plan, write_volumes,
+write_manifest and commit. Writing the volumes is three stages with bounded hand-offs:
+
+    build     the caller's thread: the walk merged with the old signatures, librsync, difftar
+              entries cut into volumes (big files' signatures on a thread beside it)
+       -> a volume at its first MiB; at most ``jobs`` volumes in the next stage
+    encrypt   ``jobs`` workers: gpg reads a volume while it grows, then it is hashed
+       -> at most ``upload_concurrency`` files in the next stage
+    upload    UploadQueue
+
+A side pool checks the remote manifest beside the walk and encrypts and gzips the signatures
+beside the last volumes. The first failure anywhere fails the run's Abort: every blocked
+hand-off wakes and raises, the volumes' readers end so gpg ends, queued uploads are dropped;
+the run joins every thread, removes its temp dir and raises that first failure. Nothing of a
+failed run is at the target under a final name but volumes that were complete.
 """
+import contextlib
 import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time as _time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +35,17 @@ from . import archive, naming, timespec
 from .backends import redact_url
 from .backends.base import TEMP_PREFIX
 from .backends.transfer import UploadQueue
-from .backup import (Stats, SigWriter, VolumeWriter, gzip_file, make_shipper, merged_signatures,
-                     write_sets)
+from .backup import (DiffWriter, SigWriter, Stats, VolumeResult, VolumeWriter, merge_with_previous,
+                     merged_signatures, sha1_file)
 from .cache import local_manifest_name
+from .crypto import write_gzip
 from .errors import (BackendError, CairnError, ExitCode, ManifestMismatch, NoSecretKey, NoSignatures,
                      SourceError)
+from .localdirs import remove_file
 from .manifest import Manifest
 from .selection import Selection
 from .session import Session
+from .stages import Abort, Aborted, Stage
 
 log = logging.getLogger("cairn")
 
@@ -61,7 +82,7 @@ def _localdir(source):
     return out.rstrip(b"/") or b"/"
 
 
-# --- backup ----------------------------------------------------------------------------------
+# --- backup ---------------------------------------------------------------------------------
 
 def plan_backup(target, opts, session=None):
     """Decide full or incremental, and why (used by backup and by check mode)."""
@@ -93,153 +114,260 @@ def plan_backup(target, opts, session=None):
 
 def plan_changes(target, opts):
     """What a backup would do, from metadata alone: type, reason and change counts (check mode)."""
-    if not os.path.isdir(opts.source):
-        raise SourceError(f"source directory {opts.source} does not exist or is not a directory")
+    _require_source(opts.source)
     with Session(target, lock=False) as sess:
         kind, reason, col = plan_backup(target, opts, sess)
         old = []
         if kind == "incremental":
             old = sess.signature_paths(col.signature_chain.sets)
         counts = {"new_files": 0, "changed_files": 0, "deleted_files": 0, "unchanged_files": 0}
-        old_iter = iter(merged_signatures(old))
-        prev = next(old_iter, None)
-        for e in Selection(opts.source, opts.rules, on_warning=lambda m: None).walk():
-            while prev is not None and prev.index < e.index:
+        walk = Selection(opts.source, opts.rules, on_warning=lambda m: None).walk()
+        owner_names = archive.OwnerNames()
+        for e, prev in merge_with_previous(walk, merged_signatures(old)):
+            if e is None:
                 counts["deleted_files"] += 1
-                prev = next(old_iter, None)
-            info = archive.path_info(e.index, e.path, e.stat)
+                continue
+            info = archive.path_info(e.index, e.path, e.stat, owner_names)
             if info is None:
                 continue
-            if prev is not None and prev.index == e.index:
-                key = "unchanged_files" if info.same_as(prev.info) else "changed_files"
-                prev = next(old_iter, None)
+            if prev is None:
+                counts["new_files"] += 1
+            elif info.same_as(prev.info):
+                counts["unchanged_files"] += 1
             else:
-                key = "new_files"
-            counts[key] += 1
-        while prev is not None:
-            counts["deleted_files"] += 1
-            prev = next(old_iter, None)
+                counts["changed_files"] += 1
         last = col.last_backup_time()
         return dict(type=kind, reason=reason, last_backup=timespec.to_iso(last) if last else None,
                     last_backup_age=int(_time.time()) - last if last else None, **counts)
 
 
-def backup(target, opts, progress=None):
-    source = opts.source
+def _require_source(source):
     if not os.path.isdir(source):
         raise SourceError(f"source directory {source} does not exist or is not a directory")
+
+
+def backup(target, opts, progress=None):
+    """One backup run of ``opts.source`` to ``target``; returns its result (see BackupRun.result)."""
+    _require_source(opts.source)
     started = _time.time()
-    with Session(target) as sess, ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-meta") as pool:
+    with Session(target) as sess:
+        result = BackupRun(sess, opts, progress).run()
+    result["duration"] = round(_time.time() - started, 3)
+    return result
+
+
+class BackupRun:
+    """One backup run on an open Session: ``run()`` takes its named steps in order, plan,
+    write_volumes, write_manifest, commit, and returns the result; on any failure it stops
+    everything and raises the first one (see the module docstring)."""
+
+    def __init__(self, sess, opts, progress=None):
+        self.sess = sess
+        self.target = sess.opts
+        self.opts = opts
+        self.progress = progress
+        self.started = _time.time()
+        self.abort = Abort()
+        self.stats = Stats()
+        self.warnings = []
+        self.tmp = None                 # the run's own temp dir, inside the session's
+        self.files = contextlib.ExitStack()     # local files this thread writes
+        self.side = None                # the side pool: remote manifest check, signatures
+        self.sig_thread = None          # big files' signatures, beside the delta
+        self.encrypt = None             # the encrypt stage (Stage)
+        self.uploads = None             # the upload stage (UploadQueue)
+        self.volumes = None             # the VolumeWriter
+        self.sig_writer = None
+        self.precheck = None
+        self.sig_encrypted = self.sig_gzipped = None
+
+    def run(self):
+        try:
+            self.plan()
+            self.write_volumes()
+            self.write_manifest()
+            self.commit()
+        except BaseException as e:   # noqa: BLE001 - whichever came first is raised below
+            self.abort.fail(e)
+        finally:
+            self._stop()
+        if self.abort.failed:
+            raise self.abort.error
+        return self.result()
+
+    # --- the steps -----------------------------------------------------------------------
+
+    def plan(self):
+        """Lock the target, decide full or incremental, name the set, start the checks."""
+        sess, opts, target = self.sess, self.opts, self.target
         sess.lock_target("backup")
-        kind, reason, col = plan_backup(target, opts, sess)
-        hostname = socket.gethostname()
-        localdir = _localdir(source)
-        old_sig_paths = []
-        precheck = None
-        if kind == "incremental":
+        self.kind, self.reason, col = plan_backup(target, opts, sess)
+        self.tmp = tempfile.mkdtemp(prefix="backup-", dir=sess.tmpdir)
+        self.side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-side")
+        self.hostname = socket.gethostname()
+        self.localdir = _localdir(opts.source)
+        self.old_sig_paths = []
+        if self.kind == "incremental":
             chain = col.signature_chain
             last = sess.manifest(chain.sets[-1])
             if not opts.allow_source_mismatch:
-                _check_source(last, hostname, localdir)
+                _check_source(last, self.hostname, self.localdir)
             # runs beside the scan; nothing is uploaded or deleted before it has passed
-            precheck = pool.submit(_check_remote_manifest, sess, chain.sets[-1])
-            old_sig_paths = sess.signature_paths(chain.sets)
+            self.precheck = self._side_job(_check_remote_manifest, sess, chain.sets[-1], self.tmp)
+            self.old_sig_paths = sess.signature_paths(chain.sets)
             start = chain.end_time
-            now = _unused_time(col, start, target.file_prefix)
-            names = dict(start_time=start, end_time=now)
+            self.time = _unused_time(col, start, target.file_prefix)
+            self.names = dict(start_time=start, end_time=self.time)
         else:
-            now = _unused_time(col, col.last_backup_time(), target.file_prefix)
-            names = dict(time=now)
-        log.info("%s backup of %s to %s: %s", kind, source, redact_url(target.url), reason)
-        gate = _Gate(lambda: (precheck.result() if precheck else None, _remove_interrupted(sess, col)))
-        suffix = sess.crypto.suffix
+            self.time = _unused_time(col, col.last_backup_time(), target.file_prefix)
+            self.names = dict(time=self.time)
+        log.info("%s backup of %s to %s: %s", self.kind, opts.source, redact_url(target.url), self.reason)
+        self.gate = _Gate(lambda: (self.abort.result(self.precheck) if self.precheck else None,
+                                   _remove_interrupted(sess, col)))
+
+    def write_volumes(self):
+        """diff -> build volumes -> compress/encrypt -> upload, until every volume is encrypted
+        and queued for upload; the signatures are encrypted beside the last volumes."""
+        sess, opts = self.sess, self.opts
         jobs = opts.jobs or os.cpu_count() or 1
-        uploader = UploadQueue(sess.backend, target.backend.upload_concurrency)
-        # a run that lost its target lock stops at its next volume, not only at the commit
-        shipper = make_shipper(sess.crypto, uploader, compress_level=opts.compress_level,
-                               gate=lambda: (gate(), sess.target_lock.raise_if_lost()))
-        vol_writer = VolumeWriter(shipper, lambda n: naming.volume_name(n, suffix=suffix, prefix=target.file_prefix, **names),
-                                  opts.volsize * MiB, sess.tmpdir, jobs)
-        sig_plain = os.path.join(sess.tmpdir, "signatures.tar")
-        sig_writer = SigWriter(sig_plain)
-        filelist_path = os.path.join(sess.tmpdir, "filelist")
-        stats = Stats()
-        warnings = []
+        self.uploads = UploadQueue(sess.backend, self.target.backend.upload_concurrency, abort=self.abort,
+                                   before_put=self._before_upload)
+        self.encrypt = Stage("vol", self._encrypt_volume, workers=jobs, abort=self.abort)
+        self.volumes = VolumeWriter(self.encrypt.put, self._volume_name, opts.volsize * MiB, self.tmp,
+                                    check=self.abort.check)
+        # gpg reading a volume gets an error at its next read, and ends
+        self.abort.on_abort(lambda: self.volumes.fail(Aborted()))
+        self.sig_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-sig")
+        sig_plain = os.path.join(self.tmp, "signatures.tar")
+        self.sig_writer = SigWriter(sig_plain)
+        self.files.callback(self.sig_writer.close, complete=False)
+        self.filelist_path = os.path.join(self.tmp, "filelist")
+        filelist = self.files.enter_context(open(self.filelist_path, "wb"))
+        walk = Selection(opts.source, opts.rules, on_warning=self._warn).walk()
+        DiffWriter(self.volumes, self.sig_writer, filelist, self.stats, incremental=(self.kind == "incremental"),
+                   max_blocksize=opts.max_blocksize, adaptive=opts.adaptive_compression,
+                   on_warning=self._warn, progress=self.progress, sig_executor=self.sig_thread,
+                   check=self.abort.check).write(merge_with_previous(walk, merged_signatures(self.old_sig_paths)))
+        filelist.close()
+        self.sig_writer.close()
+        self.sig_out = sig_plain + ".out"
+        self.sig_gz = sig_plain + ".gz"
+        self.sig_encrypted = self._side_job(sess.crypto.encrypt_file, sig_plain, self.sig_out)
+        self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz)
+        self.volumes.close()
+        self.encrypt.join()
+        self.abort.check()
+        self.results = [v.result for v in self.volumes.volumes]
 
-        def warn(msg):      # something could not be read: the run goes on, the exit code says so
-            warnings.append(msg)
-            log.warning("%s", msg)
-
-        selection = Selection(source, opts.rules, on_warning=warn)
-        try:
-            with open(filelist_path, "wb") as filelist:
-                write_sets(selection.walk(), merged_signatures(old_sig_paths), vol_writer, sig_writer,
-                           filelist, stats, incremental=(kind == "incremental"),
-                           max_blocksize=opts.max_blocksize, on_warning=warn, progress=progress,
-                           adaptive=opts.adaptive_compression)
-            sig_writer.close()
-            # the signatures are encrypted (and gzipped for the cache) while the volumes finish
-            sig_out = sig_plain + ".out"
-            sig_gz = sig_plain + ".gz"
-            sig_done = pool.submit(sess.crypto.encrypt_file, sig_plain, sig_out)
-            gz_done = pool.submit(gzip_file, sig_plain, sig_gz)
-            results = vol_writer.close()
-            uploader.drain()
-        except BaseException:
-            vol_writer.abort()
-            uploader.close(cancel=True)
-            raise
-        uploader.close()
-        # the manifest, only once every volume is in place
-        man = Manifest(hostname=hostname, localdir=localdir)
-        for vi in vol_writer.volumes:
-            man.add_volume(vi)
-        man_plain = os.path.join(sess.tmpdir, "manifest")
-        with open(man_plain, "wb") as f:
+    def write_manifest(self):
+        """The manifest (volumes with their hashes, then the Filelist), encrypted while the last
+        uploads run."""
+        man = Manifest(hostname=self.hostname, localdir=self.localdir)
+        for vol in self.volumes.volumes:
+            man.add_volume(vol.info)
+        self.man_plain = os.path.join(self.tmp, "manifest")
+        with open(self.man_plain, "wb") as f:
             f.write(man.to_bytes())
-            count = _count_lines(filelist_path)
-            f.write(b"Filelist %d\n" % count)
-            with open(filelist_path, "rb") as fl:
+            f.write(b"Filelist %d\n" % _count_lines(self.filelist_path))
+            with open(self.filelist_path, "rb") as fl:
                 shutil.copyfileobj(fl, f)
+        self.man_out = self.man_plain + ".out"
+        self.sess.crypto.encrypt_file(self.man_plain, self.man_out, gzip_when_plain=False)
+
+    def commit(self):
+        """Once every volume is in place and the lock still ours: the manifest (from then on
+        the set is complete), then the signatures, then the local cache."""
+        sess, prefix = self.sess, self.target.file_prefix
+        self.uploads.drain()
+        self.uploads.join()
+        self.abort.result(self.sig_encrypted)
+        self.abort.result(self.sig_gzipped)
+        self.gate()
+        _check_uploaded(sess, self.results)     # a set that lost volumes never gets its manifest
+        self.abort.check()
         man_suffix = ".gpg" if sess.crypto.encrypted else ""
-        man_name = naming.manifest_name(suffix=man_suffix, prefix=target.file_prefix, **names)
-        man_out = man_plain + ".out"
-        sess.crypto.encrypt_file(man_plain, man_out, gzip_when_plain=False)
-        gate()
-        _check_uploaded(sess, results)     # a set that lost volumes never gets its manifest
-        sess.backend.put(man_out, man_name)
-        # then the signatures
-        sig_name = naming.signature_name(suffix=suffix, prefix=target.file_prefix, **names)
-        sig_done.result()
-        sess.backend.put(sig_out, sig_name)
-        stored = sum(r.size for r in results) + os.path.getsize(man_out) + os.path.getsize(sig_out)
-        # and the local cache
-        new_set = _set_for(kind, names)
-        sess.cache.store_manifest(new_set, man_plain)
-        gz_done.result()
-        sess.cache.store_signature(new_set, sig_gz)
-    elapsed = _time.time() - started
-    return {
-        "type": kind,
-        "reason": reason,
-        "time": timespec.to_iso(now),
-        "timestamp": now,
-        "start_time": timespec.to_iso(names.get("start_time", now)),
-        "volumes": len(results),
-        "bytes_stored": stored,
-        "source_files": stats.source_files,
-        "source_bytes": stats.source_bytes,
-        "new_files": stats.new_files,
-        "changed_files": stats.changed_files,
-        "deleted_files": stats.deleted_files,
-        "unchanged_files": stats.unchanged_files,
-        "delta_entries": stats.delta_entries,
-        "raw_delta_bytes": stats.raw_delta_bytes,
-        "errors": stats.errors,
-        "warnings": warnings,
-        "duration": round(elapsed, 3),
-        "exit_code": ExitCode.SKIPPED_FILES if (stats.errors or warnings) else 0,
-    }
+        sess.backend.put(self.man_out, naming.manifest_name(suffix=man_suffix, prefix=prefix, **self.names))
+        sess.backend.put(self.sig_out, naming.signature_name(suffix=sess.crypto.suffix, prefix=prefix, **self.names))
+        self.stored = (sum(r.size for r in self.results) + os.path.getsize(self.man_out)
+                       + os.path.getsize(self.sig_out))
+        new_set = _set_for(self.kind, self.names)
+        sess.cache.store_manifest(new_set, self.man_plain)
+        sess.cache.store_signature(new_set, self.sig_gz)
+
+    def result(self):
+        stats = self.stats
+        return {
+            "type": self.kind,
+            "reason": self.reason,
+            "time": timespec.to_iso(self.time),
+            "timestamp": self.time,
+            "start_time": timespec.to_iso(self.names.get("start_time", self.time)),
+            "volumes": len(self.results),
+            "bytes_stored": self.stored,
+            "source_files": stats.source_files,
+            "source_bytes": stats.source_bytes,
+            "new_files": stats.new_files,
+            "changed_files": stats.changed_files,
+            "deleted_files": stats.deleted_files,
+            "unchanged_files": stats.unchanged_files,
+            "delta_entries": stats.delta_entries,
+            "raw_delta_bytes": stats.raw_delta_bytes,
+            "errors": stats.errors,
+            "warnings": self.warnings,
+            "duration": round(_time.time() - self.started, 3),
+            "exit_code": ExitCode.SKIPPED_FILES if (stats.errors or self.warnings) else 0,
+        }
+
+    # --- the stages' work ----------------------------------------------------------------
+
+    def _encrypt_volume(self, vol):
+        """The encrypt stage: gpg reads the volume as it grows; then hash it, queue its upload."""
+        out = vol.path + ".out"
+        # a volume that fails (the run aborts) reads as ended, so gpg ends whatever python-gnupg
+        # does with a read error; what it wrote then is not the whole volume, and is dropped
+        with vol.data.reader(fail_as_end=True) as reader:
+            self.sess.crypto.encrypt_file(reader, out, compress=vol.compress,
+                                          compress_level=self.opts.compress_level)
+        if not vol.data.complete:
+            raise Aborted()
+        os.unlink(vol.path)
+        sha1 = sha1_file(out)
+        size = os.path.getsize(out)
+        vol.info.hashes["SHA1"] = sha1
+        vol.result = VolumeResult(vol.number, vol.name, sha1, size)
+        self.uploads.submit(out, vol.name, cleanup=lambda: remove_file(out))
+
+    def _before_upload(self):
+        self.gate()
+        # a run that lost its target lock stops at its next volume, not only at the commit
+        self.sess.target_lock.raise_if_lost()
+
+    def _volume_name(self, number):
+        return naming.volume_name(number, suffix=self.sess.crypto.suffix, prefix=self.target.file_prefix,
+                                  **self.names)
+
+    def _side_job(self, fn, *args):
+        """Run ``fn`` in the side pool; its failure fails the run at once."""
+        return self.abort.watch(self.side.submit(fn, *args))
+
+    def _warn(self, msg):      # something could not be read: the run goes on, the exit code says so
+        self.warnings.append(msg)
+        log.warning("%s", msg)
+
+    def _stop(self):
+        """After the last step or the first failure: every thread of the run ended, its local
+        files closed, its temp dir gone."""
+        for stage in (self.encrypt, self.uploads):
+            if stage is not None:
+                stage.join()
+        for pool in (self.sig_thread, self.side):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        if self.volumes is not None:
+            self.volumes.close_files()
+        self.files.close()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _count_lines(path):
@@ -265,14 +393,14 @@ def _check_source(last, hostname, localdir):
                          "if that is intended", ExitCode.SOURCE_PATH_MISMATCH)
 
 
-def _check_remote_manifest(sess, s):
+def _check_remote_manifest(sess, s, tmpdir):
     """The remote manifest of the set we extend must equal the cached one (duplicity's check).
 
     It also proves the passphrase before anything is written: a wrong one fails here (exit 31).
     With public-key encryption and no secret key on this host the check is skipped, as a host
     that only encrypts cannot read its own archive.
     """
-    fetched = os.path.join(sess.tmpdir, "remote-" + s.manifest)
+    fetched = os.path.join(tmpdir, "remote-" + s.manifest)
     sess.backend.get(s.manifest, fetched)
     plain = fetched + ".plain"
     try:
@@ -290,7 +418,8 @@ def _check_remote_manifest(sess, s):
 
 
 class _Gate:
-    """Runs a check once, before the first write to the target; later callers see its error."""
+    """Runs a check once, before the first write to the target (the first upload, or the
+    commit); a failed check fails the run, so no later caller gets past it."""
 
     def __init__(self, check):
         self.check = check

@@ -11,70 +11,20 @@ import os
 import pwd
 import stat
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import archive, librsync, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
+from .growing import GrowingFile
+from .localdirs import remove_file
 from .naming import encoding
 from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, NoBackupFound, RestoreError,
                      UnsafeArchive, ExitCode, LOCAL_ERRNOS, LocalIOError)
 
 
 # --- volumes of one set ----------------------------------------------------------------------
-
-class TailReader:
-    """Reads a file another thread is still writing; EOF once ``future`` is done.
-
-    Restore starts parsing a volume while gpg is still decrypting it. The volume's SHA1 was
-    checked before decryption began, and a gpg failure surfaces from read() as its error.
-    """
-
-    def __init__(self, path, future):
-        self.path = path
-        self.future = future
-        self.f = None
-
-    def _open(self):
-        while self.f is None:
-            try:
-                self.f = open(self.path, "rb")
-            except FileNotFoundError:
-                if self.future.done():
-                    self.future.result()          # raises the fetch/decrypt error
-                    self.f = open(self.path, "rb")
-                else:
-                    time.sleep(0.005)
-
-    def read(self, n=-1):
-        self._open()
-        n = n if n is not None and n >= 0 else 1 << 20
-        data = self.f.read(n)
-        while not data:
-            if self.future.done():
-                self.future.result()
-                return self.f.read(n)
-            time.sleep(0.002)
-            data = self.f.read(n)
-        # a short read while the writer is still going: wait for the rest
-        while len(data) < n and not self.future.done():
-            more = self.f.read(n - len(data))
-            if more:
-                data += more
-            else:
-                time.sleep(0.002)
-        if len(data) < n:
-            data += self.f.read(n - len(data))
-            if len(data) < n:
-                self.future.result()      # a short volume: the fetch's own error says why
-        return data
-
-    def close(self):
-        if self.f is not None:
-            self.f.close()
-
 
 class VolumeFetcher:
     """Downloads, hash-checks and decrypts volumes, a couple ahead of the reader.
@@ -147,13 +97,17 @@ class VolumeFetcher:
                     plain = os.path.join(self.tmpdir, name + ".tar")
                     futures.append((name, plain, self.pool.submit(self.fetch, name, sha1, plain)))
                 name, plain, fut = futures.pop(0)
-                reader = TailReader(plain, fut)
+                # the parser reads the volume while gpg still writes it; a fetch or decryption
+                # failure is raised by the reader (the SHA1 was checked before decryption began)
+                growing = GrowingFile(plain)
+                growing.follow(fut)
+                reader = growing.reader()
                 try:
                     yield name, reader
                     fut.result()
                 finally:
                     reader.close()
-                    _unlink(plain)
+                    remove_file(plain)
         finally:
             for _name, plain, fut in futures:
                 fut.cancel()
@@ -161,14 +115,7 @@ class VolumeFetcher:
                     fut.exception()
                 except Exception:
                     pass
-                _unlink(plain)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+                remove_file(plain)
 
 
 def set_members(fetcher, volumes):
@@ -709,15 +656,25 @@ def chain_entries(sess, sets, prefix, fetcher, on_warning):
     return merged_entries(iters, on_warning)
 
 
-def restore_sets(sess, sets, prefix, writer, on_warning, progress=None):
-    """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter)."""
+def each_entry(sess, sets, prefix, handle, on_warning):
+    """Call ``handle(index, entries)`` for every path of the chain's sets below ``prefix``
+    (restore writes them, verify compares them); the fetcher's threads end with it."""
     fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
     try:
         for index, entries in chain_entries(sess, sets, prefix, fetcher, on_warning):
-            writer.write(index, entries)
-            if progress:
-                progress(writer.written)
+            handle(index, entries)
+    finally:
+        fetcher.close()
+
+
+def restore_sets(sess, sets, prefix, writer, on_warning, progress=None):
+    """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter)."""
+    def write(index, entries):
+        writer.write(index, entries)
+        if progress:
+            progress(writer.written)
+    try:
+        each_entry(sess, sets, prefix, write, on_warning)
         writer.close()
     finally:
         writer.discard()
-        fetcher.close()

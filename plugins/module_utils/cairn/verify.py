@@ -7,7 +7,7 @@ from . import archive, timespec
 from .archive import REG, SYM, CHR, BLK
 from .backup import merged_signatures
 from .errors import CairnError, ExitCode, HashMismatch
-from .restore import VolumeFetcher, chain_entries, write_content
+from .restore import each_entry, write_content
 from .selection import Selection
 
 
@@ -114,15 +114,13 @@ def verify_sets(sess, sets, prefix, comparer, warnings, progress=None):
     handing each entry to ``comparer``; the files found must be the files the signatures list
     (a damaged or forged set holds fewer: HashMismatch, 21)."""
     expected = files_in_backup(sess, sets, prefix, warnings)
-    fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
-    try:
-        for index, entries in chain_entries(sess, sets, prefix, fetcher, warnings.append):
-            comparer.archive_entry(index, entries)
-            if progress:
-                progress(comparer.compared)
-        comparer.finish()
-    finally:
-        fetcher.close()
+
+    def compare(index, entries):
+        comparer.archive_entry(index, entries)
+        if progress:
+            progress(comparer.compared)
+    each_entry(sess, sets, prefix, compare, warnings.append)
+    comparer.finish()
     if expected is not None and comparer.compared != expected:
         raise HashMismatch(f"verify: the volumes of the backup of {timespec.to_iso(sets[-1].end_time)} "
                            f"hold {comparer.compared} of the {expected} files its signatures list; the "

@@ -110,14 +110,18 @@ def _start_backup(tmp_path, tempdir):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _has_plaintext(d):
+    """Whether a volume being built (plaintext .tar) is anywhere under ``d``."""
+    return any(n.endswith(".tar") for _d, _dirs, names in os.walk(d) for n in names)
+
+
 def _wait_for_plaintext(proc, tempdir, timeout=60):
     """Until a volume being built (plaintext) is in the run's temp dir."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()
-        for d in os.listdir(tempdir):
-            if any(n.endswith(".tar") for n in os.listdir(os.path.join(tempdir, d))):
-                return
+        if _has_plaintext(tempdir):
+            return
         time.sleep(0.05)
     raise AssertionError("no volume was built in time")
 
@@ -153,7 +157,7 @@ def test_the_next_run_removes_a_killed_runs_temp_dir(tmp_path, gnupghome):
             proc.kill()
             proc.wait()
     left = os.listdir(tempdir)
-    assert len(left) == 1 and any(n.endswith(".tar") for n in os.listdir(tempdir / left[0]))
+    assert len(left) == 1 and _has_plaintext(tempdir / left[0])
     # beside it, a temp dir of a live run (this test's process) and one that is not a run's
     from cairn.localdirs import make_tempdir
     live = make_tempdir(str(tempdir))

@@ -13,10 +13,10 @@ import random
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import BackendError, BackendNotFound, CairnError
 from ..redact import Secrets, env_secrets, redact_error, redact_text, redact_url, url_secrets
+from ..stages import Aborted, Stage
 from .base import Backend
 
 log = logging.getLogger("cairn")
@@ -186,45 +186,60 @@ class ThrottledReader:
 
 
 class UploadQueue:
-    """Uploads finished volumes while the next ones are built, ``concurrency`` at once.
+    """The upload stage: uploads finished volumes while the next ones are built, ``concurrency``
+    at once.
 
-    ``submit`` blocks while that many are in flight, which bounds temp space. The first
-    failure is raised by the next ``submit`` or by ``drain``; files are removed once uploaded.
+    ``submit`` blocks while that many are queued or in flight, which bounds temp space. A
+    failed upload fails ``abort``: uploads not yet started are dropped (their ``cleanup`` still
+    runs), and ``submit``/``drain`` raise Aborted, or with the queue's own abort (none given)
+    the failure itself. ``before_put()`` runs before each upload: it raises when the run must
+    not write. Files are removed (``cleanup``) once uploaded.
     """
 
-    def __init__(self, backend, concurrency):
+    def __init__(self, backend, concurrency, *, abort=None, before_put=None):
         self.backend = backend
-        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cairn-up")
-        self.slots = threading.BoundedSemaphore(max(1, concurrency))
-        self.futures = []
+        self.before_put = before_put
+        self.stage = Stage("up", self._upload, workers=max(1, concurrency), abort=abort,
+                           discard=self._discard)
+        self.abort = self.stage.abort
+        self._own_abort = abort is None     # then nobody else reports the failure: we do
 
-    def _raise_failed(self):
-        for f in self.futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()
+    def _upload(self, item):
+        local_path, name, cleanup = item
+        try:
+            if self.before_put is not None:
+                self.before_put()
+            self.backend.put(local_path, name)
+        finally:
+            if cleanup is not None:
+                cleanup()
+
+    @staticmethod
+    def _discard(item):
+        _local_path, _name, cleanup = item
+        if cleanup is not None:
+            cleanup()
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except Aborted:
+            if not self._own_abort:
+                raise
+        raise self.abort.error       # outside the handler: no "during handling of Aborted"
 
     def submit(self, local_path, name, cleanup=None):
-        self._raise_failed()
-        self.slots.acquire()
-
-        def run():
-            try:
-                self.backend.put(local_path, name)
-            finally:
-                self.slots.release()
-                if cleanup is not None:
-                    cleanup()
-        fut = self.pool.submit(run)
-        self.futures.append(fut)
-        return fut
+        self._call(self.stage.put, (local_path, name, cleanup))
 
     def drain(self):
-        """Wait for every upload; raise the first failure."""
-        try:
-            for f in self.futures:
-                f.result()
-        finally:
-            self.futures = [f for f in self.futures if not f.done()]
+        """Wait for every upload submitted so far; raise the first failure."""
+        self._call(self.stage.drain)
+
+    def join(self):
+        """No more uploads: wait for the workers to end."""
+        self.stage.join()
 
     def close(self, cancel=False):
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        if cancel:
+            self.abort.fail(Aborted("the uploads were cancelled"))
+        self.stage.join()
