@@ -25,7 +25,6 @@ except ImportError:      # reported when encryption is actually used
     gnupg = None
 
 
-
 @dataclass(frozen=True)
 class CryptoOptions:
     mode: str = "symmetric"               # 'symmetric' | 'pubkey' | 'none'
@@ -210,7 +209,6 @@ class Crypto:
                 signer = r.key_id or "nobody"
                 raise WrongSigner(f"{os.path.basename(src)} is not signed by {self.o.sign_key} "
                                   f"(signature: {signer if r.valid else 'missing or invalid'})")
-
 
 
 def _failure(r, doing):

@@ -52,8 +52,6 @@ def load_env_file(path):
     return env
 
 
-
-
 class Job:
     def __init__(self, config, env=None, cairn=None, log=None):
         self.c = config

@@ -88,4 +88,3 @@ class Session:
 
     def signature_paths(self, sets):
         return [self.cache.signature(s, self.backend, self.crypto, self.tmpdir) for s in sets]
-

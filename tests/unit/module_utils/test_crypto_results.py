@@ -42,7 +42,7 @@ def test_each_gpg_failure_has_its_own_class(stderr, kind):
     """The reason is read from gpg's status lines once, in the crypto layer; callers tell a
     missing secret key from a corrupt file by its class (exit 31 for all)."""
     err = _failure(SimpleNamespace(ok=False, stderr=stderr, status="failed"), "could not decrypt x.gpg")
-    assert type(err) is kind and err.exit_code == ExitCode.GPG_FAILED
+    assert err.__class__ is kind and err.exit_code == ExitCode.GPG_FAILED
     assert err.message.startswith("gpg could not decrypt x.gpg: ")
 
 

@@ -42,7 +42,7 @@ def test_a_reader_waits_for_the_bytes_it_asked_for(tmp_path):
 
 def test_a_reader_sees_every_byte_and_ends_only_when_the_writer_finishes(tmp_path):
     rnd = random.Random(3)
-    pieces = [rnd.randbytes(rnd.randint(0, 70000)) for _ in range(60)]
+    pieces = [rnd.randbytes(rnd.randint(0, 70000)) for _piece in range(60)]
     g = GrowingFile(str(tmp_path / "f"), create=True)
 
     def write():
@@ -76,7 +76,7 @@ def test_a_reader_sees_every_byte_and_ends_only_when_the_writer_finishes(tmp_pat
 def test_full_reads_are_short_only_at_the_end(tmp_path):
     g = GrowingFile(str(tmp_path / "f"), create=True)
     with g.reader() as r:
-        t, out = _in_thread(lambda: [r.read(3) for _ in range(4)])
+        t, out = _in_thread(lambda: [r.read(3) for _read in range(4)])
         for b in (b"ab", b"cdef", b"g", b"hijk"):
             time.sleep(0.01)
             g.write(b)

@@ -146,7 +146,7 @@ def _check_stopped_cleanly(tmp_path, error, expected, tmps, threads):
     temp dir holds nothing of it, the target has no manifest or signatures of the set, and
     every volume there is whole."""
     if isinstance(expected, type):
-        assert type(error) is expected, repr(error)
+        assert error.__class__ is expected, repr(error)
     else:
         assert error is expected, f"the first failure must surface, not {error!r}"
     assert not isinstance(error, Aborted)

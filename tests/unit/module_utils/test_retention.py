@@ -22,7 +22,7 @@ def _archive(chains, extra=()):
         names += [naming.volume_name(1, time=full, suffix=".gpg"), naming.manifest_name(time=full, suffix=".gpg"),
                   naming.signature_name(time=full, suffix=".gpg")]
         end = full
-        for _ in range(incs):
+        for _inc in range(incs):
             t += DAY
             kw = dict(start_time=end, end_time=t)
             names += [naming.volume_name(1, suffix=".gpg", **kw), naming.manifest_name(suffix=".gpg", **kw),
