@@ -3,11 +3,14 @@
 
 Same tree, same settings (symmetric gpg, default volume size, fresh archive dirs): full backup,
 incremental after `make-dataset.sh DIR mutate`, restore of the latest point. Prints seconds for
-each tool, cairn/duplicity ratios, and the stored bytes.
+each tool, cairn/duplicity ratios, and the stored bytes; then the backup module against the CLI
+on the same backup (module/CLI, which must stay at or below 1.05).
 """
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -105,6 +108,8 @@ def main():
         if r.returncode > 1 or real:
             sys.exit(f"{tool} restore differs from the source:\n" + "\n".join(real[:20]))
 
+    module_vs_cli = _module_vs_cli(work, data, env)
+
     print()
     print(f"{'':24s}{'duplicity':>12s}{'cairn':>12s}{'cairn/dup':>12s}")
     for name in ("full", "incremental", "restore"):
@@ -113,9 +118,35 @@ def main():
     for label, b in (("stored after full (MB)", full_bytes), ("stored after inc (MB)", total_bytes)):
         d, c = b["duplicity"] / 1e6, b["cairn"] / 1e6
         print(f"{label:24s}{d:12.1f}{c:12.1f}{c / d:12.3f}")
+    cli_s, module_s = module_vs_cli
+    print()
+    print(f"{'':24s}{'CLI':>12s}{'module':>12s}{'module/CLI':>12s}")
+    print(f"{'full backup (s)':24s}{cli_s:12.2f}{module_s:12.2f}{module_s / cli_s:12.2f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    main()
+def _module_vs_cli(work, data, env, rounds=5):
+    """The backup module against the CLI on the same backup: a full backup of the dataset into
+    a fresh target, the module as Ansible runs it on a host (the module file with its arguments;
+    no controller), with min_interval set as playbooks use it. Alternating, median seconds."""
+    module_env = dict(env, PYTHONPATH=os.path.join(ROOT, ".ansible", "collections"))
+    seconds = {"cli": [], "module": []}
+    print("backup module against the CLI (full backups)", flush=True)
+    for n in range(rounds):
+        for kind in ("cli", "module"):
+            base = os.path.join(work, f"{kind}-{n}")
+            url, cache = f"file://{base}/target", os.path.join(base, "cache")
+            if kind == "cli":
+                cmd = [os.path.join(ROOT, ".venv", "bin", "cairn"), "--no-progress", "full", "--archive-dir", cache,
+                       data, url]
+            else:
+                args_file = base + ".json"
+                with open(args_file, "w") as f:
+                    json.dump({"ANSIBLE_MODULE_ARGS": {"source": data, "target": url, "passphrase": PASSPHRASE,
+                                                       "archive_dir": cache, "mode": "full", "min_interval": "1h"}}, f)
+                cmd = [sys.executable, os.path.join(ROOT, "plugins", "modules", "backup.py"), args_file]
+            os.sync()
+            time.sleep(1)
+            seconds[kind].append(timed(cmd, module_env if kind == "module" else env))
+    return statistics.median(seconds["cli"]), statistics.median(seconds["module"])
