@@ -51,6 +51,24 @@ def check_interface(url, options, tmp_path):
             pass
         else:
             raise AssertionError("get of a missing file must raise BackendNotFound")
+        # rename: to a new name, over an existing one, again after it was done (a lost answer),
+        # and of a missing file
+        be.rename(name, "renamed-file")
+        listed = be.list()
+        assert "renamed-file" in listed and name not in listed
+        be.get("renamed-file", str(out))
+        assert out.read_bytes() == b"short"
+        be.rename("renamed-file", "empty-file")
+        be.get("empty-file", str(out))
+        assert out.read_bytes() == b"short" and "renamed-file" not in be.list()
+        be.rename("renamed-file", "empty-file")
+        try:
+            be.rename("no-such-file", "another-name")
+        except BackendNotFound:
+            pass
+        else:
+            raise AssertionError("rename of a missing file must raise BackendNotFound")
+        be.put(str(src), name)
         be.delete([name, "empty-file", "never-existed"])
         assert name not in be.list() and "empty-file" not in be.list()
         for bad in ("../escape", "a/b", ""):

@@ -73,6 +73,9 @@ class FaultyBackend(Backend):
     def delete(self, names):
         return self._do("delete", self.inner.delete, names)
 
+    def rename(self, old, new):
+        return self._do("rename", self.inner.rename, old, new)
+
     def reset(self):
         self.inner.reset()
 

@@ -339,6 +339,9 @@ class _LosingBackend(Backend):
     def delete(self, names):
         return self.inner.delete(names)
 
+    def rename(self, old, new):
+        return self.inner.rename(old, new)
+
     def size(self, name):
         return self.inner.size(name)
 

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 from urllib.parse import unquote, urlsplit
 
 try:
@@ -225,6 +226,31 @@ class AzureBackend(Backend):
                 pass
             except AzureError as e:
                 raise self._error(e, f"cannot delete {name} from {self._where()}") from None
+
+    def rename(self, old, new):
+        """Blobs have no rename: a copy within the account (waited for), then the old blob goes."""
+        container = self._container_client()
+        source = container.get_blob_client(self._blob_name(old))
+        try:
+            copy = container.get_blob_client(self._blob_name(new)).start_copy_from_url(source.url)
+            status = copy.get("copy_status")
+            deadline = time.monotonic() + max(60.0, self.options.timeout * 10)
+            while status == "pending":
+                if time.monotonic() > deadline:
+                    raise BackendError(f"renaming {old} to {new} in {self._where()}: the copy did not "
+                                       "finish in time", transient=True)
+                time.sleep(0.2)
+                status = container.get_blob_client(self._blob_name(new)).get_blob_properties().copy.status
+            if status != "success":
+                raise BackendError(f"renaming {old} to {new} in {self._where()}: the copy ended {status}",
+                                   transient=True)
+        except ResourceNotFoundError:
+            if self.size(new) is not None:
+                return
+            raise BackendNotFound(f"{old} is missing from {self._where()}") from None
+        except AzureError as e:
+            raise self._error(e, f"cannot rename {old} to {new} in {self._where()}") from None
+        self.delete([old])
 
     def size(self, name):
         try:

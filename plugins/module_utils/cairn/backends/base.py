@@ -184,6 +184,13 @@ class Backend:
         """Delete the given names; names already gone are not an error."""
         raise NotImplementedError
 
+    def rename(self, old, new):
+        """Give the file ``old`` the name ``new`` (replacing a ``new`` that is there), as one
+        step where the target can (a rename) or as copy-then-delete (object stores). A missing
+        ``old`` is BackendNotFound, unless ``new`` is already there (a rename done once, whose
+        answer was lost)."""
+        raise NotImplementedError
+
     def local_path(self, name):
         """A path to read ``name`` in place (file:// targets), or None: then use get()."""
         return None

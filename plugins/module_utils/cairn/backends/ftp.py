@@ -300,18 +300,7 @@ class FTPBackend(Backend):
                 if got is not None and got != size:
                     raise BackendError(f"{what}: the server stored {got} of {size} bytes",
                                        ExitCode.BACKEND_UPLOAD_VALIDATION, transient=True)
-            _rename_from(ftp, tmp)
-            try:
-                ftp.voidcmd("RNTO " + final)
-            except ftplib.error_perm:
-                # some servers will not rename over an existing file: delete it, then rename
-                try:
-                    ftp.delete(final)
-                except ftplib.error_perm as e:
-                    if _code(e) != "550":
-                        raise
-                _rename_from(ftp, tmp)
-                ftp.voidcmd("RNTO " + final)
+            _move(ftp, tmp, final)
         except Exception as e:   # noqa: BLE001 - classified
             err = self._error(e, what)
             if stored and self._conns.holds(ftp):
@@ -320,6 +309,19 @@ class FTPBackend(Backend):
                 except Exception:   # noqa: BLE001 - cleanup removes leftovers later
                     pass
             raise err from None
+
+    def rename(self, old, new):
+        ftp = self._ftp()
+        try:
+            _move(ftp, self._remote(old), self._remote(new))
+        except ftplib.error_perm as e:
+            if _code(e) == "550" and self.size(new) is not None and self.size(old) is None:
+                return                 # done already: the answer was lost
+            if _code(e) == "550" and self.size(old) is None:
+                raise BackendNotFound(f"{old} is missing from {self.display}") from None
+            raise self._error(e, f"renaming {old} to {new} on {self.display}") from None
+        except Exception as e:   # noqa: BLE001 - classified
+            raise self._error(e, f"renaming {old} to {new} on {self.display}") from None
 
     def _ensure_dir(self, ftp):
         if self._dir_ready or self.path in ("", "/"):
@@ -359,6 +361,22 @@ class FTPBackend(Backend):
             return ftp.size(self._remote(name))
         except ftplib.all_errors + (BackendError,):
             return None
+
+
+def _move(ftp, src, dst):
+    """RNFR/RNTO ``src`` to ``dst``; a server that will not rename over an existing file gets
+    it deleted first."""
+    _rename_from(ftp, src)
+    try:
+        ftp.voidcmd("RNTO " + dst)
+    except ftplib.error_perm:
+        try:
+            ftp.delete(dst)
+        except ftplib.error_perm as e:
+            if _code(e) != "550":
+                raise
+        _rename_from(ftp, src)
+        ftp.voidcmd("RNTO " + dst)
 
 
 def _rename_from(ftp, path):

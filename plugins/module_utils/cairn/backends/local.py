@@ -80,6 +80,17 @@ class LocalBackend(Backend):
                 raise _error(e, f"cannot delete {name} from {self.path}") from None
         _fsync_dir(self.path)
 
+    def rename(self, old, new):
+        try:
+            os.replace(self._full(old), self._full(new))
+        except FileNotFoundError:
+            if os.path.exists(self._full(new)):
+                return
+            raise BackendNotFound(f"{old} is missing from {self.path}") from None
+        except OSError as e:
+            raise _error(e, f"cannot rename {old} to {new} in {self.path}") from None
+        _fsync_dir(self.path)
+
     def local_path(self, name):
         return self._full(name)
 

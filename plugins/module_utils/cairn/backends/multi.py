@@ -107,6 +107,25 @@ class MultiBackend(Backend):
         if errors and (self.onfail == "abort" or len(errors) == len(self.backends)):
             raise errors[0]
 
+    def rename(self, old, new):
+        """Mirrors: on every target; stripes: on the one that holds ``old``."""
+        found, errors = False, []
+        for b in self.backends:
+            try:
+                b.rename(old, new)
+                found = True
+            except BackendNotFound:
+                continue
+            except BackendError as e:
+                errors.append((b, e))
+        if errors and (self.onfail == "abort" or not found):
+            b, e = errors[0]
+            raise BackendError(f"{redact_url(b.url)}: {e.message}", e.exit_code)
+        if not found and not errors:
+            raise BackendNotFound(f"{old} is on none of the targets")
+        for b, e in errors:
+            log.warning("%s: %s; the other targets have %s", redact_url(b.url), e, new)
+
     def local_path(self, name):
         return None
 

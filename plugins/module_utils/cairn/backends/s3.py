@@ -184,6 +184,20 @@ class S3Backend(Backend):
                 return
             raise self._error(e, f"cannot delete from {self._where()}") from None
 
+    def rename(self, old, new):
+        """Objects have no rename: a server-side copy (multipart for big ones, with this
+        target's storage class and encryption), then the old key goes."""
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(old)}, self.bucket, self._key(new),
+                             ExtraArgs=self.extra or None, Config=self.transfer)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            if _code(e) in _NOT_FOUND:
+                if self.size(new) is not None:
+                    return
+                raise BackendNotFound(f"{old} is missing from {self._where()}") from None
+            raise self._error(e, f"cannot rename {old} to {new} in {self._where()}") from None
+        self.delete([old])
+
     def size(self, name):
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"]

@@ -300,20 +300,24 @@ class SFTPBackend(Backend):
             if stored != size:
                 raise BackendError(f"upload of {name} to {self.host} is incomplete ({stored} of {size} "
                                    "bytes)", ExitCode.BACKEND_UPLOAD_VALIDATION, transient=True)
-            try:
-                sftp.posix_rename(tmp, remote)       # atomic replace (OpenSSH extension)
-            except OSError:
-                try:
-                    sftp.remove(remote)
-                except FileNotFoundError:
-                    pass
-                sftp.rename(tmp, remote)
+            _move(sftp, tmp, remote)
         except BackendError:
             self._discard(sftp, tmp)
             raise
         except (OSError, paramiko.SSHException, EOFError) as e:
             self._discard(sftp, tmp)
             raise self._error(e, f"cannot upload {name} to {self.host}") from None
+
+    def rename(self, old, new):
+        sftp = self._sftp()
+        try:
+            _move(sftp, self._remote(old), self._remote(new))
+        except FileNotFoundError:
+            if self.size(new) is not None:
+                return
+            raise BackendNotFound(f"{old} is missing from {self.host}:{self.path}") from None
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise self._error(e, f"cannot rename {old} to {new} on {self.host}") from None
 
     def _discard(self, sftp, path):
         try:
@@ -396,3 +400,17 @@ def from_url(url, options):
     if IMPORT_ERROR is not None:
         raise missing_library(IMPORT_ERROR, "sftp://", "paramiko", "python3-paramiko", "python3-paramiko")
     return SFTPBackend(url, options)
+
+
+def _move(sftp, src, dst):
+    """Rename ``src`` to ``dst``, replacing it: atomically where the server has OpenSSH's
+    posix-rename, else by removing ``dst`` first."""
+    try:
+        sftp.posix_rename(src, dst)
+    except OSError:
+        sftp.stat(src)                 # FileNotFoundError when the source is what is missing
+        try:
+            sftp.remove(dst)
+        except FileNotFoundError:
+            pass
+        sftp.rename(src, dst)

@@ -105,6 +105,9 @@ class RetryingBackend(Backend):
             return self._call(f"deleting {len(names)} file(s)", self.inner.delete, names)
         return None
 
+    def rename(self, old, new):
+        return self._call(f"renaming {old} to {new}", self.inner.rename, old, new)
+
     def local_path(self, name):
         return self.inner.local_path(name)
 

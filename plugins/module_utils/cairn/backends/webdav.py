@@ -307,12 +307,25 @@ class WebDAVBackend(Backend):
                                transient=True)
         try:
             self._check(r, what, (200, 201, 204))
-            r = self._request(s, "MOVE", tmp_url, what,
-                              headers={"Destination": self._url(name), "Overwrite": "T"})
-            self._check(r, f"{what} (renaming it from {TEMP_PREFIX}{name})", (200, 201, 204))
+            self._move(s, tmp_url, self._url(name), f"{what} (renaming it from {TEMP_PREFIX}{name})")
         except BackendError:
             self._discard(s, tmp_url)
             raise
+
+    def _move(self, s, src_url, dst_url, what):
+        r = self._request(s, "MOVE", src_url, what, headers={"Destination": dst_url, "Overwrite": "T"})
+        r.close()
+        self._check(r, what, (200, 201, 204))
+
+    def rename(self, old, new):
+        check_name(old)
+        check_name(new)
+        what = f"renaming {old} to {new} on {self.display}"
+        try:
+            self._move(self._session(), self._url(old), self._url(new), what)
+        except BackendNotFound:
+            if self.size(new) is None:
+                raise
 
     def _discard(self, s, url):
         try:
