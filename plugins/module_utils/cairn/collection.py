@@ -68,7 +68,8 @@ class Collection:
 
     ``chains``: complete chains, oldest first. ``orphaned``: complete incrementals that fit no
     chain. ``incomplete``: sets with no manifest (an interrupted run) or whose signature never
-    arrived. ``orphaned_signatures``: signature files whose set is gone.
+    arrived. ``orphaned_signatures``: signature files whose set is gone. ``unfinished``: the
+    files of a set still being written (see naming.UNFINISHED_MARK), by their final names.
     """
 
     def __init__(self, names, prefix=""):
@@ -76,7 +77,12 @@ class Collection:
         sets = {}
         sigs = []
         self.foreign = []
+        self.unfinished = {}          # final name -> unfinished name: files of a set being written
         for name in self.names:
+            final = naming.finished_name(name, prefix)
+            if final is not None:
+                self.unfinished[final] = name
+                continue
             p = naming.parse(name, prefix)
             if p is None:
                 self.foreign.append(name)

@@ -47,6 +47,24 @@ _SHORT = [
 ]
 
 
+# The files of a set still being written (its volumes, its resume record) carry this mark after
+# the file prefix. duplicity matches its names from the start, after its own prefix, so it reads
+# none of them: an archive interrupted at any moment is, to duplicity, its last complete backup.
+# The commit renames the volumes to their final names, then writes the manifest.
+UNFINISHED_MARK = "cairn-unfinished."
+
+
+def unfinished_name(name, prefix=""):
+    """The name under which ``name`` (with the file ``prefix``) is written until its set commits."""
+    return prefix + UNFINISHED_MARK + name[len(prefix):]
+
+
+def finished_name(name, prefix=""):
+    """The final name of an unfinished file, or None when ``name`` is not one."""
+    mark = prefix + UNFINISHED_MARK
+    return prefix + name[len(mark):] if name.startswith(mark) else None
+
+
 def _flags(name):
     return (name.endswith((".gpg", ".g", ".p7m")), name.endswith((".gz", ".z")))
 
