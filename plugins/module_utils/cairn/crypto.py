@@ -25,6 +25,36 @@ except ImportError:      # reported when encryption is actually used
     gnupg = None
 
 
+def open_gpg(**kwargs):
+    """python-gnupg's GPG, reading gpg's status output as UTF-8 that tolerates other bytes.
+
+    gpg echoes names and texts taken from the message itself (a literal packet's file name, a
+    signer's user id); in a corrupt or hostile file those are bytes that are not UTF-8, and
+    python-gnupg's strict decoder then kills the thread that reads the status lines, leaving a
+    result with no status at all. Replacing such bytes keeps every status line readable.
+    """
+    gpg = _TolerantGPG(**kwargs)
+    gpg.encoding = "utf-8"
+    return gpg
+
+
+if gnupg is not None:
+    class _TolerantGPG(gnupg.GPG):
+        def _read_response(self, stream, result):
+            stream.errors = "replace"
+            handle_status = result.handle_status
+
+            def tolerant(keyword, value):
+                # a status line cut short in a damaged message (ERRSIG with two fields) must not
+                # end the reading either; the whole text stays in result.stderr for _failure
+                try:
+                    handle_status(keyword, value)
+                except (ValueError, IndexError, KeyError):
+                    pass
+            result.handle_status = tolerant
+            super()._read_response(stream, result)
+
+
 @dataclass(frozen=True)
 class CryptoOptions:
     mode: str = "symmetric"               # 'symmetric' | 'pubkey' | 'none'
@@ -79,10 +109,9 @@ class Crypto:
             if gnupg is None:
                 raise CairnError("python-gnupg is not installed (pip install python-gnupg)")
             try:
-                self._gpg = gnupg.GPG(gpgbinary=self.o.gpg_binary, gnupghome=self._home())
+                self._gpg = open_gpg(gpgbinary=self.o.gpg_binary, gnupghome=self._home())
             except (OSError, ValueError, RuntimeError) as e:
                 raise CryptoError(f"cannot run gpg ({self.o.gpg_binary}): {e}") from None
-            self._gpg.encoding = "utf-8"
             self._agent_was_running = agent_running(self._home())
         return self._gpg
 

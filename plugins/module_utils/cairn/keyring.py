@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from .crypto import agent_running, stop_agent
+from .crypto import agent_running, open_gpg, stop_agent
 from .errors import CairnError, UserError
 
 try:
@@ -97,11 +97,10 @@ class Keyring:
                 os.makedirs(self.home, mode=0o700)
         self.agent_was_running = agent_running(self.home)
         try:
-            self.gpg = gnupg.GPG(gpgbinary=self.gpg_binary, gnupghome=self.home,
-                                 options=["--no-auto-check-trustdb"] if self.read_only else None)
+            self.gpg = open_gpg(gpgbinary=self.gpg_binary, gnupghome=self.home,
+                                options=["--no-auto-check-trustdb"] if self.read_only else None)
         except (OSError, ValueError, RuntimeError) as e:
             raise KeyringError(f"cannot run gpg ({self.gpg_binary}): {e}") from None
-        self.gpg.encoding = "utf-8"
         return self
 
     def __exit__(self, *exc):

@@ -2,7 +2,11 @@
 """Errors keep their cause (issue 10, item 6): a host that only encrypts skips the remote
 manifest check for want of a secret key, and for nothing else."""
 import os
+import random
+import struct
 import subprocess
+
+import pytest
 
 from treeutil import cairn
 
@@ -18,7 +22,22 @@ def _public_only_home(keys, tmp_path):
     return str(home)
 
 
-def test_a_corrupt_remote_manifest_is_not_taken_for_a_missing_secret_key(tmp_path, gnupghome):
+def _literal_packet_named(name):
+    """An OpenPGP literal data packet whose file name gpg echoes in its status output."""
+    body = b"b" + bytes([len(name)]) + name + struct.pack(">I", 0) + b"hello\n"
+    return bytes([0xC0 | 11, len(body)]) + body
+
+
+NOT_A_MESSAGE = {
+    "random bytes": random.Random(9).randbytes(300),
+    # gpg echoes the name; bytes that are not UTF-8 once killed python-gnupg's status reader
+    # and the run ended in "unexpected error" (exit 30)
+    "a file name that is not UTF-8": _literal_packet_named(b"\xca\xfe\xff.txt") + b"\x8c\x05garbage",
+}
+
+
+@pytest.mark.parametrize("garbage", NOT_A_MESSAGE.values(), ids=NOT_A_MESSAGE.keys())
+def test_a_corrupt_remote_manifest_is_not_taken_for_a_missing_secret_key(tmp_path, gnupghome, garbage):
     home = _public_only_home(gnupghome, tmp_path)
     src = tmp_path / "src"
     src.mkdir()
@@ -34,7 +53,7 @@ def test_a_corrupt_remote_manifest_is_not_taken_for_a_missing_secret_key(tmp_pat
         # a remote manifest that is not even an OpenPGP message is no such case
         target = tmp_path / "target"
         newest = sorted(n for n in os.listdir(target) if ".manifest" in n)[-1]
-        (target / newest).write_bytes(os.urandom(300))
+        (target / newest).write_bytes(garbage)
         (src / "a.txt").write_bytes(b"three\n")
         before = sorted(os.listdir(target))
         r = cairn("incremental", *common, src, url, env=env, passphrase=None, check=False)
