@@ -39,7 +39,11 @@ options:
     description: A duplicity time string (V(3D), V(2026-11-20), V(now), ...); default the latest backup.
     type: str
   force:
-    description: Restore into a non-empty O(dest), replacing what is there.
+    description:
+      - Restore into a non-empty O(dest), replacing what is there.
+      - Run again after an interrupted restore, regular files it had already written whole (same
+        type, mode, mtime, owner and the signature stored in the backup) are kept, not written
+        again (RV(skipped)).
     type: bool
     default: false
   restore_ownership:
@@ -88,6 +92,44 @@ paths:
   type: list
   elements: str
   sample: [nginx, nginx/nginx.conf]
+skipped:
+  description: >-
+    Regular files an interrupted restore had already written, found identical (type, mode,
+    mtime, owner and the signature stored in the backup) and kept instead of being written
+    again; only when restoring with O(force=true) into a target that holds something.
+  returned: when files were restored
+  type: int
+  sample: 0
+incomplete:
+  description: >-
+    Whether some volume was missing, truncated, failed its hash, or could not be decrypted or
+    parsed. The restore goes on past it; the task then fails, with RV(lost) and RV(lost_volumes)
+    saying what is missing (the CLI exits 63).
+  returned: when files were restored
+  type: bool
+  sample: false
+lost:
+  description: >-
+    The paths not restored because their newest version needed an unusable volume, with the
+    volume and what was lost (V(data), V(metadata) of a directory whose contents were restored,
+    V(entry) for a symlink or special file, V(deleted) for a deletion, V(unknown) when the set's
+    signatures could not be read either).
+  returned: when files were restored
+  type: list
+  elements: dict
+  sample: [{path: etc/app.conf, volume: duplicity-full.20261122T020000Z.vol3.difftar.gpg, what: data}]
+lost_count:
+  description: Number of entries in RV(lost).
+  returned: when files were restored
+  type: int
+  sample: 0
+lost_volumes:
+  description: Each volume that could not be used, why, and the range of paths it held.
+  returned: when files were restored
+  type: list
+  elements: dict
+  sample: [{volume: duplicity-full.20261122T020000Z.vol3.difftar.gpg, reason: missing from the target,
+            first_path: etc/app.conf, last_path: etc/ssl, paths_listed: true}]
 duration:
   description: Seconds the restore took.
   returned: when files were restored
@@ -100,6 +142,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
     COMMON_MUTUALLY_EXCLUSIVE, common_argument_spec, parse, run, target_options, warn)
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
+from ansible_collections.cairn.backup.plugins.module_utils.cairn.errors import ExitCode
 
 
 def main():
@@ -120,6 +163,13 @@ def main():
                  numeric_owner=p["numeric_owner"], restore_owner=p["restore_ownership"])
     for w in result.pop("warnings", []):
         warn(module, w)
+    if result.get("incomplete"):
+        # every file that did not need a damaged volume is in place; the task still fails, so a
+        # play never goes on as if the restore were whole
+        module.fail_json(msg=f"restore incomplete: {len(result['lost_volumes'])} volume(s) could not be used "
+                             f"and {result['lost_count']} path(s) that needed them were not restored "
+                             "(see lost and lost_volumes); every other file was", changed=result["files"] > 0,
+                         exit_code=ExitCode.RESTORE_INCOMPLETE, **result)
     module.exit_json(changed=result["files"] > 0, **result)
 
 

@@ -14,7 +14,7 @@ from .backup import merged_signatures
 from .errors import ExitCode, ManifestError, RestoreError
 from .lock import DEFAULT_STALE_AFTER
 from .options import BackupOptions, TargetOptions
-from .restore import TreeWriter, chain_at, check_target, parse_path, restore_sets
+from .restore import chain_at, parse_path, restore_chain
 from .retention import RetentionPolicy
 from .session import Session
 from .verify import Comparer, verify_sets
@@ -48,17 +48,20 @@ def last_backup_age(target):
 
 def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=False,
             restore_owner=None, progress=None):
+    """Restore the backup at ``time`` (or its ``path``) into ``dest``. A volume that cannot be
+    used does not stop it: ``incomplete`` is then true, ``lost_volumes`` names each such
+    volume and why, ``lost`` the paths that needed one (not written). ``skipped``: files an
+    interrupted restore had completed, found correct and kept (``force``)."""
     started = _time.time()
     t = time if time is not None else int(_time.time())
     prefix = parse_path(path)
     warnings = []
     with Session(target) as sess:
         _chain, sets = chain_at(sess.collection(), t)
-        check_target(dest, force)
-        writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner,
-                            whole_tree=not prefix, tmp_dir=sess.tmpdir)
-        restore_sets(sess, sets, prefix, writer, warnings.append, progress)
-    if writer.written == 0:
+        writer, losses = restore_chain(sess, sets, prefix, dest, force=force, restore_owner=restore_owner,
+                                       numeric_owner=numeric_owner, on_warning=warnings.append,
+                                       progress=progress)
+    if writer.written == 0 and not losses.volumes:
         if prefix:
             raise RestoreError(f"{path} is not in the backup of {timespec.to_iso(sets[-1].end_time)}",
                                ExitCode.RESTORE_PATH_NOT_FOUND)
@@ -66,9 +69,12 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
     warnings += writer.warnings
     for w in warnings:
         log.warning("%s", w)
-    return {"files": writer.written, "time": timespec.to_iso(sets[-1].end_time),
+    lost = losses.lost_paths()
+    return {"files": writer.written, "skipped": writer.skipped, "time": timespec.to_iso(sets[-1].end_time),
             "timestamp": sets[-1].end_time, "dest": dest, "path": path or "",
-            "sets": len(sets), "warnings": warnings, "duration": round(_time.time() - started, 3)}
+            "sets": len(sets), "incomplete": bool(losses.volumes), "lost": lost, "lost_count": len(lost),
+            "lost_volumes": losses.lost_volumes(), "warnings": warnings,
+            "duration": round(_time.time() - started, 3)}
 
 
 def _current_files(sess, t):

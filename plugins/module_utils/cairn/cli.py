@@ -232,7 +232,27 @@ def _restore(command, ns, args, out, progress):
     result = api.restore(_target(ns, url), dest, time=_time(ns), path=ns.path, force=ns.force,
                          numeric_owner=ns.numeric_owner, restore_owner=False if ns.no_restore_ownership else None,
                          progress=progress)
-    return result, ExitCode.OK
+    if not result["incomplete"]:
+        return result, ExitCode.OK
+    if not ns.json:     # the JSON document has the same lists
+        err = _RedactedOutput(sys.stderr, out.secrets)
+        for v in result["lost_volumes"]:
+            _say(err, f"cairn: volume {v['volume']} could not be used (it held {_printable(v['first_path'])} "
+                      f"to {_printable(v['last_path'])}): {v['reason']}")
+        for p in result["lost"]:
+            _say(err, f"cairn: lost: {_printable(p['path'])} ({p['what']}; needed {p['volume']})")
+        if result["lost_count"]:
+            _say(err, f"cairn: restore incomplete: {result['lost_count']} path(s) could not be restored; "
+                      "every other file was")
+        else:
+            _say(err, f"cairn: restore incomplete: {len(result['lost_volumes'])} volume(s) could not be used "
+                      "and the backup's signatures name no path in them; what they held may be missing")
+    return result, ExitCode.RESTORE_INCOMPLETE
+
+
+def _printable(text):
+    """A file name on one line: control characters (a newline in a name) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _verify(command, ns, args, out, progress):

@@ -4,24 +4,39 @@
 The streams of all sets in the chain are merged by path; for each path the newest snapshot is
 patched by every later delta. Every archive is hostile: entries are written through directory
 descriptors, never through a symlink, and never outside the target (see TreeWriter).
+
+A restore goes on past a volume it cannot use (missing, failing its hash, not decrypting, not
+parsing): the manifest says which paths each volume held, the set's signatures say which of them
+the set had, and a path whose newest version needs such a volume is reported lost instead of
+being written (see Losses and merged_entries). verify reads the same streams strictly.
 """
 import errno
 import grp
+import gzip
 import os
 import pwd
+import re
 import stat
 import tempfile
+import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import archive, librsync, timespec
+from . import archive, librsync, naming, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .backup import sha1_file
 from .growing import GrowingFile
 from .localdirs import remove_file
 from .naming import encoding
-from .errors import (BackendError, BackendNotFound, CorruptArchive, HashMismatch, NoBackupFound, RestoreError,
-                     UnsafeArchive, ExitCode, LOCAL_ERRNOS, LocalIOError)
+from .errors import (BackendError, BackendNotFound, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
+                     ManifestError, NoBackupFound, RestoreError, UnsafeArchive, ExitCode, LOCAL_ERRNOS,
+                     LocalIOError)
+
+# What makes one volume unusable without saying anything about the others: a restore records
+# the volume as lost and goes on. Everything else (an entry that tries to escape, a wrong
+# passphrase or missing key, a full local disk) still ends the restore.
+VOLUME_FAILURES = (HashMismatch, BackendError, CorruptCiphertext, CorruptArchive)
 
 
 # --- volumes of one set ----------------------------------------------------------------------
@@ -85,8 +100,10 @@ class VolumeFetcher:
             if is_copy and os.path.exists(enc):
                 os.unlink(enc)
 
-    def stream(self, volumes):
-        """Yield (name, reader) for [(name, sha1)] in order, prefetching and decrypting ahead."""
+    def fetched(self, volumes):
+        """Yield (name, reader, future) for [(name, sha1)] in order, prefetching and decrypting
+        ahead. The reader raises the fetch's failure when it gets there; a failure after the
+        last byte read is the future's (``stream`` raises it, a lenient reader weighs it)."""
         futures = []
         pending = list(volumes)
         pending.reverse()
@@ -103,25 +120,136 @@ class VolumeFetcher:
                 growing.follow(fut)
                 reader = growing.reader()
                 try:
-                    yield name, reader
-                    fut.result()
+                    yield name, reader, fut
+                    _wait(fut)          # gpg may still be writing what the parser left unread
                 finally:
                     reader.close()
                     remove_file(plain)
         finally:
             for _name, plain, fut in futures:
                 fut.cancel()
-                try:
-                    fut.exception()
-                except Exception:
-                    pass
+                _wait(fut)
                 remove_file(plain)
+
+    def stream(self, volumes):
+        """Yield (name, reader) for [(name, sha1)] in order; a volume that failed raises."""
+        volumes = self.fetched(volumes)
+        try:
+            for name, reader, fut in volumes:
+                yield name, reader
+                fut.result()
+        finally:
+            volumes.close()
+
+
+def _wait(fut):
+    """Until ``fut`` has ended, whatever its outcome (who needs the outcome asks for it)."""
+    try:
+        fut.exception()
+    except BaseException:       # noqa: BLE001 - cancelled: nothing to wait for
+        pass
+
+
+@dataclass
+class VolumeRef:
+    """One volume of a set as its manifest describes it."""
+
+    name: str               # remote name (the name it should have, when it is missing)
+    sha1: str
+    info: object            # manifest.VolumeInfo: the first and last path it holds
+    present: bool           # listed at the target
+
+
+@dataclass
+class LostVolume:
+    """A volume a restore could not use, in the stream of its set where it would have been.
+
+    It held the paths from ``first`` to ``last`` (full indexes, both included, as its manifest
+    says); when it failed part-way, ``first`` is the last path read from it, whose entry may
+    be cut short.
+    """
+
+    name: str
+    first: tuple
+    last: tuple
+    reason: str
+    order: int = 0          # which set of the chain (0: the full)
+
+    def holds(self, index):
+        return self.first <= index <= self.last
 
 
 def set_members(fetcher, volumes):
-    """(Member, read) of one set across its volumes, in order."""
-    for name, reader in fetcher.stream(volumes):
+    """(Member, read) of one set across its volumes (VolumeRefs), in order; the first volume
+    that cannot be used raises (verify)."""
+    for ref in volumes:
+        if not ref.present:
+            raise BackendNotFound(f"volume {ref.name} is missing from the target")
+    for name, reader in fetcher.stream([(ref.name, ref.sha1) for ref in volumes]):
         yield from archive.read_members(reader, what=f"volume {name}")
+
+
+class _VolumeState:
+    failed = None           # the VOLUME_FAILURES error that ended the volume
+
+
+class _GuardedRead:
+    """A member's data reader that marks its volume failed when the data cannot be read, so
+    that the set's reader moves on to the next volume instead of parsing on."""
+
+    def __init__(self, read, state):
+        self.read = read
+        self.state = state
+
+    def pieces(self, piece=archive.CHUNK):
+        try:
+            yield from self.read.pieces(piece)
+        except VOLUME_FAILURES as e:
+            self.state.failed = e
+            raise
+
+    def __call__(self):
+        return b"".join(self.pieces(1 << 20))
+
+
+def lenient_set_members(fetcher, volumes, on_warning):
+    """(Member, read) of one set across its volumes (VolumeRefs), in order, with a LostVolume
+    where a volume could not be used or stopped being readable: the stream goes on with the
+    next volume. An entry that tries to escape (UnsafeArchive) is not a damaged volume and
+    still raises."""
+    fetched = fetcher.fetched([(ref.name, ref.sha1) for ref in volumes if ref.present])
+    try:
+        for ref in volumes:
+            if not ref.present:
+                yield LostVolume(ref.name, ref.info.start_index, ref.info.end_index,
+                                 f"volume {ref.name} is missing from the target")
+                continue
+            name, reader, fut = next(fetched)
+            state = _VolumeState()
+            last = None             # the last path read from this volume
+            members = archive.read_members(reader, what=f"volume {name}")
+            try:
+                for m, read in members:
+                    last = m.index
+                    yield m, _GuardedRead(read, state)
+                    if state.failed is not None:
+                        break       # its data could not be read: nothing after it can be
+            except VOLUME_FAILURES as e:
+                state.failed = e
+            finally:
+                members.close()
+            _wait(fut)
+            late = None if fut.cancelled() else fut.exception()
+            if state.failed is not None:
+                first = ref.info.start_index if last is None else last
+                yield LostVolume(name, first, ref.info.end_index, str(state.failed))
+            elif isinstance(late, VOLUME_FAILURES):
+                # every entry up to the end of the tar stream was read and used
+                on_warning(f"{late} (after the end of its tar stream: every entry in it was restored)")
+            elif late is not None:
+                raise late
+    finally:
+        fetched.close()
 
 
 # --- entries of one set ----------------------------------------------------------------------
@@ -137,6 +265,23 @@ class SetEntry:
         return self.stream.chunks(self)
 
 
+@dataclass
+class LostEntry:
+    """A path a restore does not write: its newest version needs a lost volume."""
+
+    index: tuple            # relative to the path restored, like SetEntry's
+    volume: LostVolume
+    what: str               # data, metadata, entry, deleted, unknown (see Losses.describe)
+
+
+class _VolumeLost(Exception):
+    """Raised while an entry's data is read, when the rest of it was in a lost volume."""
+
+    def __init__(self, volume):
+        super().__init__(volume.name)
+        self.volume = volume
+
+
 def _shown(index):
     return os.fsdecode(b"/".join(index)) if index else "."
 
@@ -147,29 +292,62 @@ class _EntryStream:
     Paths must come in strictly increasing order, as every writer of the format emits them:
     a path twice, or out of order, is a crafted archive (a directory replaced by a symlink
     between two of its entries is the classic escape) and is refused before it is used.
+
+    A LostVolume in the member stream (lenient_set_members) is handed to ``on_lost``, which
+    returns the LostEntries of the paths the set had in it (sorted), or None when that cannot
+    be known; the stream keeps them for the merge. Entries of the next volumes that fall in a
+    lost volume's range (the rest of a file it cut) are skipped, never read as new entries.
     """
 
-    def __init__(self, members, order):
+    def __init__(self, members, order, *, prefix=(), on_lost=None):
         self.members = iter(members)
         self.order = order
+        self.prefix = prefix
+        self.on_lost = on_lost
         self.head = None          # (Member, read) not yet turned into an entry
         self.current = None
         self.current_first = None
+        self.lost = []            # LostVolumes passed, in order
+        self.lost_entries = deque()   # LostEntries of the paths they held, sorted
+        self.unknown = []         # LostVolumes whose paths could not be listed
         self._advance_member()
 
     def _advance_member(self):
-        self.head = next(self.members, None)
+        """Move the head to the next member; returns the LostVolumes passed on the way."""
+        passed = []
+        while True:
+            head = next(self.members, None)
+            if not isinstance(head, LostVolume):
+                self.head = head
+                return passed
+            head.order = self.order
+            self.lost.append(head)
+            passed.append(head)
+            listed = self.on_lost(head)
+            if listed is None:
+                self.unknown.append(head)
+            else:
+                tail = self.lost_entries[-1].index if self.lost_entries else None
+                self.lost_entries.extend(e for e in listed if tail is None or e.index > tail)
+
+    def _in_lost_range(self, index):
+        return bool(self.lost) and self.prefix + index <= self.lost[-1].last
 
     def next_entry(self):
         """The next SetEntry, after skipping whatever of the current one was not consumed."""
         previous = self.current
         if previous is not None:
-            for _chunk in self.chunks(previous):
-                pass
+            try:
+                for _chunk in self.chunks(previous):
+                    pass
+            except _VolumeLost:
+                pass                # an entry nobody needed, cut by a lost volume
             # chunks left behind by a consumer that stopped early
             while (self.head is not None and self.head[0].index == previous.index
                    and self.head[0].prefix.startswith("multivol_")):
                 self._advance_member()
+        while self.head is not None and self._in_lost_range(self.head[0].index):
+            self._advance_member()
         if self.head is None:
             self.current = None
             return None
@@ -183,7 +361,8 @@ class _EntryStream:
         return self.current
 
     def chunks(self, entry):
-        """The entry's data, in pieces of at most one chunk, whatever its headers claim."""
+        """The entry's data, in pieces of at most one chunk, whatever its headers claim.
+        Raises _VolumeLost when the rest of it was in a lost volume."""
         if entry is not self.current or self.current_first is None:
             return
         m, read = self.current_first
@@ -193,9 +372,15 @@ class _EntryStream:
         if multivol and expect != 1:
             raise CorruptArchive(f"{os.fsdecode(entry.info.relpath)}: multivolume data starts at "
                                  f"chunk {expect}; an earlier volume is missing or damaged")
-        yield from read.pieces()
-        self._advance_member()
-        while multivol and self.head is not None:
+        yield from self._pieces(read)
+        passed = self._advance_member()
+        full = self.prefix + entry.index
+        while multivol:
+            cut = next((v for v in passed if v.first <= full), None)
+            if cut is not None:
+                raise _VolumeLost(cut)
+            if self.head is None:
+                break
             m, read = self.head
             if m.index != entry.index or not m.prefix.startswith("multivol_"):
                 break
@@ -203,35 +388,80 @@ class _EntryStream:
             if m.chunk != expect:
                 raise CorruptArchive(f"{os.fsdecode(entry.info.relpath)}: chunk {m.chunk} follows "
                                      f"chunk {expect - 1}; the archive is damaged")
+            yield from self._pieces(read)
+            passed = self._advance_member()
+
+    def _pieces(self, read):
+        try:
             yield from read.pieces()
-            self._advance_member()
+        except VOLUME_FAILURES:
+            if self.on_lost is None:
+                raise
+            # the set's reader turns the failure into a LostVolume starting at this entry
+            passed = self._advance_member()
+            if not passed:
+                raise
+            raise _VolumeLost(passed[0]) from None
+
+    def lost_at(self, index):
+        """The LostEntry of ``index`` if this set's entry for it was in a lost volume: listed
+        from the signatures, or (when they could not be read) any path in such a volume's range."""
+        q = self.lost_entries
+        if q and q[0].index == index:
+            return q.popleft()
+        full = self.prefix + index
+        for v in self.unknown:
+            if v.holds(full):
+                return LostEntry(index, v, "unknown")
+        return None
+
+    def drop_lost_through(self, index):
+        """Forget listed lost paths up to ``index``: already decided (restored from a newer
+        version, or reported when their entry was cut)."""
+        q = self.lost_entries
+        while q and index is not None and q[0].index <= index:
+            q.popleft()
 
 
-def merged_entries(set_member_iters, on_warning):
-    """Merge sets (oldest first) by path; yield (index, [SetEntry...]) cut at the newest base.
+def merged_entries(set_member_iters, on_warning, *, prefix=(), on_lost=None):
+    """Merge sets (oldest first) by path; yield (index, [SetEntry...], None) cut at the newest
+    base, or (index, None, LostEntry) when the newest version of the path needs a lost volume.
 
-    The list starts at the newest snapshot/deleted entry and holds the deltas after it.
+    The list starts at the newest snapshot/deleted entry and holds the deltas after it. A path
+    whose entry in some set was in a lost volume is lost unless a newer set has a base for it:
+    an older version is never written as if it were the one asked for.
     """
-    streams = [_EntryStream(it, i) for i, it in enumerate(set_member_iters)]
+    streams = [_EntryStream(it, i, prefix=prefix, on_lost=on_lost) for i, it in enumerate(set_member_iters)]
     heads = [s.next_entry() for s in streams]
+    done = None
     while True:
-        live = [e for e in heads if e is not None]
-        if not live:
+        candidates = [e.index for e in heads if e is not None]
+        for s in streams:
+            s.drop_lost_through(done)
+            if s.lost_entries:
+                candidates.append(s.lost_entries[0].index)
+        if not candidates:
             return
-        index = min(e.index for e in live)
-        group = [(i, e) for i, e in enumerate(heads) if e is not None and e.index == index]
-        entries = [e for _i, e in group]
-        base = None
-        for k in range(len(entries) - 1, -1, -1):
-            if entries[k].kind != "diff":
-                base = k
+        index = done = min(candidates)
+        per_set = []
+        for i, s in enumerate(streams):
+            visible = heads[i] if heads[i] is not None and heads[i].index == index else None
+            per_set.append(s.lost_at(index) or visible)
+        for k in range(len(per_set) - 1, -1, -1):
+            e = per_set[k]
+            if e is None:
+                continue
+            if isinstance(e, LostEntry):
+                yield index, None, e
                 break
-        if base is None:
-            on_warning(f"{os.fsdecode(b'/'.join(index))}: only deltas found, no full version; skipped")
+            if e.kind != "diff":
+                yield index, [x for x in per_set[k:] if x is not None], None
+                break
         else:
-            yield index, entries[base:]
-        for i, _e in group:
-            heads[i] = streams[i].next_entry()
+            on_warning(f"{os.fsdecode(b'/'.join(index))}: only deltas found, no full version; skipped")
+        for i, e in enumerate(heads):
+            if e is not None and e.index == index:
+                heads[i] = streams[i].next_entry()
 
 
 # --- materializing content -----------------------------------------------------------------
@@ -343,6 +573,8 @@ def _write_chunks(chunks, fd):
 # --- writing a tree --------------------------------------------------------------------------
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_PREFIX = b".cairn-restore-"          # a file being written, renamed once complete
+_TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + rb"[0-9a-f]{12}")
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_PATH = getattr(os, "O_PATH", 0)
 
@@ -360,19 +592,28 @@ class TreeWriter:
     ``whole_tree``: a full restore, whose root entry must be a directory. For a
     --path-to-restore the root may be one file, which is then the target path itself and
     nothing may follow it.
+
+    ``same_content(entries, fd)``: given, the target is taken to hold what an interrupted
+    restore left. A regular file already there with the entry's type, mode, mtime (and owner,
+    when owners are restored) is kept when ``same_content`` says the open file's data is the
+    entry's (``skipped``); a file is never kept on its metadata alone. The temp files such a
+    restore left behind are removed from every directory entered.
     """
 
-    def __init__(self, root, *, restore_owner=None, numeric_owner=False, whole_tree=True, tmp_dir=None):
+    def __init__(self, root, *, restore_owner=None, numeric_owner=False, whole_tree=True, tmp_dir=None,
+                 same_content=None):
         self.root = os.fsencode(os.path.abspath(root))
         self.restore_owner = (os.geteuid() == 0) if restore_owner is None else restore_owner
         self.numeric_owner = numeric_owner
         self.whole_tree = whole_tree
         self.tmp_dir = tmp_dir
+        self.same_content = same_content
         self.stack = []            # [(index, fd, info)]: open directories from the root down;
         #                            info is None for one no entry describes (made as a parent)
         self.single = None         # the type of a root written as a single non-directory
         self.ids = {}              # (field, name) -> local uid/gid, or None
-        self.written = 0
+        self.written = 0           # entries restored, the files kept as they were included
+        self.skipped = 0           # regular files already restored complete, not rewritten
         self.warnings = []
 
     def path(self, index):
@@ -405,8 +646,9 @@ class TreeWriter:
             self.stack.append((index, fd, info))
             self.written += 1
             return
-        self._clear(parent, name)
-        self._make(parent, name, entries, info)
+        if info.type != REG:
+            self._clear(parent, name)
+        self._make(parent, name, entries, info)     # a file replaces the old entry once it is whole
 
     def _write_root(self, entries, info):
         if info.type == DIR:
@@ -422,7 +664,8 @@ class TreeWriter:
         os.makedirs(parent_path or b".", exist_ok=True)
         parent = os.open(parent_path or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self._clear(parent, name)
+            if info.type != REG:
+                self._clear(parent, name)
             self._make(parent, name, entries, info)
         finally:
             os.close(parent)
@@ -433,6 +676,7 @@ class TreeWriter:
             os.makedirs(self.root, exist_ok=True)
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self.stack.append(((), fd, None))
+            self._remove_stale_temps(fd)
 
     def _parent_fd(self, index):
         """The descriptor of ``index``'s parent: directories we have left are finished, missing
@@ -447,7 +691,7 @@ class TreeWriter:
 
     def _open_dir(self, parent, name, index):
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             os.mkdir(name, 0o700, dir_fd=parent)
             return os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -458,6 +702,21 @@ class TreeWriter:
                 raise UnsafeArchive(f"archive entries below {_shown(index)!r} would be written through a "
                                     "symlink; refusing to follow it") from None
             raise RestoreError(f"{os.fsdecode(self.path(index))} is not a directory") from None
+        self._remove_stale_temps(fd)
+        return fd
+
+    def _remove_stale_temps(self, fd):
+        """The temp files of an interrupted restore in a directory that was already there
+        (only when restoring over one: a fresh target has none)."""
+        if self.same_content is None:
+            return
+        for child in os.listdir(fd):
+            if _TEMP_NAME.fullmatch(os.fsencode(child)):
+                try:
+                    if stat.S_ISREG(os.lstat(child, dir_fd=fd).st_mode):
+                        os.unlink(child, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
 
     def _clear(self, parent, name, keep_dir=False):
         try:
@@ -472,7 +731,11 @@ class TreeWriter:
 
     def _make(self, parent, name, entries, info):
         if info.type == REG:
-            tmp = b".cairn-restore-" + os.urandom(6).hex().encode()
+            if self.same_content is not None and self._already_restored(parent, name, entries, info):
+                self.skipped += 1
+                self.written += 1
+                return
+            tmp = _TEMP_PREFIX + os.urandom(6).hex().encode()
             fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
             try:
                 write_content(entries, fd, self.tmp_dir)
@@ -482,6 +745,11 @@ class TreeWriter:
                 os.unlink(tmp, dir_fd=parent)
                 raise
             os.close(fd)
+            try:
+                self._clear(parent, name)       # rename replaces anything but a directory
+            except BaseException:
+                os.unlink(tmp, dir_fd=parent)
+                raise
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
         elif len(entries) > 1:
             raise CorruptArchive(f"{os.fsdecode(info.relpath)}: deltas after a non-file entry")
@@ -501,6 +769,29 @@ class TreeWriter:
             # a device is never opened for I/O (that can act on the hardware): O_PATH only
             self._meta_by_name(parent, name, info, _O_PATH)
         self.written += 1
+
+    def _already_restored(self, parent, name, entries, info):
+        """Whether ``name`` is already this regular file, metadata and data (see same_content)."""
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except FileNotFoundError:
+            return False
+        if (not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != info.mode
+                or max(int(st.st_mtime), 0) != info.mtime):
+            return False
+        if self.restore_owner and (st.st_uid, st.st_gid) != tuple(self._owner(info)):
+            return False
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        except OSError:
+            return False
+        try:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return False        # replaced since the lstat: look no further
+            return self.same_content(entries, fd)
+        finally:
+            os.close(fd)
 
     # --- metadata, always through a descriptor (or, for a symlink, never following it) ----
 
@@ -593,15 +884,20 @@ def _remove_tree(parent, name):
 
 
 def check_target(dest, force):
-    """duplicity refuses a non-empty restore target (exit 11) unless forced."""
-    if os.path.lexists(dest):
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            if os.listdir(dest) and not force:
-                raise RestoreError(f"restore target {dest} exists and is not empty; use --force to "
-                                   "restore into it", ExitCode.RESTORE_TARGET_NOT_EMPTY)
-        elif not force:
-            raise RestoreError(f"restore target {dest} exists; use --force to replace it",
-                               ExitCode.RESTORE_TARGET_NOT_EMPTY)
+    """duplicity refuses a non-empty restore target (exit 11) unless forced. Returns whether
+    the target holds something (restored into with ``force``)."""
+    if not os.path.lexists(dest):
+        return False
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        if not os.listdir(dest):
+            return False
+        if not force:
+            raise RestoreError(f"restore target {dest} exists and is not empty; use --force to "
+                               "restore into it", ExitCode.RESTORE_TARGET_NOT_EMPTY)
+    elif not force:
+        raise RestoreError(f"restore target {dest} exists; use --force to replace it",
+                           ExitCode.RESTORE_TARGET_NOT_EMPTY)
+    return True
 
 
 # --- a chain at a point in time ----------------------------------------------------------------
@@ -622,22 +918,36 @@ def chain_at(col, t):
     return chain, chain.sets_until(t)
 
 
-def _volumes_of(sess, s, prefix=()):
+def _volume_name(sess, s, n):
+    """The name volume ``n`` of set ``s`` has at the target (said of one that is missing)."""
+    suffix = ".gpg" if s.encrypted else ".gz" if s.compressed else ""
+    times = dict(time=s.end_time) if s.type == "full" else dict(start_time=s.start_time, end_time=s.end_time)
+    return naming.volume_name(n, suffix=suffix, prefix=sess.opts.file_prefix, **times)
+
+
+def _volumes_of(sess, s, prefix=(), strict=True):
+    """VolumeRefs of the volumes of set ``s`` that can hold ``prefix``; ``strict``: a volume
+    missing from the target raises."""
     man = sess.manifest(s)
     numbers = sorted(man.volumes) if not prefix else man.volumes_containing(prefix)
     out = []
     for n in numbers:
         name = s.volumes.get(n)
-        if name is None:
-            raise BackendNotFound(f"volume {n} of the backup set of {timespec.to_iso(s.end_time)} is "
-                                  "missing from the target")
-        out.append((name, man.volumes[n].hashes.get("SHA1")))
+        if name is None and strict:
+            raise BackendNotFound(f"volume {n} of the backup set of {timespec.to_iso(s.end_time)} "
+                                  f"({_volume_name(sess, s, n)}) is missing from the target")
+        out.append(VolumeRef(name or _volume_name(sess, s, n), man.volumes[n].hashes.get("SHA1"),
+                             man.volumes[n], name is not None))
     return out
 
 
 def _strip_prefix(members, prefix):
     n = len(prefix)
-    for m, read in members:
+    for item in members:
+        if isinstance(item, LostVolume):
+            yield item              # its range stays in full indexes
+            continue
+        m, read = item
         if m.index[:n] != prefix:
             continue
         m.index = m.index[n:]
@@ -646,35 +956,243 @@ def _strip_prefix(members, prefix):
         yield m, read
 
 
-def chain_entries(sess, sets, prefix, fetcher, on_warning):
-    """(index, [SetEntry...]) of the chain's sets merged by path, below ``prefix`` (indexes
-    relative to it), read only from the volumes that can hold it."""
+# --- what a damaged chain still holds ------------------------------------------------------------
+
+# a signature file that cannot be read (the cache's gzip, the tar inside)
+_SIGNATURE_READ_ERRORS = (CorruptArchive, EOFError, zlib.error, OSError)
+
+
+class SetSignatures:
+    """One set's signature file (sigtar), read only when needed: which paths a lost volume
+    held, and the stored signature of a file (asked in path order). Both say None when the file
+    cannot be had or read (``problem`` says why)."""
+
+    def __init__(self, sess, s):
+        self.sess = sess
+        self.set = s
+        self.problem = None
+        self._path = None
+        self._file = None
+        self._members = None
+        self._head = None
+
+    def _local(self):
+        if self._path is None and self.problem is None:
+            try:
+                self._path = self.sess.signature_paths([self.set])[0]
+            except (ManifestError, BackendError, CryptoError, CorruptArchive) as e:
+                self.problem = str(e)
+        return self._path
+
+    def _read(self, f):
+        previous = None
+        for m, read in archive.read_members(f, what=f"signature file {self.set.signature}"):
+            if previous is not None and m.index <= previous:
+                raise CorruptArchive(f"signature file {self.set.signature} lists {_shown(m.index)!r} out of order")
+            previous = m.index
+            yield m, read
+
+    def between(self, first, last, prefix=()):
+        """[(index, kind, type)] of the set's paths from ``first`` to ``last`` (full indexes,
+        both included) below ``prefix``; kind is signature, snapshot or deleted."""
+        path = self._local()
+        if path is None:
+            return None
+        n = len(prefix)
+        out = []
+        try:
+            with gzip.open(path, "rb") as f:
+                for m, _read in self._read(f):
+                    if m.index > last:
+                        break
+                    if m.index >= first and m.index[:n] == prefix:
+                        out.append((m.index, m.prefix, m.info.type if m.info is not None else None))
+        except _SIGNATURE_READ_ERRORS as e:
+            self.problem = f"signature file {self.set.signature} cannot be read: {e}"
+            return None
+        return out
+
+    def signature(self, index):
+        """The stored librsync signature of the regular file ``index`` (full), or None."""
+        if self._members is None:
+            path = self._local()
+            if path is None or self._file is not None:
+                return None
+            self._file = gzip.open(path, "rb")
+            self._members = self._read(self._file)
+        try:
+            while True:
+                if self._head is None:
+                    self._head = next(self._members, None)
+                    if self._head is None:
+                        return None
+                m, read = self._head
+                if m.index > index:
+                    return None
+                self._head = None
+                if m.index == index:
+                    return read() if m.prefix == "signature" else None
+        except _SIGNATURE_READ_ERRORS:
+            self._members = iter(())
+            return None
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+
+
+def same_signature(fd, stored):
+    """Whether the data of the open file ``fd`` has the librsync signature ``stored`` (a
+    sigtar's): computed with the stored block length, equal signatures mean the same number of
+    blocks and every block's rolling and strong sums equal. A kind of signature cairn does not
+    compute is no match."""
+    if stored is None or len(stored) < 12:
+        return False
+    magic, block_len, strong_len = (int.from_bytes(stored[i:i + 4], "big") for i in (0, 4, 8))
+    if (magic != librsync.RS_MD4_SIG_MAGIC or strong_len != librsync.STRONG_LEN
+            or not 0 < block_len <= librsync.MAX_BLOCK_LEN):
+        return False
+    blocks, rest = divmod(len(stored) - 12, 4 + strong_len)
+    size = os.fstat(fd).st_size
+    if rest or not ((blocks - 1) * block_len < size <= blocks * block_len if blocks else size == 0):
+        return False
+    pos = 0
+    with librsync.SignatureJob(block_len) as job:
+        while True:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                break
+            out = job.update(data)
+            if stored[pos:pos + len(out)] != out:
+                return False
+            pos += len(out)
+        return stored[pos:] == job.finish()
+
+
+class SameContent:
+    """TreeWriter's ``same_content`` over an interrupted restore: a file holds the entry's
+    data when it has the signature the newest entry's set stored for it."""
+
+    def __init__(self, signatures, prefix=()):
+        self.signatures = signatures
+        self.prefix = prefix
+
+    def __call__(self, entries, fd):
+        newest = entries[-1]
+        return same_signature(fd, self.signatures[newest.stream.order].signature(self.prefix + newest.index))
+
+
+_LOST_WHAT = {"signature": "data", "deleted": "deleted"}
+
+
+class Losses:
+    """What a restore could not use: ``volumes`` [(LostVolume, listed, why not)] and ``paths``
+    (LostEntry, in path order) whose newest version needed one of them.
+
+    What a lost path was, from the signatures: ``data`` (a file's snapshot or delta, or part
+    of one), ``metadata`` (a directory: what survived below it is restored, the directory
+    itself is left as made), ``entry`` (a symlink, fifo or device), ``deleted`` (its deletion:
+    the older version is not restored), ``unknown`` (the set's signatures could not be read).
+    """
+
+    def __init__(self, signatures, prefix=()):
+        self.signatures = signatures
+        self.prefix = prefix
+        self.volumes = []
+        self.paths = []
+
+    def volume_lost(self, volume):
+        """_EntryStream's on_lost: the LostEntries of the paths the set had in ``volume``."""
+        sigs = self.signatures[volume.order]
+        listed = sigs.between(volume.first, volume.last, self.prefix)
+        self.volumes.append((volume, listed is not None, sigs.problem))
+        if listed is None:
+            return None
+        n = len(self.prefix)
+        return [LostEntry(index[n:], volume,
+                          _LOST_WHAT.get(kind) or ("metadata" if type_ == DIR else "entry"))
+                for index, kind, type_ in listed]
+
+    def lost_paths(self):
+        return [{"path": _shown(self.prefix + e.index), "volume": e.volume.name, "what": e.what}
+                for e in self.paths]
+
+    def lost_volumes(self):
+        out = []
+        for v, listed, problem in self.volumes:
+            d = {"volume": v.name, "reason": v.reason, "first_path": _shown(v.first),
+                 "last_path": _shown(v.last), "paths_listed": listed}
+            if not listed:
+                d["reason"] += f"; the paths it held cannot be listed ({problem})"
+            out.append(d)
+        return out
+
+
+# --- reading and writing a chain ---------------------------------------------------------------
+
+def chain_entries(sess, sets, prefix, fetcher, on_warning, losses=None):
+    """(index, [SetEntry...], None) or (index, None, LostEntry) of the chain's sets merged by
+    path, below ``prefix`` (indexes relative to it), read only from the volumes that can hold
+    it. Without ``losses`` the first volume that cannot be used raises; with it, the volume
+    is recorded there and the paths that needed it come as LostEntries."""
     iters = []
     for s in sets:
-        members = set_members(fetcher, _volumes_of(sess, s, prefix))
+        refs = _volumes_of(sess, s, prefix, strict=losses is None)
+        members = (set_members(fetcher, refs) if losses is None
+                   else lenient_set_members(fetcher, refs, on_warning))
         iters.append(_strip_prefix(members, prefix) if prefix else members)
-    return merged_entries(iters, on_warning)
+    return merged_entries(iters, on_warning, prefix=prefix,
+                          on_lost=None if losses is None else losses.volume_lost)
 
 
-def each_entry(sess, sets, prefix, handle, on_warning):
+def each_entry(sess, sets, prefix, handle, on_warning, losses=None):
     """Call ``handle(index, entries)`` for every path of the chain's sets below ``prefix``
-    (restore writes them, verify compares them); the fetcher's threads end with it."""
+    (restore writes them, verify compares them); the fetcher's threads end with it. With
+    ``losses`` (restore), the paths that needed a lost volume go to ``losses.paths`` instead,
+    also when that shows only while the entry is read; without (verify), it raises."""
     fetcher = VolumeFetcher(sess.backend, sess.crypto, sess.tmpdir, streams=len(sets))
     try:
-        for index, entries in chain_entries(sess, sets, prefix, fetcher, on_warning):
-            handle(index, entries)
+        for index, entries, lost in chain_entries(sess, sets, prefix, fetcher, on_warning, losses):
+            if lost is not None:
+                losses.paths.append(lost)
+                continue
+            try:
+                handle(index, entries)
+            except _VolumeLost as e:
+                if losses is None:
+                    raise
+                losses.paths.append(LostEntry(index, e.volume, "data"))
     finally:
         fetcher.close()
 
 
-def restore_sets(sess, sets, prefix, writer, on_warning, progress=None):
+def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=None):
     """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter)."""
     def write(index, entries):
         writer.write(index, entries)
         if progress:
             progress(writer.written)
     try:
-        each_entry(sess, sets, prefix, write, on_warning)
+        each_entry(sess, sets, prefix, write, on_warning, losses)
         writer.close()
     finally:
         writer.discard()
+
+
+def restore_chain(sess, sets, prefix, dest, *, force=False, restore_owner=None, numeric_owner=False,
+                  on_warning=None, progress=None):
+    """Restore ``sets`` below ``prefix`` into ``dest``, going on past volumes that cannot be
+    used: returns (TreeWriter, Losses). Restoring into a target that already holds something
+    (``force``) keeps the files an interrupted restore completed (TreeWriter.same_content)."""
+    resuming = check_target(dest, force)
+    signatures = [SetSignatures(sess, s) for s in sets]
+    try:
+        writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner,
+                            whole_tree=not prefix, tmp_dir=sess.tmpdir,
+                            same_content=SameContent(signatures, prefix) if resuming else None)
+        losses = Losses(signatures, prefix)
+        restore_sets(sess, sets, prefix, writer, on_warning or (lambda w: None), progress, losses)
+    finally:
+        for sig in signatures:
+            sig.close()
+    return writer, losses

@@ -59,6 +59,17 @@ def test_restore_check_mode_plans_from_the_signatures(run_module, fake):
     assert plan.calls[0][1] == {"time": 1700000000, "path": "etc"}
 
 
+def test_an_incomplete_restore_fails_the_task_with_what_was_lost(run_module, fake):
+    lost = [{"path": "etc/x", "volume": "duplicity-full.20261122T020000Z.vol2.difftar.gpg", "what": "data"}]
+    volumes = [{"volume": lost[0]["volume"], "reason": "missing from the target", "first_path": "etc/a",
+                "last_path": "etc/z", "paths_listed": True}]
+    fake(api, "restore", {"files": 40, "skipped": 0, "warnings": [], "incomplete": True, "lost": lost,
+                          "lost_count": 1, "lost_volumes": volumes})
+    out = run_module(restore, dict(COMMON, dest="/d"))
+    assert out.failed and out.result["exit_code"] == 63 and out.result["changed"]
+    assert "1 path(s)" in out.result["msg"] and out.result["lost"] == lost and out.result["lost_volumes"] == volumes
+
+
 def test_restore_passes_ownership_options(run_module, fake):
     run = fake(api, "restore", {"files": 3, "warnings": []})
     out = run_module(restore, dict(COMMON, dest="/d", restore_ownership=False, numeric_owner=True))
