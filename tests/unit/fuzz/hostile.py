@@ -24,7 +24,7 @@ SCALE = max(1, int(os.environ.get("CAIRN_FUZZ_SCALE", "1")))
 
 # docs/cli.md, "Exit codes": every code but 0 (success) and 30 (a bug)
 DOCUMENTED = frozenset({1, 3, 4, 5, 6, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 31, 42,
-                        50, 51, 52, 53, 60, 61, 62})
+                        50, 51, 52, 53, 60, 61, 62, 63})
 ARCHIVE_CODES = frozenset({ExitCode.UNSAFE_ARCHIVE, ExitCode.CORRUPT_ARCHIVE})
 MANIFEST_CODES = frozenset({ExitCode.BAD_MANIFEST})
 TIME_CODES = frozenset({ExitCode.USER_ERROR})
