@@ -110,6 +110,15 @@ incomplete_sets:
   type: list
   elements: dict
   sample: []
+unfinished_files:
+  description:
+    - Volumes a backup uploaded under their unfinished names and never committed (it was
+      interrupted); duplicity does not read them.
+    - The next backup, or M(cairn.backup.prune) with O(cairn.backup.prune#module:cleanup=true), removes them.
+  returned: always
+  type: list
+  elements: str
+  sample: [cairn-unfinished.duplicity-full.20261122T020000Z.vol1.difftar.gpg]
 files:
   description: The files of the backup at O(time), each with C(path), C(type), C(size), C(mtime).
   returned: when O(list_files=true)
@@ -137,7 +146,7 @@ def main():
     target = target_options(module)
     st = run(module, api.status, target, p["stored_size"])
     result = {k: st[k] for k in ("chains", "last_full", "last_full_age", "last_backup",
-                                 "last_backup_age", "orphaned_sets", "incomplete_sets")}
+                                 "last_backup_age", "orphaned_sets", "incomplete_sets", "unfinished_files")}
     result["chain_length"] = len(st["chains"][-1]["sets"]) if st["chains"] else 0
     if p["stored_size"]:
         result["stored_bytes"] = st["stored_bytes"]

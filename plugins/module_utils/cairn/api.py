@@ -178,6 +178,8 @@ def status(target, stored_size=False):
             "secondary_chains": chains[:-1],
             "orphaned_sets": [_set_dict(s) for s in col.orphaned],
             "incomplete_sets": [_set_dict(s) for s in col.incomplete],
+            # volumes of a run that never reached its commit (the next backup or cleanup removes them)
+            "unfinished_files": sorted(col.unfinished.values()),
             "last_full": timespec.to_iso(last_full) if last_full else None,
             "last_full_timestamp": last_full,
             "last_full_age": now - last_full if last_full else None,

@@ -50,7 +50,7 @@ _SHORT = [
 # The files of a set still being written (its volumes, its resume record) carry this mark after
 # the file prefix. duplicity matches its names from the start, after its own prefix, so it reads
 # none of them: an archive interrupted at any moment is, to duplicity, its last complete backup.
-# The commit renames the volumes to their final names, then writes the manifest.
+# The commit writes the manifest, then renames the volumes (pipeline.py says why in that order).
 UNFINISHED_MARK = "cairn-unfinished."
 
 

@@ -1,9 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The backup run: plan (full or incremental), write the volumes, write the manifest, commit.
 
-Write order (what makes an interrupted run harmless): every volume is uploaded under its final
-name only when complete; then the manifest; then the signatures. Until the manifest exists the
-set is incomplete and every reader (cairn and duplicity) ignores it.
+Write order (what makes an interrupted run harmless): every volume is uploaded, when complete,
+under its unfinished name (naming.UNFINISHED_MARK), which neither duplicity nor cairn reads as
+part of a set. The commit then writes the manifest, renames the volumes to their final names, and
+writes the signatures. Interrupted before the manifest, the archive is to duplicity exactly its
+last complete backup. Interrupted inside the commit, duplicity sees a set with a manifest and
+missing volumes, which it reports and passes over (``restore -t`` of an earlier time works), and
+cairn an incomplete set (no signatures), which its next run removes. Volumes under final names
+with no manifest, which make duplicity abort ("No remote manifest name"), never occur.
 
 One ``BackupRun`` per run owns every thread it uses; its steps are plan, write_volumes,
 write_manifest and commit. Writing the volumes is three stages with bounded hand-offs:
@@ -66,8 +71,9 @@ def _unused_time(col, after, prefix):
     whose first upload is still under its temp name: that may be the in-flight set of a writer
     whose lock this run took over, and its files are never to be overwritten."""
     taken = {s.end_time for s in col.sets}
-    for name in col.foreign:
-        p = naming.parse(name[len(TEMP_PREFIX):], prefix) if name.startswith(TEMP_PREFIX) else None
+    in_flight = [name[len(TEMP_PREFIX):] for name in col.foreign if name.startswith(TEMP_PREFIX)]
+    for name in in_flight + list(col.unfinished):
+        p = naming.parse(naming.finished_name(name, prefix) or name, prefix)
         if p is not None:
             taken.add(p.time if p.time is not None else p.end_time)
     now = _now_after(after)
@@ -275,8 +281,9 @@ class BackupRun:
         self.sess.crypto.encrypt_file(self.man_plain, self.man_out, gzip_when_plain=False)
 
     def commit(self):
-        """Once every volume is in place and the lock still ours: the manifest (from then on
-        the set is complete), then the signatures, then the local cache."""
+        """Once every volume is in place and the lock still ours: the manifest, the volumes
+        renamed to their final names, the signatures (from then on the set is complete), then
+        the local cache (see the module docstring for why in this order)."""
         sess, prefix = self.sess, self.target.file_prefix
         self.uploads.drain()
         self.uploads.join()
@@ -287,6 +294,8 @@ class BackupRun:
         self.abort.check()
         man_suffix = ".gpg" if sess.crypto.encrypted else ""
         sess.backend.put(self.man_out, naming.manifest_name(suffix=man_suffix, prefix=prefix, **self.names))
+        for r in self.results:
+            sess.backend.rename(r.name, naming.finished_name(r.name, prefix))
         sess.backend.put(self.sig_out, naming.signature_name(suffix=sess.crypto.suffix, prefix=prefix, **self.names))
         self.stored = (sum(r.size for r in self.results) + os.path.getsize(self.man_out)
                        + os.path.getsize(self.sig_out))
@@ -343,8 +352,10 @@ class BackupRun:
         self.sess.target_lock.raise_if_lost()
 
     def _volume_name(self, number):
-        return naming.volume_name(number, suffix=self.sess.crypto.suffix, prefix=self.target.file_prefix,
-                                  **self.names)
+        """Where volume ``number`` is uploaded: its unfinished name, until the commit."""
+        prefix = self.target.file_prefix
+        return naming.unfinished_name(
+            naming.volume_name(number, suffix=self.sess.crypto.suffix, prefix=prefix, **self.names), prefix)
 
     def _side_job(self, fn, *args):
         """Run ``fn`` in the side pool; its failure fails the run at once."""
@@ -449,17 +460,21 @@ def _check_uploaded(sess, results):
 
 
 def _remove_interrupted(sess, col):
-    """Delete the remains of an interrupted run: sets newer than the last complete one."""
+    """Delete the remains of an interrupted run: sets newer than the last complete one, and the
+    files of sets that never reached their commit (unfinished names)."""
     sess.require_target_lock()     # only the lock holder deletes: no other writer is live
     last = col.last_backup_time() or 0
     stale = [s for s in col.incomplete if s.end_time >= last]
-    if not stale:
+    unfinished = sorted(col.unfinished.values())
+    if not stale and not unfinished:
         return
     if not sess.target_lock.previous_writer_gone:
-        log.warning("leaving %d set(s) of an interrupted run: this run took over a lock whose writer "
-                    "may still run; a later run or `cleanup --force` removes them", len(stale))
+        log.warning("leaving %d set(s) and %d unfinished file(s) of an interrupted run: this run took "
+                    "over a lock whose writer may still run; a later run or `cleanup --force` removes "
+                    "them", len(stale), len(unfinished))
         return
-    names = [n for s in stale for n in s.names]
-    log.warning("removing %d file(s) of %d set(s) left by an interrupted run", len(names), len(stale))
+    names = [n for s in stale for n in s.names] + unfinished
+    log.warning("removing %d file(s) left by an interrupted run (%d set(s) without signatures, %d "
+                "unfinished file(s))", len(names), len(stale), len(unfinished))
     sess.backend.delete(names)
     sess.cache.forget(stale)

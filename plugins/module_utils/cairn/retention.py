@@ -82,12 +82,14 @@ def _select(col, policy, prefix):
         extra += list(col.orphaned_signatures)
         # temp names of this prefix's archive only: another prefix's writer holds its own lock
         extra += [n for n in col.foreign if n.startswith(TEMP_PREFIX) and _ours(n[len(TEMP_PREFIX):], prefix)]
+        extra += list(col.unfinished.values())      # volumes of a set that never reached its commit
     unique = list({id(s): s for s in sets}.values())
     return unique, extra
 
 
 def _ours(name, prefix):
-    return naming.parse(name, prefix) is not None or is_lock_name(name, prefix)
+    return (naming.parse(name, prefix) is not None or naming.finished_name(name, prefix) is not None
+            or is_lock_name(name, prefix))
 
 
 def plan(sess, col, policy):
@@ -105,7 +107,8 @@ def plan(sess, col, policy):
             log.warning("leaving incomplete sets and temporary files: the writer whose lock was "
                         "taken over may still run; run cleanup again later")
         sets = [s for s in sets if id(s) not in in_flight]
-        extra = [n for n in extra if not n.startswith(TEMP_PREFIX)]
+        unfinished = set(col.unfinished.values())
+        extra = [n for n in extra if not n.startswith(TEMP_PREFIX) and n not in unfinished]
     newest = col.last_chain
     if newest is not None:
         protected = {id(s) for s in newest.sets}

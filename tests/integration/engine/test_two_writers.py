@@ -87,9 +87,11 @@ def _target_names(target_dir):
 
 
 def _assert_clean(names):
-    """Only complete sets: no incomplete or orphaned set, no lock object, no temp file."""
+    """Only complete sets: no incomplete or orphaned set, no unfinished volume, no lock object,
+    no temp file."""
     col = Collection(names)
     assert not col.incomplete and not col.orphaned and not col.orphaned_signatures, names
+    assert not col.unfinished, names
     assert not [n for n in names if is_lock_name(n) or n.startswith(".")], names
     return col
 
@@ -214,7 +216,7 @@ def test_a_writer_whose_lock_is_broken_stops_without_committing(tmp_path):
     assert b"taken over by host" in slow_err or b"took the lock over" in slow_err, slow_err
     # its files were left alone while it might still write; cleanup removes them now
     left = _target_names(target_dir)
-    assert Collection(left).incomplete or [n for n in left if n.startswith(".cairn-tmp.")], left
+    assert Collection(left).unfinished or [n for n in left if n.startswith(".cairn-tmp.")], left
     cairn("cleanup", "--force", *PLAIN, "--archive-dir", tmp_path / "cache-b", url)
     col = _assert_clean(_target_names(target_dir))
     assert sum(len(c.sets) for c in col.chains) == 1

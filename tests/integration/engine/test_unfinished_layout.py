@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""An archive interrupted at any moment of a backup is, to stock duplicity, its last complete
+backup (issue 11, item 2).
+
+A run dies (a BaseException from the target, as abrupt for the target as SIGKILL) while its
+volumes are uploaded, and inside the commit after the manifest is written. duplicity then lists
+the archive and restores the last complete point; before the unfinished names it aborted with
+"No remote manifest name" on the volumes of the unfinished set. cairn's next run removes what
+the dead one left, and the archive stays readable by both tools.
+"""
+import json
+import os
+import random
+import time
+
+import pytest
+
+from treeutil import cairn, diff_snapshots, duplicity, snapshot, write
+
+from cairn import api, naming
+from cairn.backends import open_raw, register, unregister
+from cairn.backends.base import Backend
+from cairn.crypto import CryptoOptions
+
+pytestmark = pytest.mark.duplicity
+
+PLAIN = ["--no-encryption", "--volsize", "1"]
+
+
+class _Died(BaseException):
+    """The run's end, as abrupt for the target as a SIGKILL: nothing after it reaches it."""
+
+
+class _DyingBackend(Backend):
+    """A file target whose run dies at the first call that ``dies_at(method, name)`` picks."""
+
+    def __init__(self, inner, dies_at):
+        self.inner = inner
+        self.url = "dying+" + inner.url
+        self.dies_at = dies_at
+
+    def _maybe_die(self, method, name):
+        if self.dies_at(method, name):
+            raise _Died(f"{method} {name}")
+
+    def list(self):
+        return self.inner.list()
+
+    def get(self, name, local_path):
+        return self.inner.get(name, local_path)
+
+    def put(self, local_path, name):
+        self._maybe_die("put", name)
+        self.inner.put(local_path, name)
+
+    def delete(self, names):
+        return self.inner.delete(names)
+
+    def rename(self, old, new):
+        self._maybe_die("rename", new)
+        return self.inner.rename(old, new)
+
+    def size(self, name):
+        return self.inner.size(name)
+
+
+def _source(src, seed):
+    rnd = random.Random(seed)
+    for i in range(5):
+        write(os.path.join(src, f"d{i % 2}", f"f{seed}-{i}.bin"), rnd.randbytes(700_000))
+    write(os.path.join(src, "round.txt"), b"round %d\n" % seed)
+
+
+def _dying_incremental(tmp_path, src, target_dir, dies_at):
+    register("dying+file", lambda url, options: _DyingBackend(open_raw(url[len("dying+"):], options), dies_at))
+    try:
+        target = api.TargetOptions(url=f"dying+file://{target_dir}", crypto=CryptoOptions(mode="none"),
+                                   archive_dir=str(tmp_path / "cache"))
+        with pytest.raises(_Died):
+            api.backup(target, api.BackupOptions(source=str(src), mode="incremental", volsize=1))
+    finally:
+        unregister("dying+file")
+
+
+def _dup(duplicity_bin, tmp_path, *args):
+    return duplicity(duplicity_bin, *args, "--archive-dir", tmp_path / "dupcache", "--name", "d",
+                     "--no-encryption")
+
+
+def _unfinished(target_dir):
+    return [n for n in os.listdir(target_dir) if naming.UNFINISHED_MARK in n]
+
+
+@pytest.mark.parametrize("moment", ["uploading volume 3", "renaming after the manifest"])
+def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, moment):
+    src = tmp_path / "src"
+    target_dir = tmp_path / "target"
+    url = f"file://{target_dir}"
+    _source(src, 1)
+    cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, url)
+    full_state, full_time = snapshot(src), int(time.time())
+    time.sleep(1.1)
+    _source(src, 2)
+    if moment == "uploading volume 3":
+        _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol3." in name)
+        left = _unfinished(target_dir)
+        assert left and all(".vol" in n for n in left), left
+        assert not [n for n in os.listdir(target_dir) if "duplicity-inc." in n and naming.UNFINISHED_MARK not in n]
+        # to duplicity the archive is exactly the full: listing and restoring the latest point work
+        status = _dup(duplicity_bin, tmp_path, "collection-status", url)
+        assert b"Number of contained backup sets: 1" in status.stdout, status.stdout
+        dest = tmp_path / "dup-latest"
+        _dup(duplicity_bin, tmp_path, "restore", url, dest)
+        assert diff_snapshots(full_state, snapshot(dest)) == []
+    else:
+        _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "rename")
+        names = os.listdir(target_dir)
+        assert [n for n in names if ".manifest" in n and "duplicity-inc." in n], names
+        assert not [n for n in names if ".sigtar" in n and "duplicity-inc." in n], names
+        # duplicity sees a set with missing volumes, says so, and restores the time before it
+        dest = tmp_path / "dup-before"
+        _dup(duplicity_bin, tmp_path, "restore", "--time", full_time, url, dest)
+        assert diff_snapshots(full_state, snapshot(dest)) == []
+    # cairn's latest point is the full: the dead run's files are no set to it
+    dest = tmp_path / "cairn-latest"
+    cairn("restore", "--no-encryption", "--archive-dir", tmp_path / "cache2", url, dest)
+    assert diff_snapshots(full_state, snapshot(dest)) == []
+    # the next run removes what the dead one left and commits its own set
+    time.sleep(1.1)
+    r = cairn("incremental", *PLAIN, "--archive-dir", tmp_path / "cache", src, url)
+    assert b"left by an interrupted run" in r.stderr, r.stderr
+    assert _unfinished(target_dir) == []
+    new_state = snapshot(src)
+    status = _dup(duplicity_bin, tmp_path, "collection-status", url)
+    assert b"Number of contained backup sets: 2" in status.stdout, status.stdout
+    dest = tmp_path / "dup-after"
+    _dup(duplicity_bin, tmp_path, "restore", url, dest)
+    assert diff_snapshots(new_state, snapshot(dest)) == []
+
+
+def test_cleanup_removes_unfinished_files(tmp_path):
+    src = tmp_path / "src"
+    target_dir = tmp_path / "target"
+    url = f"file://{target_dir}"
+    _source(src, 3)
+    cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, url)
+    time.sleep(1.1)
+    _source(src, 4)
+    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol2." in name)
+    assert _unfinished(target_dir)
+    st = json.loads(cairn("collection-status", "--json", "--no-encryption", "--archive-dir", tmp_path / "cache",
+                          url).stdout)
+    assert st["unfinished_files"] == sorted(_unfinished(target_dir))
+    dry = cairn("cleanup", "--no-encryption", "--archive-dir", tmp_path / "cache", url)
+    assert _unfinished(target_dir) and naming.UNFINISHED_MARK.encode() in dry.stdout
+    cairn("cleanup", "--force", "--no-encryption", "--archive-dir", tmp_path / "cache", url)
+    assert _unfinished(target_dir) == []
+    assert len([n for n in os.listdir(target_dir) if ".manifest" in n]) == 1
+
