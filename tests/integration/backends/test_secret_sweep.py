@@ -84,6 +84,10 @@ class FailOnce(Backend):
     def get(self, name, local_path):
         return self.inner.get(name, local_path)
 
+    def rename(self, old, new):
+        self._once("rename")        # the commit's first rename fails once too (retried)
+        return self.inner.rename(old, new)
+
     def delete(self, names):
         return self.inner.delete(names)
 
