@@ -116,10 +116,12 @@ def test_verify_fails_on_differences_unless_told_not_to(run_module, fake):
 
 def test_backup_info_is_plain_data_and_never_changed(run_module, fake):
     st = {"chains": [{"sets": [1, 2]}], "last_full": "F", "last_full_age": 5, "last_backup": "B",
-          "last_backup_age": 1, "orphaned_sets": [], "incomplete_sets": [], "stored_bytes": None}
+          "last_backup_age": 1, "orphaned_sets": [], "incomplete_sets": [], "stored_bytes": None,
+          "unfinished_files": ["cairn-unfinished.duplicity-full.20261122T020000Z.vol1.difftar.gpg"]}
     status = fake(api, "status", st)
     out = run_module(backup_info, dict(COMMON, stored_size=True))
     assert out.result["changed"] is False and out.result["chain_length"] == 2
+    assert out.result["unfinished_files"] == st["unfinished_files"]
     assert out.result["stored_bytes"] is None and status.calls[0][0][1] is True
 
 
