@@ -172,6 +172,19 @@ options:
       - Parts of one volume uploading at once.
     type: int
     default: 4
+  s3_object_lock_mode:
+    description:
+      - S3 Object Lock retention mode of every archive object written (volumes, manifests,
+        signatures; not cairn's own lock objects). Needs O(s3_object_lock_days) too, and a bucket
+        with Object Lock enabled (a bucket cairn creates gets it).
+      - Objects under retention are never deleted by prune or cleanup; they are reported as skipped.
+      - See the collection's C(docs/immutable-backups.md).
+    type: str
+    choices: [governance, compliance]
+  s3_object_lock_days:
+    description:
+      - Days of S3 Object Lock retention from the upload of each object; with O(s3_object_lock_mode).
+    type: int
   azure_blob_tier:
     description:
       - Access tier of uploaded blobs on C(azure://) targets.

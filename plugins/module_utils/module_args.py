@@ -58,6 +58,8 @@ def common_argument_spec():
         s3_unencrypted_connection=dict(type="bool", default=False),
         s3_multipart_chunk_size=dict(type="int", default=20),
         s3_multipart_max_procs=dict(type="int", default=4),
+        s3_object_lock_mode=dict(type="str", choices=["governance", "compliance"]),
+        s3_object_lock_days=dict(type="int"),
         azure_blob_tier=dict(type="str", choices=["Hot", "Cool", "Cold", "Archive"]),
         validate_certs=dict(type="bool", default=True),
         ca_cert_file=dict(type="path"),

@@ -16,6 +16,10 @@ description:
     the job role's retention use too).
   - Never removes the chain of the newest backup.
   - C(changed) is V(true) when files were deleted (or would be, in check mode).
+  - On an S3 bucket with Object Lock, files still under retention or a legal hold are never deleted;
+    they are returned in RV(retained) and their sets in RV(retained_sets), and RV(msg) says so.
+  - Run it from the Ansible controller (C(delegate_to) V(localhost)) with credentials that may delete
+    when the hosts hold write-only ones (see C(docs/immutable-backups.md)).
 author:
   - cairn.backup contributors (@cairn-backup)
 extends_documentation_fragment:
@@ -66,6 +70,27 @@ sets:
   type: list
   elements: dict
   sample: [{type: full, time: "2026-01-01T02:00:00Z"}]
+retained:
+  description:
+    - Files that S3 Object Lock keeps (see O(s3_object_lock_mode)) and that were not deleted (or would not
+      be), each with C(name), C(reason) (V(retention), V(legal-hold), V(set-kept) for the other files of a
+      set kept whole, V(denied)), C(mode) and C(retain_until) (ISO 8601, UTC).
+    - A set with any file under retention is kept whole, with the sets of its chain it builds on.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: duplicity-full.20260101T020000Z.manifest.gpg, reason: retention, mode: compliance,
+            retain_until: "2026-02-01T02:00:00Z"}]
+retained_sets:
+  description: Backup sets the policy selected but that were kept because of S3 Object Lock, each with C(type) and C(time).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{type: full, time: "2026-01-01T02:00:00Z"}]
+msg:
+  description: Says how many files and sets S3 Object Lock kept, when it kept any.
+  returned: when files were kept
+  type: str
 chains:
   description: The chains left (or that would be left), each with C(start_time) and C(end_time).
   returned: always
@@ -103,7 +128,14 @@ def main():
         fail(module, e)
     r = run(module, api.prune, target, policy, force=not module.check_mode)
     result = dict(changed=r["changed"], files=r["files"], sets=[{"type": s["type"], "time": s["time"]} for s in r["sets"]],
-                  chains=_chains(r["chains_after"]))
+                  # not "skipped": Ansible reads a result's "skipped" as "the task was skipped"
+                  chains=_chains(r["chains_after"]), retained=r.get("skipped") or [],
+                  retained_sets=[{"type": s["type"], "time": s["time"]} for s in r.get("kept_sets") or ()])
+    if result["retained"]:
+        held = [k for k in result["retained"] if k["reason"] in ("retention", "legal-hold")]
+        result["msg"] = (f"{'would keep' if module.check_mode else 'kept'} {len(result['retained'])} file(s) and "
+                         f"{len(result['retained_sets'])} set(s) that S3 Object Lock protects ({len(held)} under retention "
+                         "or a legal hold): not deleted; a later prune removes them when their retention has passed")
     if module._diff:
         result["diff"] = {"before": {"chains": _chains(r["chains_before"])}, "after": {"chains": result["chains"]}}
     module.exit_json(**result)

@@ -203,9 +203,13 @@ def prune(target, policy, force=False):
         prune_plan = retention.plan(sess, sess.collection(), policy)
         if force:
             retention.apply(sess, prune_plan)
+        else:
+            retention.hold_back(sess, prune_plan)     # what S3 Object Lock would keep
     deleted = bool(force and prune_plan.files)
+    # files/sets: what is (would be) deleted; skipped/kept_sets: what S3 Object Lock keeps
     return {"action": policy.action, "deleted": deleted, "would_delete": not force,
             "files": prune_plan.files, "sets": [_set_dict(s) for s in prune_plan.sets],
+            "skipped": prune_plan.skipped, "kept_sets": [_set_dict(s) for s in prune_plan.kept_sets],
             "chains_before": [_chain_dict(c) for c in prune_plan.before],
             "chains_after": [_chain_dict(c) for c in prune_plan.after], "changed": bool(prune_plan.files)}
 

@@ -108,6 +108,9 @@ def build_parser():
     p.add_argument("--s3-unencrypted-connection", action="store_true", help="plain HTTP to the S3 endpoint")
     p.add_argument("--s3-multipart-chunk-size", type=int, default=20, help="MiB")
     p.add_argument("--s3-multipart-max-procs", type=int, default=4)
+    p.add_argument("--s3-object-lock-mode", metavar="governance|compliance",
+                   help="S3 Object Lock retention of every object written (with --s3-object-lock-days)")
+    p.add_argument("--s3-object-lock-days", metavar="N", help="days of S3 Object Lock retention")
     p.add_argument("--azure-blob-tier")
     p.add_argument("--ssl-no-check-certificate", action="store_true")
     p.add_argument("--ssl-cacert-file")
@@ -517,6 +520,7 @@ def run_secrets(argv, env):
 
 
 def _print_prune(result, out):
+    _print_kept(result, out)
     if not result["files"]:
         _say(out, "No old backup sets found, nothing deleted.")
         return
@@ -527,6 +531,17 @@ def _print_prune(result, out):
         _say(out, f"  {name}")
     if not result["deleted"]:
         _say(out, "Run again with --force to actually delete.")
+
+
+def _print_kept(result, out):
+    """What S3 Object Lock keeps (retention, legal hold): never deleted, said so."""
+    verb = "Keeping" if result["deleted"] or not result["would_delete"] else "Would keep"
+    for s in result.get("kept_sets") or ():
+        _say(out, f"{verb} backup set under S3 Object Lock: {s['type']} {s['time']}")
+    for k in result.get("skipped") or ():
+        why = {"retention": f"retention ({k['mode']}) until {k['retain_until']}", "legal-hold": "legal hold",
+               "set-kept": "kept with its set", "denied": "not allowed to delete"}.get(k["reason"], k["reason"])
+        _say(out, f"  skipped {k['name']}: {why}")
 
 
 def main(argv=None):

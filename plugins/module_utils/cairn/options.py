@@ -9,7 +9,7 @@ Durations (``lock_stale_after``, a job's intervals) and time strings go through 
 """
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import timespec
 from .backends.base import BackendOptions
@@ -104,6 +104,31 @@ def backend_options(m, env):
     return BackendOptions(env=merged, **values)
 
 
+OBJECT_LOCK_MODES = ("governance", "compliance")
+
+
+def _object_lock(m):
+    """``s3_object_lock_mode`` and ``s3_object_lock_days``: both or neither."""
+    mode, days = m.get("s3_object_lock_mode"), m.get("s3_object_lock_days")
+    if mode in (None, "") and days in (None, ""):
+        return {}
+    if mode in (None, "") or days in (None, ""):
+        raise UserError("S3 Object Lock needs both s3_object_lock_mode (--s3-object-lock-mode governance|"
+                        "compliance) and s3_object_lock_days (--s3-object-lock-days N), not only "
+                        + ("the mode" if days in (None, "") else "the days"))
+    mode = str(mode).lower()
+    if mode not in OBJECT_LOCK_MODES:
+        raise UserError(f"s3_object_lock_mode (--s3-object-lock-mode) is governance or compliance, not {mode!r}")
+    try:
+        n = int(str(days))
+    except ValueError:
+        n = 0
+    if isinstance(days, bool) or n <= 0:
+        raise UserError(f"s3_object_lock_days (--s3-object-lock-days) must be a positive number of days, "
+                        f"not {days!r}")
+    return {"s3_object_lock_mode": mode, "s3_object_lock_days": n}
+
+
 def crypto_options(m, env, *, writing=False, ask=None):
     """CryptoOptions. The passphrase: ``passphrase``, else ``passphrase_file``, else PASSPHRASE
     in ``env``, else ``ask()`` (a terminal prompt) when writing with symmetric encryption."""
@@ -154,7 +179,7 @@ def target_options(m, env=None, *, writing=False, ask=None):
     return TargetOptions(
         url=m["target"], crypto=crypto_options(m, env, writing=writing, ask=ask),
         archive_dir=m.get("archive_dir") or None, name=m.get("name") or None, tempdir=m.get("tempdir") or None,
-        file_prefix=m.get("file_prefix") or "", backend=backend_options(m, env),
+        file_prefix=m.get("file_prefix") or "", backend=replace(backend_options(m, env), **_object_lock(m)),
         mirrors=list(m.get("mirror_targets") or ()),
         lock_stale_after=stale,
         break_lock=bool(m.get("break_lock")), read_only=bool(m.get("read_only")))

@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, field
 
 from .backends.base import TEMP_PREFIX
-from .errors import UserError
+from .errors import BackendError, ExitCode, UserError
 from .lock import is_lock_name, stale_lock_names
-from . import naming
+from . import naming, timespec
 
 log = logging.getLogger("cairn")
 
@@ -55,6 +55,10 @@ class PrunePlan:
     files: list = field(default_factory=list)      # every remote name to delete, sorted
     before: list = field(default_factory=list)     # chains as [sets] before
     after: list = field(default_factory=list)      # and after
+    # what the target keeps (S3 Object Lock: retention or a legal hold), filled by hold_back or
+    # apply: [{name, reason, mode, retain_until}] by name, and the sets kept whole because of it
+    skipped: list = field(default_factory=list)
+    kept_sets: list = field(default_factory=list)
 
 
 def _nth_newest_full(col, n):
@@ -120,9 +124,78 @@ def plan(sess, col, policy):
                      after=[c for c in after if c and c[0].type == "full"])
 
 
+def hold_back(sess, prune_plan):
+    """Take out of the plan what the target will not let go yet (S3 Object Lock): a set with a
+    file under retention stays whole, with the sets of its chain that it builds on, so no set
+    and no chain is left half-deleted. Fills ``skipped`` and ``kept_sets``; reads only."""
+    if not prune_plan.files:
+        return prune_plan
+    held = sess.backend.held(prune_plan.files)
+    if not held:
+        return prune_plan
+    planned = {id(s) for s in prune_plan.sets}
+    keep = {id(s) for s in prune_plan.sets if any(n in held for n in s.names)}
+    for chain in prune_plan.before:             # an incremental needs what comes before it
+        last = max((i for i, s in enumerate(chain) if id(s) in keep), default=None)
+        if last is not None:
+            keep |= {id(s) for s in chain[:last + 1] if id(s) in planned}
+    kept_sets = [s for s in prune_plan.sets if id(s) in keep]
+    skipped = dict(held)
+    for s in kept_sets:
+        for n in s.names:
+            skipped.setdefault(n, {"name": n, "reason": "set-kept", "mode": None, "retain_until": None})
+    _keep(prune_plan, skipped, kept_sets)
+    return prune_plan
+
+
+def _keep(prune_plan, skipped, kept_sets):
+    prune_plan.skipped = [skipped[n] for n in sorted(skipped)]
+    prune_plan.kept_sets = list(kept_sets)
+    kept_ids = {id(s) for s in kept_sets}
+    prune_plan.sets = [s for s in prune_plan.sets if id(s) not in kept_ids]
+    prune_plan.files = [n for n in prune_plan.files if n not in skipped]
+    gone = {id(s) for s in prune_plan.sets}
+    after = [[s for s in c if id(s) not in gone] for c in prune_plan.before]
+    prune_plan.after = [c for c in after if c and c[0].type == "full"]
+
+
+def _say_kept(prune_plan):
+    held = [k for k in prune_plan.skipped if k["reason"] in ("retention", "legal-hold")]
+    if held:
+        log.warning("kept %d file(s) under S3 Object Lock (retention or legal hold), not deleted: %s",
+                    len(held), ", ".join(f"{k['name']} (until {k['retain_until'] or 'the legal hold is lifted'})"
+                                         for k in held))
+    for s in prune_plan.kept_sets:
+        log.warning("kept the whole backup set %s %s: some of its files, or of a later set of its chain, "
+                    "are under S3 Object Lock; a later prune removes it when the retention has passed",
+                    s.type, timespec.to_iso(s.end_time))
+
+
 def apply(sess, prune_plan):
-    """Delete what the plan names (the caller holds the target lock)."""
-    if prune_plan.files:
-        sess.require_target_lock()
-        sess.backend.delete(prune_plan.files)
-        sess.cache.forget(prune_plan.sets)
+    """Delete what the plan names (the caller holds the target lock), but what the target keeps
+    (S3 Object Lock, see hold_back): that is reported in ``prune_plan.skipped``, never deleted."""
+    if not prune_plan.files:
+        return prune_plan
+    sess.require_target_lock()
+    hold_back(sess, prune_plan)
+    kept = sess.backend.delete(prune_plan.files) if prune_plan.files else None
+    if kept:
+        # retention set between the check and the delete, or deletes these credentials may not do
+        skipped = {k["name"]: k for k in prune_plan.skipped}
+        skipped.update({k["name"]: k for k in kept})
+        partly = [s for s in prune_plan.sets if any(n in skipped for n in s.names)]
+        for s in partly:
+            log.warning("the backup set %s %s was only partly deleted: %s stayed", s.type, timespec.to_iso(s.end_time),
+                        ", ".join(n for n in s.names if n in skipped))
+        gone = [s for s in prune_plan.sets if s not in partly]
+        _keep(prune_plan, skipped, list(prune_plan.kept_sets) + partly)
+        prune_plan.sets = gone
+    sess.cache.forget(prune_plan.sets)
+    _say_kept(prune_plan)
+    denied = [k["name"] for k in prune_plan.skipped if k["reason"] == "denied"]
+    if denied:
+        raise BackendError(f"not allowed to delete {len(denied)} file(s) ({', '.join(denied[:5])}"
+                           f"{', ...' if len(denied) > 5 else ''}): these credentials may not delete (write-only "
+                           "host credentials?); prune from a place with delete rights, such as the Ansible "
+                           "controller", ExitCode.BACKEND_PERMISSION)
+    return prune_plan

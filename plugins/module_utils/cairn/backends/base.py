@@ -152,6 +152,8 @@ class BackendOptions:
     s3_unencrypted_connection: bool = False   # --s3-unencrypted-connection: http, not https
     s3_multipart_chunk_size: int = 20    # MiB; --s3-multipart-chunk-size
     s3_multipart_max_procs: int = 4      # parts of one volume in flight
+    s3_object_lock_mode: str = None      # --s3-object-lock-mode governance|compliance
+    s3_object_lock_days: int = None      # --s3-object-lock-days: retention of every object written
     azure_blob_tier: str = None          # --azure-blob-tier: Hot, Cool, Archive
     ssl_verify: bool = True              # False: --ssl-no-check-certificate (webdavs, ftps)
     ssl_cacert_file: str = None          # --ssl-cacert-file: CA bundle for webdavs/ftps
@@ -181,8 +183,16 @@ class Backend:
         raise NotImplementedError
 
     def delete(self, names):
-        """Delete the given names; names already gone are not an error."""
+        """Delete the given names; names already gone are not an error. Returns None, or the
+        names it kept (S3 Object Lock): a list of dicts with ``name``, ``reason`` ("retention",
+        "legal-hold" or "denied"), ``mode`` and ``retain_until`` (ISO 8601, UTC, or None)."""
         raise NotImplementedError
+
+    def held(self, names):
+        """Which of ``names`` cannot be deleted now because the target keeps them (S3 Object
+        Lock retention or a legal hold): {name: dict as in delete's answer}. Targets without
+        such a thing keep nothing."""
+        return {}
 
     def rename(self, old, new):
         """Give the file ``old`` the name ``new`` (replacing a ``new`` that is there), as one

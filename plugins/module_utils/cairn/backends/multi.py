@@ -98,14 +98,24 @@ class MultiBackend(Backend):
 
     def delete(self, names):
         names = list(names)
-        errors = []
+        errors, kept = [], {}
         for b in self.backends:
             try:
-                b.delete(names)
+                for k in b.delete(names) or ():
+                    kept.setdefault(k["name"], k)
             except BackendError as e:
                 errors.append(e)
         if errors and (self.onfail == "abort" or len(errors) == len(self.backends)):
             raise errors[0]
+        return [kept[n] for n in sorted(kept)] or None
+
+    def held(self, names):
+        """Kept by any of the targets (S3 Object Lock on one of them)."""
+        out = {}
+        for b in self.backends:
+            for name, info in b.held(names).items():
+                out.setdefault(name, info)
+        return out
 
     def rename(self, old, new):
         """Mirrors: on every target; stripes: on the one that holds ``old``."""

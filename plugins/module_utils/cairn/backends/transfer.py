@@ -105,6 +105,10 @@ class RetryingBackend(Backend):
             return self._call(f"deleting {len(names)} file(s)", self.inner.delete, names)
         return None
 
+    def held(self, names):
+        names = list(names)
+        return self._call("checking object retention", self.inner.held, names) if names else {}
+
     def rename(self, old, new):
         return self._call(f"renaming {old} to {new}", self.inner.rename, old, new)
 
