@@ -123,6 +123,19 @@ volumes:
   returned: when a set was written
   type: int
   sample: 3
+resumed_at_volume:
+  description: >-
+    When the run continued an interrupted set, the first volume it wrote (the ones before were
+    kept from the interrupted run); null otherwise. Other options than the interrupted run's
+    start a new set instead, and a warning says why.
+  returned: when a set was written
+  type: int
+  sample: 7
+volume_bytes_uploaded:
+  description: Bytes of volumes this run uploaded (without those a resumed run kept).
+  returned: when a set was written
+  type: int
+  sample: 209715200
 bytes_stored:
   description: Bytes written to the target (volumes, manifest, signatures).
   returned: when a set was written

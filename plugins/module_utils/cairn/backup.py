@@ -6,6 +6,7 @@
 them into volumes that grow while gpg reads them) and the sigtar. The run around them (threads,
 encryption, uploads, the commit) is pipeline.BackupRun.
 """
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -135,12 +136,17 @@ class VolumeWriter:
     # with a passphrase)
     START_AT = 1 << 20
 
-    def __init__(self, hand_off, name_for, limit, tmpdir, check=None):
+    def __init__(self, hand_off, name_for, limit, tmpdir, check=None, first_number=1, on_cut=None):
         self.hand_off = hand_off
         self.name_for = name_for
         self.limit = limit
         self.tmpdir = tmpdir
         self.check = check or (lambda: None)
+        self.first_number = first_number    # after the volumes a resumed run keeps
+        # on_cut(volume, index, chunk): a volume was closed and the next starts with this piece
+        # (the run's checkpoint of where the next volume starts)
+        self.on_cut = on_cut
+        self.cut = None            # the volume just closed, until the next piece says what follows
         self.volumes = []          # Volume, in order
         self.current = None        # the Volume being written
         self.handed = False        # whether the current one has been handed off
@@ -166,6 +172,10 @@ class VolumeWriter:
             vol = None
         if vol is None:
             vol = self._start()
+        if self.cut is not None:
+            cut, self.cut = self.cut, None
+            if self.on_cut is not None:
+                self.on_cut(cut, index, chunk)
         block = None if (chunk is None or last_chunk) else chunk
         if self.first is None:
             self.first = (index, block)
@@ -178,7 +188,7 @@ class VolumeWriter:
             self._hand_off()
 
     def _start(self):
-        number = len(self.volumes) + 1
+        number = len(self.volumes) + self.first_number
         path = os.path.join(self.tmpdir, f"vol{number}.tar")
         vol = Volume(number, self.name_for(number), path, GrowingFile(path, create=True),
                      manifest_mod.VolumeInfo(number, (), None, (), None, {}))
@@ -205,11 +215,12 @@ class VolumeWriter:
         if not self.handed:
             self._hand_off()
         self.current = None
+        self.cut = vol
 
-    def close(self):
-        """Finish the last volume; returns every Volume, in order."""
-        if self.current is None and not self.volumes:
-            # an empty difftar still makes one volume (duplicity writes one too)
+    def close(self, none_before=True):
+        """Finish the last volume; returns every Volume, in order. An empty difftar still makes
+        one volume (duplicity writes one too), unless a resumed run has volumes before."""
+        if self.current is None and not self.volumes and none_before:
             self._start()
         if self.current is not None:
             self._finish()
@@ -227,11 +238,18 @@ class VolumeWriter:
 
 
 class SigWriter:
-    """The sigtar: a plain tar file written to ``path``."""
+    """The sigtar: a plain tar file written to ``path`` (continued after its first ``keep``
+    bytes: the entries a resumed run keeps)."""
 
-    def __init__(self, path):
-        self.f = open(path, "wb")
-        self.size = 0
+    def __init__(self, path, keep=None):
+        if keep is None:
+            self.f = open(path, "wb")
+            self.size = 0
+        else:
+            self.f = open(path, "r+b")
+            self.f.truncate(keep)
+            self.f.seek(keep)
+            self.size = keep
 
     def add(self, name, info, data=b"", as_deleted=False):
         hdr = archive.header(name, info, len(data), as_deleted=as_deleted)
@@ -242,6 +260,11 @@ class SigWriter:
             self.f.write(data)
             self.f.write(pad)
             self.size += len(data) + len(pad)
+
+    def flush(self):
+        """What is written so far, on disk (a checkpoint counts it)."""
+        self.f.flush()
+        os.fsync(self.f.fileno())
 
     def close(self, complete=True):
         """Write the end of the archive (unless ``complete`` is false: a failed run) and close."""
@@ -339,6 +362,15 @@ class Stats:
     errors: int = 0
 
 
+def _identity_of(fd):
+    return _identity_of_stat(os.fstat(fd))
+
+
+def _identity_of_stat(st):
+    from .resume import file_identity      # resume imports this module
+    return file_identity(st)
+
+
 def _open_for_backup(path):
     """Open a file the scan saw as regular. O_NONBLOCK: if it was swapped for a FIFO since the
     scan, open must not wait for a writer that never comes; the type is checked on the open
@@ -366,7 +398,8 @@ class DiffWriter:
     runs for every entry and raises when the run has failed elsewhere."""
 
     def __init__(self, volumes, signatures, filelist, stats, *, incremental, max_blocksize=0,
-                 adaptive=True, on_warning=None, progress=None, sig_executor=None, check=None):
+                 adaptive=True, on_warning=None, progress=None, sig_executor=None, check=None,
+                 resume_at=None):
         self.volumes = volumes
         self.signatures = signatures
         self.filelist = filelist
@@ -379,17 +412,77 @@ class DiffWriter:
         self.sig_executor = sig_executor
         self.check = check or (lambda: None)
         self.owner_names = archive.OwnerNames()     # each uid and gid looked up once a run
+        # a resumed run: (index, chunk, file identity) where the kept volumes end; entries
+        # before it are in them, and a chunk > 1 continues that file
+        self.resume_at = resume_at
+        self._pending = None        # the source counts of the entry being written
+        self._current_file = None   # (index, identity) of the regular file being written
 
     def write(self, merged):
         check = self.check
-        for entry, prev in merged:
+        for entry, prev in self._after_resume_point(merged):
             check()
+            skip = 0
+            if self.resume_at is not None:
+                if self.resume_at[1]:       # the first entry here is the file the volume stopped in
+                    skip = self._check_resumed_file(entry)
+                self.resume_at = None
             if entry is None:
                 self.deleted(prev)
                 continue
-            self.entry(entry, prev)
+            self.entry(entry, prev, skip)
             if self.progress is not None:
                 self.progress(self.stats)
+
+    def _after_resume_point(self, merged):
+        """Skip what the kept volumes of a resumed run hold: every path before where they end."""
+        if self.resume_at is None:
+            yield from merged
+            return
+        index, chunk, _identity = self.resume_at
+        merged = iter(merged)
+        for entry, prev in merged:
+            at = entry.index if entry is not None else prev.index
+            if at < index:
+                continue
+            if at > index and chunk:
+                from .resume import ResumeMismatch
+                raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))}, which the last volume stopped in, "
+                                     "is gone")
+            yield entry, prev
+            break
+        yield from merged
+
+    def _check_resumed_file(self, entry):
+        """The file a kept volume stopped inside must be the very file it was: else the chunks
+        at the target and the ones to come would be of two files. Returns the chunks to skip."""
+        from .resume import ResumeMismatch, file_identity
+        index, chunk, identity = self.resume_at
+        if entry is None:
+            raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))}, which the last volume stopped in, is gone")
+        if not stat.S_ISREG(entry.stat.st_mode) or file_identity(entry.stat) != identity:
+            raise ResumeMismatch(f"{os.fsdecode(entry.path)}, which the last volume stopped in, has changed")
+        return chunk - 1
+
+    def checkpoint(self, index, chunk):
+        """Where the stream stands when a volume was closed and the next begins with (index,
+        chunk): the signature and file-list bytes of the entries before it, the statistics
+        without the entry in progress, and that entry's identity when it is a file cut in two."""
+        stats = dataclasses.replace(self.stats)
+        if self._pending is not None:
+            stats.source_files -= self._pending[0]
+            stats.source_bytes -= self._pending[1]
+        self.signatures.flush()
+        self.filelist.flush()
+        os.fsync(self.filelist.fileno())
+        inside = chunk is not None and chunk > 1
+        identity = None
+        if inside:
+            current_index, identity = self._current_file
+            assert current_index == index, "a chunk of another file than the one being written"
+        return {"sig_bytes": self.signatures.size, "filelist_bytes": self.filelist.tell(),
+                "stats": dataclasses.asdict(stats), "next_index": index,
+                "next_chunk": chunk if inside else None, "next_file": identity}
 
     def deleted(self, prev):
         name = archive.entry_name("deleted", prev.index)
@@ -399,7 +492,7 @@ class DiffWriter:
         if prev.info.type == REG:
             self.filelist.write(b"    deleted  " + manifest_mod.quote(prev.info.relpath) + b"\n")
 
-    def entry(self, e, prev):
+    def entry(self, e, prev, skip_chunks=0):
         stats = self.stats
         try:
             info = archive.path_info(e.index, e.path, e.stat, self.owner_names)
@@ -411,6 +504,14 @@ class DiffWriter:
             return
         stats.source_files += 1
         stats.source_bytes += info.size
+        self._pending = (1, info.size)
+        try:
+            self._entry(e, prev, info, skip_chunks)
+        finally:
+            self._pending = self._current_file = None
+
+    def _entry(self, e, prev, info, skip_chunks):
+        stats = self.stats
         if self.incremental and prev is not None and info.same_as(prev.info):
             stats.unchanged_files += 1
             return
@@ -428,9 +529,14 @@ class DiffWriter:
                             + ("(its previous version stays in the archive)" if prev else ""))
             return
         try:
+            identity = _identity_of(fd)
+            if skip_chunks and identity != _identity_of_stat(e.stat):
+                from .resume import ResumeMismatch      # changed since the walk saw it unchanged
+                raise ResumeMismatch(f"{os.fsdecode(e.path)}, which the last volume stopped in, has changed")
+            self._current_file = (e.index, identity)
             use_delta = (self.incremental and prev is not None and prev.info.type == REG
                          and prev.signature is not None)
-            signature, stored = self._content(fd, e.index, info, prev if use_delta else None)
+            signature, stored = self._content(fd, e.index, info, prev if use_delta else None, skip_chunks)
         except OSError as exc:
             # a read error mid-file: the entries already written are harmless only if a complete
             # version follows; we cannot take them back, so fail loudly rather than store half a file
@@ -448,9 +554,10 @@ class DiffWriter:
         else:
             stats.changed_bytes += info.size
 
-    def _content(self, fd, index, info, base):
+    def _content(self, fd, index, info, base, skip_chunks=0):
         """Write a regular file's data (a delta against ``base``, else a snapshot) in 64 KiB
-        chunks; returns (its new signature, bytes stored)."""
+        chunks; returns (its new signature, bytes stored). The first ``skip_chunks`` are not
+        written (a resumed run's kept volumes hold them) but go into the signature as ever."""
         if self.adaptive:
             # a delta is mostly copy commands: only whole new contents are worth sampling
             big = info.size >= LARGE_FILE and base is None
@@ -462,6 +569,13 @@ class DiffWriter:
         chunk_no = 0
         for data, last in _chunks(_read_pieces(fd, sig, delta_job, info.size, self.sig_executor)):
             chunk_no += 1
+            if chunk_no <= skip_chunks:
+                if last:
+                    from .resume import ResumeMismatch
+                    raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))} is shorter than where the "
+                                         "last volume stopped in it")
+                stored += len(data)
+                continue
             if chunk_no == 1 and last:
                 name = archive.entry_name(single, index)
                 self.volumes.add(index, None, True, archive.header(name, info, len(data)), data)

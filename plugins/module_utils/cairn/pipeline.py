@@ -51,6 +51,7 @@ from .manifest import Manifest
 from .selection import Selection
 from .session import Session
 from .stages import Abort, Aborted, Stage
+from . import resume
 
 log = logging.getLogger("cairn")
 
@@ -156,8 +157,15 @@ def backup(target, opts, progress=None):
     """One backup run of ``opts.source`` to ``target``; returns its result (see BackupRun.result)."""
     _require_source(opts.source)
     started = _time.time()
-    with Session(target) as sess:
-        result = BackupRun(sess, opts, progress).run()
+    try:
+        with Session(target) as sess:
+            result = BackupRun(sess, opts, progress).run()
+    except resume.ResumeMismatch as e:
+        # found only while continuing (the file the last volume stopped in has changed): the
+        # set is started again, new
+        log.warning("cannot resume the interrupted backup set: %s; starting a new set", e)
+        with Session(target) as sess:
+            result = BackupRun(sess, opts, progress, may_resume=False).run()
     result["duration"] = round(_time.time() - started, 3)
     return result
 
@@ -167,8 +175,17 @@ class BackupRun:
     write_volumes, write_manifest, commit, and returns the result; on any failure it stops
     everything and raises the first one (see the module docstring)."""
 
-    def __init__(self, sess, opts, progress=None):
+    def __init__(self, sess, opts, progress=None, may_resume=True):
         self.sess = sess
+        self.may_resume = may_resume
+        self.resumption = None          # resume.Resumption: the interrupted set this run continues
+        self.record = None              # resume.Record: this set's checkpoints
+        self.cuts = {}                  # volume number -> DiffWriter.checkpoint() where it ended
+        self.uploaded = set()           # volume numbers stored at the target
+        self.checkpoint_lock = threading.Lock()
+        self.segments = None            # one thread: the checkpoints' segments to the target, in order
+        self.kept = []                  # resume.Checkpoints of the volumes a resumed run keeps
+        self.resumed_at = None          # the first volume this run writes, when it resumes
         self.target = sess.opts
         self.opts = opts
         self.progress = progress
@@ -213,6 +230,7 @@ class BackupRun:
         self.hostname = socket.gethostname()
         self.localdir = _localdir(opts.source)
         self.old_sig_paths = []
+        chain_end = None
         if self.kind == "incremental":
             chain = col.signature_chain
             last = sess.manifest(chain.sets[-1])
@@ -221,15 +239,36 @@ class BackupRun:
             # runs beside the scan; nothing is uploaded or deleted before it has passed
             self.precheck = self._side_job(_check_remote_manifest, sess, chain.sets[-1], self.tmp)
             self.old_sig_paths = sess.signature_paths(chain.sets)
-            start = chain.end_time
-            self.time = _unused_time(col, start, target.file_prefix)
-            self.names = dict(start_time=start, end_time=self.time)
+            chain_end = chain.end_time
+        self.store = resume.LocalStore(sess.cache.path)
+        self.listing = set(col.names)
+        self.fingerprint = resume.fingerprint(target, opts, self.hostname, self.localdir, self.kind)
+        if self.may_resume:
+            self.resumption = resume.find(sess, col, self.store, self.tmp, kind=self.kind,
+                                          fingerprint_now=self.fingerprint, chain_end=chain_end,
+                                          last_time=col.last_backup_time())
+        if self.resumption is not None:
+            self.record = self.resumption.record
+            self.kept = list(self.record.checkpoints)     # the record grows from here on
+            self.resumed_at = self.resumption.first_new_volume
+            self.names = dict(self.record.names)
+            self.time = self.names.get("time", self.names.get("end_time"))
         else:
-            self.time = _unused_time(col, col.last_backup_time(), target.file_prefix)
-            self.names = dict(time=self.time)
+            self.store.clear()
+            if self.kind == "incremental":
+                self.time = _unused_time(col, chain_end, target.file_prefix)
+                self.names = dict(start_time=chain_end, end_time=self.time)
+            else:
+                self.time = _unused_time(col, col.last_backup_time(), target.file_prefix)
+                self.names = dict(time=self.time)
+            self.record = resume.Record(dict(self.names), self.kind, self.fingerprint)
         log.info("%s backup of %s to %s: %s", self.kind, opts.source, redact_url(target.url), self.reason)
+        if self.resumption is not None:
+            log.info("resumed at volume %d", self.resumed_at)
+        keep = (self.resumption.kept_names(target.file_prefix, sess.crypto.suffix)
+                if self.resumption is not None else set())
         self.gate = _Gate(lambda: (self.abort.result(self.precheck) if self.precheck else None,
-                                   _remove_interrupted(sess, col)))
+                                   _remove_interrupted(sess, col, keep)))
 
     def write_volumes(self):
         """diff -> build volumes -> compress/encrypt -> upload, until every volume is encrypted
@@ -239,36 +278,62 @@ class BackupRun:
         self.uploads = UploadQueue(sess.backend, self.target.backend.upload_concurrency, abort=self.abort,
                                    before_put=self._before_upload)
         self.encrypt = Stage("vol", self._encrypt_volume, workers=jobs, abort=self.abort)
+        res = self.resumption
         self.volumes = VolumeWriter(self.encrypt.put, self._volume_name, opts.volsize * MiB, self.tmp,
-                                    check=self.abort.check)
+                                    check=self.abort.check, on_cut=self._volume_cut,
+                                    first_number=res.first_new_volume if res else 1)
         # gpg reading a volume gets an error at its next read, and ends
         self.abort.on_abort(lambda: self.volumes.fail(Aborted()))
         self.sig_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-sig")
-        sig_plain = os.path.join(self.tmp, "signatures.tar")
-        self.sig_writer = SigWriter(sig_plain)
+        self.segments = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-resume")
+        if res is not None:
+            # the segments an earlier run had not stored yet, so the target can resume this set too
+            for i, cp in enumerate(self.kept):
+                if resume.segment_name(res.record, cp.number, self.target.file_prefix,
+                                       sess.crypto.suffix) not in self.listing:
+                    self._store_segment(i)
+        # the signatures and the manifest's file list grow in the archive dir, where a resumed run
+        # finds them (the record says how much of them its kept volumes account for)
+        self.store.ensure()
+        sig_plain = self.store.path(resume.SIGNATURES)
+        self.filelist_path = self.store.path(resume.FILELIST)
+        if res is not None:
+            self.sig_writer = SigWriter(sig_plain, keep=res.last.sig_bytes)
+            filelist = self.files.enter_context(open(self.filelist_path, "r+b"))
+            filelist.truncate(res.last.filelist_bytes)
+            filelist.seek(res.last.filelist_bytes)
+            self.stats = Stats(**res.last.stats)
+        else:
+            self.sig_writer = SigWriter(sig_plain)
+            filelist = self.files.enter_context(open(self.filelist_path, "wb"))
         self.files.callback(self.sig_writer.close, complete=False)
-        self.filelist_path = os.path.join(self.tmp, "filelist")
-        filelist = self.files.enter_context(open(self.filelist_path, "wb"))
         walk = Selection(opts.source, opts.rules, on_warning=self._warn).walk()
-        DiffWriter(self.volumes, self.sig_writer, filelist, self.stats, incremental=(self.kind == "incremental"),
-                   max_blocksize=opts.max_blocksize, adaptive=opts.adaptive_compression,
-                   on_warning=self._warn, progress=self.progress, sig_executor=self.sig_thread,
-                   check=self.abort.check).write(merge_with_previous(walk, merged_signatures(self.old_sig_paths)))
+        self.diff = DiffWriter(self.volumes, self.sig_writer, filelist, self.stats,
+                               incremental=(self.kind == "incremental"), max_blocksize=opts.max_blocksize,
+                               adaptive=opts.adaptive_compression, on_warning=self._warn, progress=self.progress,
+                               sig_executor=self.sig_thread, check=self.abort.check,
+                               resume_at=res.resume_at if res else None)
+        self.diff.write(merge_with_previous(walk, merged_signatures(self.old_sig_paths)))
         filelist.close()
         self.sig_writer.close()
-        self.sig_out = sig_plain + ".out"
-        self.sig_gz = sig_plain + ".gz"
+        self.sig_out = os.path.join(self.tmp, "signatures.tar.out")
+        self.sig_gz = os.path.join(self.tmp, "signatures.tar.gz")
         self.sig_encrypted = self._side_job(sess.crypto.encrypt_file, sig_plain, self.sig_out)
         self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz)
-        self.volumes.close()
+        self.volumes.close(none_before=res is None)
         self.encrypt.join()
         self.abort.check()
-        self.results = [v.result for v in self.volumes.volumes]
+        self.new_results = [v.result for v in self.volumes.volumes]
+        kept = [VolumeResult(cp.number, naming.unfinished_name(cp.name, self.target.file_prefix), cp.sha1, cp.size)
+                for cp in self.kept]
+        self.results = kept + self.new_results
 
     def write_manifest(self):
         """The manifest (volumes with their hashes, then the Filelist), encrypted while the last
         uploads run."""
         man = Manifest(hostname=self.hostname, localdir=self.localdir)
+        for cp in self.kept:
+            man.add_volume(cp.info)
         for vol in self.volumes.volumes:
             man.add_volume(vol.info)
         self.man_plain = os.path.join(self.tmp, "manifest")
@@ -297,6 +362,17 @@ class BackupRun:
         for r in self.results:
             sess.backend.rename(r.name, naming.finished_name(r.name, prefix))
         sess.backend.put(self.sig_out, naming.signature_name(suffix=sess.crypto.suffix, prefix=prefix, **self.names))
+        # the set is complete: its checkpoints are of no more use
+        self.segments.shutdown(wait=True)
+        self.abort.check()
+        segments = [resume.segment_name(self.record, cp.number, prefix, sess.crypto.suffix)
+                    for cp in self.record.checkpoints]
+        try:
+            if segments:
+                sess.backend.delete(segments)
+        except BackendError as e:   # the set is committed; the next run or cleanup removes them
+            self._warn(f"could not delete the resume records of the set: {e}")
+        self.store.clear()
         self.stored = (sum(r.size for r in self.results) + os.path.getsize(self.man_out)
                        + os.path.getsize(self.sig_out))
         new_set = _set_for(self.kind, self.names)
@@ -312,6 +388,8 @@ class BackupRun:
             "timestamp": self.time,
             "start_time": timespec.to_iso(self.names.get("start_time", self.time)),
             "volumes": len(self.results),
+            "resumed_at_volume": self.resumed_at,
+            "volume_bytes_uploaded": sum(r.size for r in self.new_results),
             "bytes_stored": self.stored,
             "source_files": stats.source_files,
             "source_bytes": stats.source_bytes,
@@ -344,7 +422,51 @@ class BackupRun:
         size = os.path.getsize(out)
         vol.info.hashes["SHA1"] = sha1
         vol.result = VolumeResult(vol.number, vol.name, sha1, size)
-        self.uploads.submit(out, vol.name, cleanup=lambda: remove_file(out))
+        self.uploads.submit(out, vol.name, cleanup=lambda: remove_file(out), done=lambda: self._volume_stored(vol))
+
+    # --- checkpoints: what a resumed run needs, once a volume is stored ----------------------
+
+    def _volume_cut(self, vol, index, chunk):
+        """VolumeWriter's on_cut (the build thread): where the volume after ``vol`` starts."""
+        state = self.diff.checkpoint(index, chunk)
+        with self.checkpoint_lock:
+            self.cuts[vol.number] = (vol, state)
+        self._record_checkpoints()
+
+    def _volume_stored(self, vol):
+        """The upload stage: ``vol`` is at the target."""
+        with self.checkpoint_lock:
+            self.uploaded.add(vol.number)
+        self._record_checkpoints()
+
+    def _record_checkpoints(self):
+        """Record a checkpoint for each volume that is stored, cut, and has every volume before
+        it recorded: in the archive dir, then as a segment at the target. One thread at a time,
+        in volume order."""
+        with self.checkpoint_lock:
+            while True:
+                last = self.record.last
+                number = last.number + 1 if last else 1
+                if number not in self.uploaded or number not in self.cuts:
+                    return
+                vol, state = self.cuts.pop(number)
+                r = vol.result
+                self.record.checkpoints.append(resume.Checkpoint(
+                    number, naming.finished_name(vol.name, self.target.file_prefix), r.sha1, r.size, vol.compress,
+                    vol.info, state["sig_bytes"], state["filelist_bytes"], state["stats"],
+                    state["next_index"], state["next_chunk"], state["next_file"]))
+                # the archive dir's record at once; the target's copy may lag a little behind
+                self.store.write(self.record)
+                self._store_segment(len(self.record.checkpoints) - 1)
+
+    def _store_segment(self, i):
+        def upload():
+            self._before_upload()
+            resume.upload_segment(self.sess, record, i, self.tmp, self.store.path(resume.SIGNATURES),
+                                  self.store.path(resume.FILELIST))
+        record = resume.Record(self.record.names, self.record.kind, self.record.fingerprint,
+                               list(self.record.checkpoints[:i + 1]))
+        self.abort.watch(self.segments.submit(upload))
 
     def _before_upload(self):
         self.gate()
@@ -371,7 +493,7 @@ class BackupRun:
         for stage in (self.encrypt, self.uploads):
             if stage is not None:
                 stage.join()
-        for pool in (self.sig_thread, self.side):
+        for pool in (self.sig_thread, self.side, self.segments):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         if self.volumes is not None:
@@ -459,13 +581,19 @@ def _check_uploaded(sess, results):
                            f"{', '.join(bad)}; check who else writes to or prunes this target")
 
 
-def _remove_interrupted(sess, col):
+def _remove_interrupted(sess, col, keep=()):
     """Delete the remains of an interrupted run: sets newer than the last complete one, and the
-    files of sets that never reached their commit (unfinished names)."""
+    files of sets that never reached their commit (unfinished names), but those in ``keep``
+    (the volumes and records of the set this run resumes)."""
     sess.require_target_lock()     # only the lock holder deletes: no other writer is live
     last = col.last_backup_time() or 0
     stale = [s for s in col.incomplete if s.end_time >= last]
-    unfinished = sorted(col.unfinished.values())
+    unfinished = sorted(n for n in col.unfinished.values() if n not in keep)
+    prefix = sess.opts.file_prefix
+    # half-uploaded files of a killed run (a temp name until the upload completes)
+    unfinished += sorted(n for n in col.foreign if n.startswith(TEMP_PREFIX) and (
+        naming.parse(n[len(TEMP_PREFIX):], prefix) is not None
+        or naming.finished_name(n[len(TEMP_PREFIX):], prefix) is not None))
     if not stale and not unfinished:
         return
     if not sess.target_lock.previous_writer_gone:
