@@ -224,7 +224,10 @@ def lenient_set_members(fetcher, volumes, on_warning):
                 yield LostVolume(ref.name, ref.info.start_index, ref.info.end_index,
                                  f"volume {ref.name} is missing from the target")
                 continue
-            name, reader, fut = next(fetched)
+            item = next(fetched, None)
+            if item is None:        # one fetch per present volume: cannot end sooner
+                return
+            name, reader, fut = item
             state = _VolumeState()
             last = None             # the last path read from this volume
             members = archive.read_members(reader, what=f"volume {name}")
