@@ -479,7 +479,8 @@ class DiffWriter:
         identity = None
         if inside:
             current_index, identity = self._current_file
-            assert current_index == index, "a chunk of another file than the one being written"
+            if current_index != index:      # a bug, not bad input: the cut must be in this file
+                raise RuntimeError("a volume cut inside another file than the one being written")
         return {"sig_bytes": self.signatures.size, "filelist_bytes": self.filelist.tell(),
                 "stats": dataclasses.asdict(stats), "next_index": index,
                 "next_chunk": chunk if inside else None, "next_file": identity}
