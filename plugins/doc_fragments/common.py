@@ -96,11 +96,22 @@ options:
     type: str
   mirror_targets:
     description:
-      - More target URLs that receive every file too, for redundancy. A run succeeds only when
-        every target has every file; reads use the first target that has a file.
+      - More target URLs that receive every file too, for redundancy. Reads use the first
+        target that has a file.
+      - A mirror that fails (down, full, refusing credentials) does not fail a backup; it is
+        marked lagging for the rest of the run, the backup completes on the other targets, the
+        C(backup) module warns naming it (its result's C(lagging_targets)), and the next backup first copies
+        to it the sets it lacks. O(target) failing still fails the run, unless O(mirror_stand_in).
     type: list
     elements: str
     default: []
+  mirror_stand_in:
+    description:
+      - When O(target) fails during a backup, the first healthy mirror of O(mirror_targets)
+        takes its place for the rest of the run (O(target) is then reported lagging) instead of
+        failing the run.
+    type: bool
+    default: false
   num_retries:
     description:
       - How often a failed transfer is retried, with exponential backoff (duplicity's C(--num-retries)).

@@ -43,6 +43,7 @@ def common_argument_spec():
         lock_stale_after=dict(type="str"),
         # remote targets and the transfer layer
         mirror_targets=dict(type="list", elements="str", default=[]),
+        mirror_stand_in=dict(type="bool", default=False),
         num_retries=dict(type="int", default=5),
         timeout=dict(type="int", default=30),
         max_upload_rate=dict(type="int"),

@@ -171,6 +171,32 @@ duration:
   returned: when a set was written
   type: float
   sample: 4.2
+lagging_targets:
+  description:
+    - Targets of O(mirror_targets) (or the primary, when O(mirror_stand_in) let a mirror stand
+      in) that failed during this run and missed the new set. The task does not fail for
+      them; each is also named in a warning. The next run copies to them the sets they lack
+      before it backs up. The CLI exits 64 in this case.
+  returned: when a set was written
+  type: list
+  elements: dict
+  contains:
+    url:
+      description: The target's URL, its password hidden.
+      type: str
+    error:
+      description: Why it lags (the failure it met).
+      type: str
+    index:
+      description: 0 for O(target), 1 for the first of O(mirror_targets), and so on.
+      type: int
+  sample: [{url: "sftp://backup@mirror.example.com/srv/backup", error: "cannot connect: Connection refused", index: 1}]
+mirrors_caught_up:
+  description: Targets that lacked sets from earlier runs and were brought up to date before the backup.
+  returned: when a set was written
+  type: list
+  elements: dict
+  sample: [{url: "s3://bucket/host", sets_copied: [], files_copied: 4, bytes_copied: 1048576}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -210,6 +236,8 @@ def main():
     result = run(module, api.backup, target, opts)
     for w in result.pop("warnings", []):
         warn(module, w)
+    for t in result.get("lagging_targets") or ():
+        warn(module, f"target {t['url']} is lagging (the next run brings it up to date): {t['error']}")
     result.pop("exit_code", None)
     module.exit_json(changed=True, **result)
 

@@ -28,8 +28,8 @@ backup = pipeline.backup
 
 __all__ = ["BackupOptions", "DEFAULT_STALE_AFTER", "RetentionPolicy", "TargetOptions", "backup", "cleanup",
            "last_backup_age", "list_files", "plan_backup", "plan_changes", "plan_prune", "plan_restore", "prune",
-           "remove_all_but_n_full", "remove_all_inc_of_but_n_full", "remove_older_than", "restore", "status",
-           "verify"]
+           "remove_all_but_n_full", "remove_all_inc_of_but_n_full", "remove_older_than", "replicate", "restore",
+           "status", "verify"]
 
 
 # --- backup ------------------------------------------------------------------------------------
@@ -233,3 +233,21 @@ def remove_all_inc_of_but_n_full(target, n, force=False):
 
 def cleanup(target, force=False):
     return prune(target, RetentionPolicy(cleanup=True), force)
+
+
+# --- replicate ---------------------------------------------------------------------------------
+
+def replicate(source_target, dest_target, time=None, newer_than=None):
+    """Copy the backup sets ``dest_target`` lacks from ``source_target``, byte for byte (both
+    need the same keys), oldest first, in an order that keeps the destination valid for cairn
+    and duplicity at any interruption (replicate.py). ``time``: only sets ending at or before it
+    (duplicity 0.8's replicate --time); ``newer_than``: only sets ending after it. Holds the
+    destination's target lock while writing. Returns sets_copied, files_copied, bytes_copied and
+    sets_skipped (already complete at the destination)."""
+    from . import replicate as _replicate
+    with Session(source_target, lock=False) as src, Session(dest_target) as dst:
+        dst.lock_target("replicate")
+        result = _replicate.replicate(src.backend, dst.backend, dest_target.file_prefix, dst.tmpdir,
+                                      crypto=src.crypto, time=time, newer_than=newer_than,
+                                      check=dst.require_target_lock)
+    return result

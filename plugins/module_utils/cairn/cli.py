@@ -7,6 +7,7 @@
     cairn collection-status|list-current-files|cleanup [options] TARGET_URL
     cairn remove-older-than TIME | remove-all-but-n-full N | remove-all-inc-of-but-n-full N [--force] TARGET_URL
     cairn prune [--older-than TIME] [--keep-full N] [--keep-full-with-incrementals N] [--cleanup] [--force] TARGET_URL
+    cairn replicate [--time TIME] [--newer-than TIME] SOURCE_URL TARGET_URL
 
 Secrets come from the environment (PASSPHRASE, SIGN_PASSPHRASE) or --passphrase-file, never argv.
 """
@@ -86,7 +87,10 @@ def build_parser():
     p.add_argument("--asynchronous-upload", action="store_true", help="accepted; uploads are always concurrent")
     # remote targets and the transfer layer (duplicity's names where it has one)
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
-                   help="another target that gets every file too (repeatable)")
+                   help="another target that gets every file too (repeatable); one that fails lags "
+                        "alone (exit 64) and the next backup brings it up to date")
+    p.add_argument("--mirror-stand-in", action="store_true",
+                   help="when the target fails, a healthy --mirror takes its place (the target then lags)")
     p.add_argument("--num-retries", type=int, default=5, help="retries of a failed transfer (default 5)")
     p.add_argument("--timeout", type=float, default=30, help="network timeout in seconds (default 30)")
     p.add_argument("--max-upload-rate", type=_rate, metavar="BYTES/S",
@@ -123,6 +127,7 @@ def build_parser():
     p.add_argument("--file-to-restore", dest="path")
     p.add_argument("-r", "--path-to-restore", dest="path")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--newer-than", metavar="TIME", help="replicate: only the sets that end after TIME")
     # prune (cairn's own command: a whole retention policy at once)
     p.add_argument("--older-than", metavar="TIME", help="prune: remove chains that ended before TIME")
     p.add_argument("--keep-full", type=int, metavar="N", help="prune: keep the N newest chains")
@@ -227,6 +232,9 @@ def _backup(command, ns, args, out, progress):
     result = api.backup(_target(ns, url, writing=True), opts, progress=progress)
     if not ns.json and not ns.no_print_statistics:
         _say(out, _stats_text(result))
+    for t in result.get("lagging_targets") or ():     # exit 64: complete on the others
+        _say(_RedactedOutput(sys.stderr, out.secrets), f"cairn: target {t['url']} is lagging (the next backup "
+                                                       f"brings it up to date): {t['error']}")
     return result, result["exit_code"]
 
 
@@ -340,7 +348,27 @@ def _prune_with(policy, ns, url, out):
     return result, ExitCode.OK
 
 
+def _replicate(command, ns, args, out, progress):
+    """duplicity 0.8's replicate: the sets TARGET_URL lacks, copied byte for byte from SOURCE_URL."""
+    src_url, dst_url = _want(args, 2, "replicate [--time T] [--newer-than T] SOURCE_URL TARGET_URL")
+    if ns.encrypt_key or ns.hidden_encrypt_key or ns.sign_key:
+        raise UserError("replicate copies the files as they are (same keys on both targets); re-encrypting "
+                        "for other keys (--encrypt-key, --hidden-encrypt-key, --sign-key) is not offered: "
+                        "restore and back up again for that")
+    if ns.mirror:
+        raise UserError("replicate copies to one TARGET_URL; --mirror is for backups")
+    newer = timespec.parse(ns.newer_than) if ns.newer_than else None
+    result = api.replicate(_target(ns, src_url), _target(ns, dst_url), time=_time(ns), newer_than=newer)
+    if not ns.json:
+        for s in result["sets_copied"]:
+            _say(out, f"Replicated backup set: {s['type']} {s['time']}")
+        _say(out, f"Replicate complete: {len(result['sets_copied'])} set(s), {result['files_copied']} file(s), "
+                  f"{result['bytes_copied']} bytes copied; {len(result['sets_skipped'])} set(s) already there.")
+    return result, ExitCode.OK
+
+
 HANDLERS = {
+    "replicate": _replicate,
     "full": _backup, "incremental": _backup, "inc": _backup, "backup": _backup,
     "restore": _restore,
     "verify": _verify,

@@ -44,6 +44,7 @@ class ExitCode:
     CORRUPT_ARCHIVE = 61   # a volume that cannot be parsed
     LOCAL_IO = 62          # this host's disk refused: no space, quota, read-only, permission
     RESTORE_INCOMPLETE = 63  # restore went past unusable volumes: the files that needed them are listed
+    MIRROR_LAGGING = 64    # backup complete on the primary, but a mirror failed and lags (named in the result)
     # `cairn run-job` (sysexits.h's numbers)
     JOB_HOOK_FAILED = 70   # EX_SOFTWARE: a pre- or post-hook failed
     JOB_LOCKED = 75        # EX_TEMPFAIL: another run of this job is in progress

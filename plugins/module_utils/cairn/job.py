@@ -9,8 +9,11 @@ the `cairn` CLI with --json, so a job does exactly what the same command line wo
 The config (written by the cairn.backup.job role) holds no secrets: those come from the
 environment (systemd's EnvironmentFile=, or ``credentials_file`` read here for cron).
 Exit status: 0 when the backup succeeded (or finished with unreadable files: 9 is reported
-in the metrics and the heartbeat, not as a failure), else the failing step's code; 70 when a
-hook failed; 75 when another run of the job holds the lock (errors.ExitCode).
+in the metrics and the heartbeat, not as a failure), else the failing step's code; 64 when the
+backup completed but a mirror target lags (retention and verify still run on the others, the
+failure URL is pinged naming it); 70 when a hook failed; 75 when another run of the job holds
+the lock (errors.ExitCode). The state file's ``targets`` and the ``cairn_backup_target_*``
+metrics say per target (redacted URL) whether it is up to date or lagging, and since when.
 """
 import fcntl
 import json
@@ -28,6 +31,7 @@ from .redact import Secrets, redact_data, redact_text, redact_url
 from .timespec import parse_duration
 
 SUCCEEDED = (ExitCode.OK, ExitCode.SKIPPED_FILES)   # 9: complete, some files unreadable (reported)
+COMPLETED = SUCCEEDED + (ExitCode.MIRROR_LAGGING,)   # 64: complete on the primary, a mirror lags
 
 
 def load_env_file(path):
@@ -90,7 +94,7 @@ class Job:
         for line in lines:
             self.log(line)
         # the engine's last word on a failure, for the state file (redacted again: it is stored)
-        self.last_error = redact_text(lines[-1].strip(), self.secrets)[:500] if r.returncode not in SUCCEEDED and lines else ""
+        self.last_error = redact_text(lines[-1].strip(), self.secrets)[:500] if r.returncode not in COMPLETED and lines else ""
         try:
             result = json.loads(r.stdout) if r.stdout.strip() else {}
         except ValueError:
@@ -118,9 +122,9 @@ class Job:
             args += ["--mirror", mirror]
         return self.cli(*args, self.c["source"], targets[0])
 
-    def prune(self):
+    def prune(self, skip=()):
         """The job's retention, as one policy per target (`cairn prune`: the engine's one
-        RetentionPolicy, which the prune module applies too)."""
+        RetentionPolicy, which the prune module applies too); not on the lagging ``skip``."""
         keep = self.c.get("retention") or {}
         args = []
         for key in ("older_than", "keep_full", "keep_full_with_incrementals"):
@@ -131,6 +135,8 @@ class Job:
         if not args:
             return ExitCode.OK
         for target in self.c["targets"]:
+            if redact_url(target) in skip:
+                continue
             code, _result = self.cli("prune", *args, "--force", *self.common(), target)
             if code != ExitCode.OK:
                 return code
@@ -188,6 +194,19 @@ class Job:
             if value is None:
                 continue
             out.append(f"# HELP {metric} {help_text}\n# TYPE {metric} {kind}\n{metric}{{{label}}} {value}\n")
+        targets = state.get("targets") or {}
+        now = int(time.time())
+        for metric, help_text, value in (
+                ("cairn_backup_target_lagging", "1 when the target missed the last backup (a failed mirror).",
+                 lambda t: 1 if t.get("status") == "lagging" else 0),
+                ("cairn_backup_target_last_success_timestamp_seconds", "End of the last backup the target got.",
+                 lambda t: t.get("last_success")),
+                ("cairn_backup_target_lag_seconds", "Seconds since the target last got a backup.",
+                 lambda t: now - t["last_success"] if t.get("last_success") else None)):
+            lines = [f'{metric}{{{label},target="{_escape_label(redact_text(url, self.secrets))}"}} {value(t)}\n'
+                     for url, t in sorted(targets.items()) if value(t) is not None]
+            if lines:
+                out.append(f"# HELP {metric} {help_text}\n# TYPE {metric} gauge\n" + "".join(lines))
         _atomic_write(path, "".join(out), 0o644)
 
     def ping(self, url, body):
@@ -232,17 +251,20 @@ class Job:
         code, message, result = 0, "", {}
         if self.hook("pre_hook") != 0:
             code, message = ExitCode.JOB_HOOK_FAILED, "the pre-hook failed"
+        lagging = {}
         if code == 0:
             code, result = self.backup()
-            if code not in SUCCEEDED:
+            if code not in COMPLETED:
                 message = self._failed("backup", code)
-        if code in SUCCEEDED:
+        if code in COMPLETED:
             state.update(last_bytes=result.get("bytes_stored"), last_type=result.get("type"),
                          last_warnings=len(result.get("warnings", [])) + result.get("errors", 0))
-            prune_code = self.prune()
+            lagging = self._lagging(result.get("lagging_targets") or ())
+            self._target_states(state, lagging, int(time.time()))
+            prune_code = self.prune(skip=lagging)
             if prune_code != ExitCode.OK:
                 code, message = prune_code, self._failed("retention", prune_code)
-        if code in SUCCEEDED and self.verify_due(state, started):
+        if code in COMPLETED and self.verify_due(state, started):
             vcode, vres = self.verify()
             if vcode == ExitCode.OK:
                 state["last_verify"] = int(time.time())
@@ -250,7 +272,9 @@ class Job:
                 n_diff = len(vres.get("differences", []))
                 code, message = vcode, (f"verify failed with exit {vcode}: {n_diff} difference(s)" if n_diff
                                         else self._failed("verify", vcode))
-        status = "success" if code in SUCCEEDED else "failure"
+        if code == ExitCode.MIRROR_LAGGING:
+            message = "lagging target(s): " + "; ".join(f"{u}: {e}" for u, e in lagging.items())
+        status = "success" if code in COMPLETED else "failure"
         if self.hook("post_hook", status) != 0 and status == "success":
             code, message, status = ExitCode.JOB_HOOK_FAILED, "the post-hook failed", "failure"
         finished = time.time()
@@ -258,6 +282,8 @@ class Job:
                      last_message=message)
         if status == "success":
             state["last_success"] = int(finished)
+        if status == "success" and code == ExitCode.MIRROR_LAGGING:
+            status = "lagging"
         self.write_state(state)
         self.write_metrics(state)
         summary = (f"cairn job {self.name} on {os.uname().nodename}: {status}"
@@ -267,6 +293,32 @@ class Job:
         self.log(summary)
         self.ping(self.c.get("heartbeat_url") if status == "success" else self.c.get("failure_url"), summary)
         return ExitCode.OK if status == "success" else code or ExitCode.GENERIC
+
+    def _lagging(self, reported):
+        """{redacted URL of the job's target: error} of the targets the backup reports lagging
+        (matched by their index in the job's target list, else by their redacted URL)."""
+        targets = self.c["targets"]
+        out = {}
+        for t in reported:
+            i = t.get("index")
+            url = redact_url(targets[i]) if isinstance(i, int) and 0 <= i < len(targets) else t.get("url")
+            out[url] = t.get("error")
+        return out
+
+    def _target_states(self, state, lagging, now):
+        """state["targets"]: per target (redacted URL) its status (ok or lagging), the error that
+        made it lag, since when it lags, and the end of the last backup it got."""
+        old = state.get("targets") or {}
+        out = {}
+        for target in self.c["targets"]:
+            url = redact_url(target)
+            entry = dict(old.get(url) or {})
+            if url in lagging:
+                entry.update(status="lagging", error=lagging[url], lagging_since=entry.get("lagging_since") or now)
+            else:
+                entry.update(status="ok", error=None, lagging_since=None, last_success=now)
+            out[url] = entry
+        state["targets"] = out
 
 
 def _log_stderr(msg):

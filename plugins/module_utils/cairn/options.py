@@ -30,6 +30,7 @@ class TargetOptions:
     file_prefix: str = ""
     backend: BackendOptions = field(default_factory=BackendOptions)
     mirrors: list = field(default_factory=list)    # more URLs that get every file too
+    mirror_stand_in: bool = False      # a healthy mirror takes over when the primary fails
     # the target lock of writers (lock.py): seconds without a refresh before another run takes
     # it over, and whether to take over any lock at once
     lock_stale_after: int = DEFAULT_STALE_AFTER
@@ -180,7 +181,7 @@ def target_options(m, env=None, *, writing=False, ask=None):
         url=m["target"], crypto=crypto_options(m, env, writing=writing, ask=ask),
         archive_dir=m.get("archive_dir") or None, name=m.get("name") or None, tempdir=m.get("tempdir") or None,
         file_prefix=m.get("file_prefix") or "", backend=replace(backend_options(m, env), **_object_lock(m)),
-        mirrors=list(m.get("mirror_targets") or ()),
+        mirrors=list(m.get("mirror_targets") or ()), mirror_stand_in=bool(m.get("mirror_stand_in")),
         lock_stale_after=stale,
         break_lock=bool(m.get("break_lock")), read_only=bool(m.get("read_only")))
 

@@ -155,17 +155,18 @@ def _require_source(source):
 
 def backup(target, opts, progress=None):
     """One backup run of ``opts.source`` to ``target``; returns its result (see BackupRun.result)."""
+    from .replicate import with_mirrors    # mirrors: catch-up first, lagging ones named after
     _require_source(opts.source)
     started = _time.time()
     try:
         with Session(target) as sess:
-            result = BackupRun(sess, opts, progress).run()
+            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress).run())
     except resume.ResumeMismatch as e:
         # found only while continuing (the file the last volume stopped in has changed): the
         # set is started again, new
         log.warning("cannot resume the interrupted backup set: %s; starting a new set", e)
         with Session(target) as sess:
-            result = BackupRun(sess, opts, progress, may_resume=False).run()
+            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress, may_resume=False).run())
     result["duration"] = round(_time.time() - started, 3)
     return result
 

@@ -21,7 +21,8 @@ class Session:
 
     def __init__(self, target, lock=True):
         self.opts = target
-        self.backend = open_backend(target.url, target.backend, target.mirrors)
+        self.backend = open_backend(target.url, target.backend, target.mirrors,
+                                    stand_in=getattr(target, "mirror_stand_in", False))
         self.crypto = Crypto(target.crypto)
         self.cache = ArchiveDir(target.archive_dir, target.name or default_name(target.url),
                                 read_only=target.read_only)

@@ -15,53 +15,15 @@ import time
 
 import pytest
 
+from dying import Died, dying_scheme
 from treeutil import cairn, diff_snapshots, duplicity, snapshot, write
 
 from cairn import api, naming
-from cairn.backends import open_raw, register, unregister
-from cairn.backends.base import Backend
 from cairn.crypto import CryptoOptions
 
 pytestmark = pytest.mark.duplicity
 
 PLAIN = ["--no-encryption", "--volsize", "1"]
-
-
-class _Died(BaseException):
-    """The run's end, as abrupt for the target as a SIGKILL: nothing after it reaches it."""
-
-
-class _DyingBackend(Backend):
-    """A file target whose run dies at the first call that ``dies_at(method, name)`` picks."""
-
-    def __init__(self, inner, dies_at):
-        self.inner = inner
-        self.url = "dying+" + inner.url
-        self.dies_at = dies_at
-
-    def _maybe_die(self, method, name):
-        if self.dies_at(method, name):
-            raise _Died(f"{method} {name}")
-
-    def list(self):
-        return self.inner.list()
-
-    def get(self, name, local_path):
-        return self.inner.get(name, local_path)
-
-    def put(self, local_path, name):
-        self._maybe_die("put", name)
-        self.inner.put(local_path, name)
-
-    def delete(self, names):
-        return self.inner.delete(names)
-
-    def rename(self, old, new):
-        self._maybe_die("rename", new)
-        return self.inner.rename(old, new)
-
-    def size(self, name):
-        return self.inner.size(name)
 
 
 def _source(src, seed):
@@ -72,14 +34,11 @@ def _source(src, seed):
 
 
 def _dying_incremental(tmp_path, src, target_dir, dies_at):
-    register("dying+file", lambda url, options: _DyingBackend(open_raw(url[len("dying+"):], options), dies_at))
-    try:
+    with dying_scheme(dies_at):
         target = api.TargetOptions(url=f"dying+file://{target_dir}", crypto=CryptoOptions(mode="none"),
                                    archive_dir=str(tmp_path / "cache"))
-        with pytest.raises(_Died):
+        with pytest.raises(Died):
             api.backup(target, api.BackupOptions(source=str(src), mode="incremental", volsize=1))
-    finally:
-        unregister("dying+file")
 
 
 def _dup(duplicity_bin, tmp_path, *args):
@@ -159,4 +118,3 @@ def test_cleanup_removes_unfinished_files(tmp_path):
     cairn("cleanup", "--force", "--no-encryption", "--archive-dir", tmp_path / "cache", url)
     assert _unfinished(target_dir) == []
     assert len([n for n in os.listdir(target_dir) if ".manifest" in n]) == 1
-

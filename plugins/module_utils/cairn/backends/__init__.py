@@ -93,11 +93,12 @@ def secrets_of(urls, env):
     return Secrets(values)
 
 
-def open_backend(url, options=None, mirrors=()):
+def open_backend(url, options=None, mirrors=(), stand_in=False):
     """The backend for a target URL, wrapped in retries and the rate limit.
 
     ``mirrors`` are further URLs that get every file too (several targets for redundancy); the
-    rate limit is shared by all of them.
+    rate limit is shared by all of them. A mirror that fails lags alone (multi.py's lag mode);
+    ``stand_in``: a healthy mirror takes the primary's place when the primary fails.
     """
     options = options or BackendOptions()
     from .multi import MultiBackend
@@ -113,7 +114,7 @@ def open_backend(url, options=None, mirrors=()):
             wrapped.append(RetryingBackend(raw, options, limiter=limiter))
     if len(wrapped) == 1:
         return wrapped[0]
-    return MultiBackend(wrapped, mode="mirror", onfail="abort")
+    return MultiBackend(wrapped, mode="mirror", onfail="lag", stand_in=stand_in)
 
 
 __all__ = ["Backend", "BackendOptions", "LocalBackend", "open_backend", "open_raw", "register",

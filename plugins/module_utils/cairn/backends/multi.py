@@ -3,9 +3,17 @@
 
 Reads duplicity's ``multi:///path/config.json?mode=mirror&onfail=abort`` form: the config is a
 JSON list of ``{"url": ..., "env": [{"name": ..., "value": ...}]}``. As in duplicity the mode
-defaults to ``stripe`` and onfail to ``continue`` for multi:// URLs; cairn's own mirror list
-(``--mirror``, a module's list of targets) is ``mirror`` + ``abort``: a run succeeds only when
-every target has every file, so no copy silently falls behind.
+defaults to ``stripe`` and onfail to ``continue`` for multi:// URLs.
+
+cairn's own mirror list (``--mirror``, a module's list of targets, a job's targets) is ``mirror``
++ ``lag``: the first target is the primary, the others mirrors. Every write goes to the primary
+and to every mirror that is not lagging. A mirror that fails an operation (down, full, refusing
+credentials) is marked lagging for the rest of the run: nothing more is sent to it, the run goes
+on with the others and ends with ExitCode.MIRROR_LAGGING naming it (``lagging_targets()``); the
+next backup copies the sets it lacks from the primary before it starts (replicate.catch_up). The
+primary failing fails the run, unless ``stand_in``: then the first healthy mirror takes the
+primary's place and the primary is the lagging one. Listing, sizes and the lock survey read the
+primary only, so a mirror never hides that the primary lost a file.
 """
 import json
 import logging
@@ -14,21 +22,24 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, unquote
 
 from ..errors import BackendError, BackendNotFound, UserError
-from ..redact import is_secret_name, redact_url, url_secrets
+from ..redact import is_secret_name, redact_text, redact_url, url_secrets
 from .base import Backend, split_url
 
 log = logging.getLogger("cairn")
 
 
 class MultiBackend(Backend):
-    def __init__(self, backends, mode="mirror", onfail="abort"):
+    def __init__(self, backends, mode="mirror", onfail="abort", stand_in=False):
         if mode not in ("mirror", "stripe"):
             raise UserError(f"multi backend mode must be mirror or stripe, not {mode!r}")
-        if onfail not in ("abort", "continue"):
+        if onfail not in ("abort", "continue", "lag") or (onfail == "lag" and mode != "mirror"):
             raise UserError(f"multi backend onfail must be abort or continue, not {onfail!r}")
         self.backends = list(backends)
         self.mode = mode
         self.onfail = onfail
+        self.stand_in = stand_in
+        self.primary = 0            # lag mode: the index of the target that answers list and size
+        self.lagging = {}           # lag mode: index -> why (redacted), in the order they fell behind
         # a display string, not a URL to open: redacted once here
         self.url = " + ".join(redact_url(b.url) for b in self.backends)
         self._next = 0
@@ -44,7 +55,84 @@ class MultiBackend(Backend):
         for b in self.backends:
             b.throttle = value
 
+    # --- lag mode (cairn's --mirror): see the module docstring ------------------------------
+
+    @property
+    def lags(self):
+        return self.onfail == "lag"
+
+    def healthy(self):
+        """(index, backend) of the primary and of every mirror not lagging, the primary first."""
+        with self._lock:
+            return [(self.primary, self.backends[self.primary])] + [
+                (i, b) for i, b in enumerate(self.backends) if i != self.primary and i not in self.lagging]
+
+    def mark_lagging(self, index, error):
+        """Send nothing more to mirror ``index`` in this run; ``error`` says why."""
+        text = redact_text(getattr(error, "message", None) or str(error) or type(error).__name__)
+        with self._lock:
+            if index in self.lagging or index == self.primary:
+                return
+            self.lagging[index] = text
+        log.warning("%s: %s; this target is lagging: nothing more is sent to it in this run, the next "
+                    "run copies what it lacks", redact_url(self.backends[index].url), text)
+
+    def lagging_targets(self):
+        """[{url (redacted), error, index}] of the targets that fell behind in this run; ``index``:
+        0 the primary, 1 the first mirror ..."""
+        with self._lock:
+            return [{"url": redact_url(self.backends[i].url), "error": e, "index": i} for i, e in self.lagging.items()]
+
+    def _primary_failed(self, index, error):
+        """The primary ``index`` failed with ``error``: raise it, unless a mirror may stand in."""
+        with self._lock:
+            if index != self.primary:        # another thread already handed over
+                return
+            spare = [i for i in range(len(self.backends)) if i != index and i not in self.lagging]
+            if not self.stand_in or not spare:
+                raise BackendError(f"{redact_url(self.backends[index].url)}: {error.message}", error.exit_code)
+            self.primary = spare[0]
+            self.lagging[index] = redact_text(error.message)
+        log.warning("%s: %s; the primary target is lagging, %s stands in for it", redact_url(self.backends[index].url),
+                    redact_text(error.message), redact_url(self.backends[self.primary].url))
+
+    def _on_primary(self, method, *args):
+        while True:
+            index = self.primary
+            try:
+                return getattr(self.backends[index], method)(*args)
+            except BackendError as e:
+                self._primary_failed(index, e)
+
+    def _on_all(self, method, *args):
+        """``method`` on the primary and every healthy mirror at once: the primary's answer, a
+        mirror's failure marks it lagging, the primary's fails the call (or hands over)."""
+        while True:
+            index = self.primary
+            futures = [(i, self.pool.submit(getattr(b, method), *args)) for i, b in self.healthy()]
+            results, failed = {}, None
+            for i, f in futures:
+                try:
+                    results[i] = f.result()
+                except BackendError as e:
+                    if i == index:
+                        failed = e
+                    else:
+                        self.mark_lagging(i, e)
+            if failed is None:
+                return results.get(index)
+            self._primary_failed(index, failed)
+            if self.primary in results:      # the stand-in has done it already
+                return results[self.primary]
+
+    def size(self, name):
+        if self.lags:
+            return self._on_primary("size", name)
+        return super().size(name)
+
     def list(self):
+        if self.lags:
+            return self._on_primary("list")
         names = set()
         failures = []
         for b in self.backends:
@@ -60,7 +148,7 @@ class MultiBackend(Backend):
 
     def get(self, name, local_path):
         last = None
-        for b in self.backends:
+        for _i, b in (self.healthy() if self.lags else enumerate(self.backends)):
             try:
                 return b.get(name, local_path)
             except BackendError as e:      # another copy may be fine
@@ -83,6 +171,8 @@ class MultiBackend(Backend):
                     log.warning("%s: %s; trying the next target", redact_url(b.url), e)
                     last = e
             raise last
+        if self.lags:
+            return self._on_all("put", local_path, name)
         futures = [(b, self.pool.submit(b.put, local_path, name)) for b in self.backends]
         errors = []
         for b, f in futures:
@@ -98,6 +188,8 @@ class MultiBackend(Backend):
 
     def delete(self, names):
         names = list(names)
+        if self.lags:
+            return self._on_all("delete", names)
         errors, kept = [], {}
         for b in self.backends:
             try:
@@ -119,6 +211,8 @@ class MultiBackend(Backend):
 
     def rename(self, old, new):
         """Mirrors: on every target; stripes: on the one that holds ``old``."""
+        if self.lags:
+            return self._on_all("rename", old, new)
         found, errors = False, []
         for b in self.backends:
             try:
