@@ -269,7 +269,7 @@ class BackupRun:
         keep = (self.resumption.kept_names(target.file_prefix, sess.crypto.suffix)
                 if self.resumption is not None else set())
         self.gate = _Gate(lambda: (self.abort.result(self.precheck) if self.precheck else None,
-                                   _remove_interrupted(sess, col, keep)))
+                                   self._unrename_kept(), _remove_interrupted(sess, col, keep)))
 
     def write_volumes(self):
         """diff -> build volumes -> compress/encrypt -> upload, until every volume is encrypted
@@ -473,6 +473,16 @@ class BackupRun:
         self.gate()
         # a run that lost its target lock stops at its next volume, not only at the commit
         self.sess.target_lock.raise_if_lost()
+
+    def _unrename_kept(self):
+        """A resumed set whose commit had begun: its volumes already renamed get their unfinished
+        names back first, so that removing that commit's manifest never leaves volumes under final
+        names without one (duplicity aborts on those)."""
+        for cp in self.kept:
+            if cp.at_final_name:
+                self.sess.require_target_lock()
+                self.sess.backend.rename(cp.name, naming.unfinished_name(cp.name, self.target.file_prefix))
+                cp.at_final_name = False
 
     def _volume_name(self, number):
         """Where volume ``number`` is uploaded: its unfinished name, until the commit."""

@@ -85,6 +85,9 @@ class Checkpoint:
     next_index: tuple = None         # where the next volume starts
     next_chunk: int = None           # a chunk > 1: inside that file
     next_file: dict = None           # its identity (file_identity), when inside a file
+    # found under its final name (a commit that was renaming when it stopped): the resuming run
+    # renames it back before anything else (not stored in the record)
+    at_final_name: bool = False
 
     def to_json(self):
         i = self.info
@@ -259,15 +262,19 @@ def fetch_from_target(sess, col, tmpdir):
 
 
 def kept_volumes(sess, record, listing):
-    """The checkpoints whose volumes the target still holds whole under their unfinished names,
-    from the first: a volume that is missing, of another size, or (where the target is a local
-    directory) of another SHA1 ends the run of usable ones."""
+    """The checkpoints whose volumes the target still holds whole, from the first: under their
+    unfinished names, or their final ones when a commit stopped while renaming (``at_final_name``).
+    A volume that is missing, of another size, or (where the target is a local directory) of
+    another SHA1 ends the run of usable ones."""
     prefix = sess.opts.file_prefix
     kept = []
     for cp in record.checkpoints:
         where = naming.unfinished_name(cp.name, prefix)
         if where not in listing:
-            break
+            if cp.name not in listing:
+                break
+            where = cp.name
+            cp.at_final_name = True
         try:
             size = sess.backend.size(where)
         except BackendError:
@@ -330,15 +337,11 @@ def find(sess, col, store, tmpdir, *, kind, fingerprint_now, chain_end, last_tim
         if record is None:
             return None
     set_time = record.names.get("time", record.names.get("end_time"))
-    if any(s.end_time == set_time and s.complete for s in col.sets):
+    if any(s.end_time == set_time and s.complete and s.signature for s in col.sets):
         store.clear()             # it was committed; only the record was left behind
         return None
     why = None
-    if any(s.end_time == set_time for s in col.sets):
-        # its commit had begun (a manifest, perhaps some volumes renamed): the interrupted-run
-        # cleanup removes that set whole, so nothing of it is kept
-        why = "it was interrupted while being committed"
-    elif not sess.target_lock.previous_writer_gone:
+    if not sess.target_lock.previous_writer_gone:
         why = "the writer whose lock this run took over may still be running"
     elif record.kind != kind:
         why = f"it was a{'n' if record.kind == 'incremental' else ''} {record.kind} backup and this run " \
