@@ -126,8 +126,10 @@ class Stage:
             if len(self._queue) > self._idle and len(self._threads) < self.workers:
                 t = threading.Thread(target=self._loop, name=f"cairn-{self.name}-{len(self._threads)}",
                                      daemon=True)
-                self._threads.append(t)
                 t.start()
+                # only once started: a signal's exception (SIGTERM) can cut start() short, and a
+                # thread that never started cannot be joined
+                self._threads.append(t)
             self._items.notify()
 
     def drain(self):

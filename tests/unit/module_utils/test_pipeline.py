@@ -334,3 +334,23 @@ def test_a_stage_starts_a_worker_only_when_none_is_idle():
         stage.drain()
     stage.join()
     assert len(names) == 5 and len(set(names)) == 1
+
+
+class _Interrupted(BaseException):
+    """What the CLI's SIGTERM handler raises in the main thread, at any point."""
+
+
+def test_a_signal_cutting_a_workers_start_short_leaves_a_stage_that_joins(monkeypatch):
+    """SIGTERM raised inside Thread.start (before the thread runs): the run's cleanup joins the
+    stage without 'cannot join thread before it is started' (exit 30 instead of 4)."""
+    stage = Stage("t", lambda item: None, workers=2)
+    real_start = threading.Thread.start
+
+    def interrupted_start(thread):
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        raise _Interrupted()
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(_Interrupted):
+        stage.put(1)
+    stage.abort.fail(Aborted("the run was interrupted"))
+    stage.join()            # raised RuntimeError before
