@@ -302,8 +302,18 @@ def agent_running(home):
     return True
 
 
-def stop_agent(home):
+def stop_agent(home, wait=5.0):
+    """Stop this keyring's gpg-agent and wait (up to ``wait`` s) until its sockets are gone:
+    ``gpgconf --kill`` returns before the agent has removed them, and a caller that must leave
+    the GnuPG home as it found it (check mode) looks right after."""
+    import glob
+    import time
+    r = _run_quietly(["gpgconf", *_homedir(home), "--list-dirs", "agent-socket"])
+    socket_path = r.stdout.strip() if r is not None and r.returncode == 0 else ""
     _run_quietly(["gpgconf", *_homedir(home), "--kill", "gpg-agent"])
+    deadline = time.monotonic() + wait
+    while socket_path and glob.glob(glob.escape(socket_path) + "*") and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _keygrips(gpg_binary, home, keys):
