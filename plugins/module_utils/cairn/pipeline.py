@@ -185,6 +185,8 @@ class BackupRun:
         self.uploaded = set()           # volume numbers stored at the target
         self.checkpoint_lock = threading.Lock()
         self.segments = None            # one thread: the checkpoints' segments to the target, in order
+        self.last_segment = -1          # the checkpoint the last segment ended at
+        self.segment_time = float("-inf")   # the first checkpoint goes to the target at once
         self.kept = []                  # resume.Checkpoints of the volumes a resumed run keeps
         self.resumed_at = None          # the first volume this run writes, when it resumes
         self.target = sess.opts
@@ -288,11 +290,13 @@ class BackupRun:
         self.sig_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-sig")
         self.segments = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-resume")
         if res is not None:
-            # the segments an earlier run had not stored yet, so the target can resume this set too
-            for i, cp in enumerate(self.kept):
-                if resume.segment_name(res.record, cp.number, self.target.file_prefix,
-                                       sess.crypto.suffix) not in self.listing:
-                    self._store_segment(i)
+            # the target's copy of the record covers every kept volume too: one segment from the
+            # last one an earlier run stored there
+            stored = [i for i, cp in enumerate(self.kept) if resume.segment_name(
+                res.record, cp.number, self.target.file_prefix, sess.crypto.suffix) in self.listing]
+            self.last_segment = stored[-1] if stored else -1
+            if self.last_segment < len(self.kept) - 1:
+                self._store_segment(len(self.kept) - 1)
         # the signatures and the manifest's file list grow in the archive dir, where a resumed run
         # finds them (the record says how much of them its kept volumes account for)
         self.store.ensure()
@@ -456,17 +460,21 @@ class BackupRun:
                     number, naming.finished_name(vol.name, self.target.file_prefix), r.sha1, r.size, vol.compress,
                     vol.info, state["sig_bytes"], state["filelist_bytes"], state["stats"],
                     state["next_index"], state["next_chunk"], state["next_file"]))
-                # the archive dir's record at once; the target's copy may lag a little behind
+                # the archive dir's record at once; the target's copy every SEGMENT_EVERY seconds
                 self.store.write(self.record)
-                self._store_segment(len(self.record.checkpoints) - 1)
+                if _time.monotonic() - self.segment_time >= resume.SEGMENT_EVERY:
+                    self._store_segment(len(self.record.checkpoints) - 1)
 
     def _store_segment(self, i):
+        """Checkpoint ``i`` to the target, as a segment after the last one stored (in order, on
+        the segments thread)."""
         def upload():
             self._before_upload()
-            resume.upload_segment(self.sess, record, i, self.tmp, self.store.path(resume.SIGNATURES),
+            resume.upload_segment(self.sess, record, i, after, self.tmp, self.store.path(resume.SIGNATURES),
                                   self.store.path(resume.FILELIST))
         record = resume.Record(self.record.names, self.record.kind, self.record.fingerprint,
                                list(self.record.checkpoints[:i + 1]))
+        after, self.last_segment, self.segment_time = self.last_segment, i, _time.monotonic()
         self.abort.watch(self.segments.submit(upload))
 
     def _before_upload(self):
