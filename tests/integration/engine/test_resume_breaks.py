@@ -35,7 +35,7 @@ VOLSIZE = 10
 
 def _make_source(src, rnd, total):
     """Files of 4 KiB to 24 MiB, text-like (they compress about 2:1, as logs and configs do)."""
-    block = bytes(97 + rnd.getrandbits(4) for _ in range(1 << 20))
+    block = bytes(97 + rnd.getrandbits(4) for _byte in range(1 << 20))
     made, i = 0, 0
     while made < total:
         size = min(rnd.choice([4096, 60_000, 700_000, 3 * MB, 9 * MB, 24 * MB]), total - made)
