@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import archive, librsync, manifest as manifest_mod
 from .archive import CHUNK, REG, PathInfo
-from .errors import CorruptArchive, ManifestError
+from .errors import CorruptArchive, ManifestError, ResumeMismatch
 from .growing import GrowingFile
 
 
@@ -362,13 +362,11 @@ class Stats:
     errors: int = 0
 
 
-def _identity_of(fd):
-    return _identity_of_stat(os.fstat(fd))
-
-
-def _identity_of_stat(st):
-    from .resume import file_identity      # resume imports this module
-    return file_identity(st)
+def file_identity(st):
+    """What tells a file that has not been written to since (ctime moves on every write): the
+    checkpoint of a volume cut inside a file keeps it (resume.py)."""
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def _open_for_backup(path):
@@ -446,7 +444,6 @@ class DiffWriter:
             if at < index:
                 continue
             if at > index and chunk:
-                from .resume import ResumeMismatch
                 raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))}, which the last volume stopped in, "
                                      "is gone")
             yield entry, prev
@@ -456,7 +453,6 @@ class DiffWriter:
     def _check_resumed_file(self, entry):
         """The file a kept volume stopped inside must be the very file it was: else the chunks
         at the target and the ones to come would be of two files. Returns the chunks to skip."""
-        from .resume import ResumeMismatch, file_identity
         index, chunk, identity = self.resume_at
         if entry is None:
             raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))}, which the last volume stopped in, is gone")
@@ -530,9 +526,8 @@ class DiffWriter:
                             + ("(its previous version stays in the archive)" if prev else ""))
             return
         try:
-            identity = _identity_of(fd)
-            if skip_chunks and identity != _identity_of_stat(e.stat):
-                from .resume import ResumeMismatch      # changed since the walk saw it unchanged
+            identity = file_identity(os.fstat(fd))
+            if skip_chunks and identity != file_identity(e.stat):
                 raise ResumeMismatch(f"{os.fsdecode(e.path)}, which the last volume stopped in, has changed")
             self._current_file = (e.index, identity)
             use_delta = (self.incremental and prev is not None and prev.info.type == REG
@@ -572,7 +567,6 @@ class DiffWriter:
             chunk_no += 1
             if chunk_no <= skip_chunks:
                 if last:
-                    from .resume import ResumeMismatch
                     raise ResumeMismatch(f"{os.fsdecode(b'/'.join(index))} is shorter than where the "
                                          "last volume stopped in it")
                 stored += len(data)

@@ -65,6 +65,11 @@ class CairnError(Exception):
         return self.message
 
 
+class ResumeMismatch(CairnError):
+    """An interrupted set cannot be continued (the file its last volume stopped in has changed):
+    the backup starts a new set instead; it never reaches the user as an error."""
+
+
 class UserError(CairnError):
     """Bad options, bad time strings, a restore target that is not empty, ..."""
 

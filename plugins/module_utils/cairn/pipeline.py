@@ -45,7 +45,7 @@ from .backup import (DiffWriter, SigWriter, Stats, VolumeResult, VolumeWriter, m
 from .cache import local_manifest_name
 from .crypto import write_gzip
 from .errors import (BackendError, CairnError, ExitCode, ManifestMismatch, NoSecretKey, NoSignatures,
-                     SourceError)
+                     ResumeMismatch, SourceError)
 from .localdirs import remove_file
 from .manifest import Manifest
 from .selection import Selection
@@ -161,7 +161,7 @@ def backup(target, opts, progress=None):
     try:
         with Session(target) as sess:
             result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress).run())
-    except resume.ResumeMismatch as e:
+    except ResumeMismatch as e:
         # found only while continuing (the file the last volume stopped in has changed): the
         # set is started again, new
         log.warning("cannot resume the interrupted backup set: %s; starting a new set", e)

@@ -27,6 +27,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from . import naming, timespec
+from .backup import sha1_file
 from .errors import BackendError, CairnError
 from .localdirs import open_new, remove_file
 from .manifest import VolumeInfo
@@ -40,22 +41,12 @@ SIGNATURES = "signatures.tar"
 FILELIST = "filelist"
 
 
-class ResumeMismatch(CairnError):
-    """The checkpoint cannot be continued: the run starts a new set instead (never surfaces)."""
-
-
 def _hex(index):
     return [c.hex() for c in index]
 
 
 def _unhex(parts):
     return tuple(bytes.fromhex(p) for p in parts)
-
-
-def file_identity(st):
-    """What tells a file that has not been written to since (ctime moves on every write)."""
-    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns}
 
 
 def fingerprint(target, opts, hostname, localdir, kind):
@@ -287,7 +278,6 @@ def kept_volumes(sess, record, listing):
             break
         path = sess.backend.local_path(where)
         if path is not None:
-            from .backup import sha1_file
             if sha1_file(path) != cp.sha1:
                 break
         kept.append(cp)
