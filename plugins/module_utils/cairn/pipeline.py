@@ -182,7 +182,7 @@ class BackupRun:
         self.resumption = None          # resume.Resumption: the interrupted set this run continues
         self.record = None              # resume.Record: this set's checkpoints
         self.cuts = {}                  # volume number -> DiffWriter.checkpoint() where it ended
-        self.uploaded = set()           # volume numbers stored at the target
+        self.ready = set()              # volume numbers encrypted and hashed
         self.checkpoint_lock = threading.Lock()
         self.segments = None            # one thread: the checkpoints' segments to the target, in order
         self.last_segment = -1          # the checkpoint the last segment ended at
@@ -427,9 +427,15 @@ class BackupRun:
         size = os.path.getsize(out)
         vol.info.hashes["SHA1"] = sha1
         vol.result = VolumeResult(vol.number, vol.name, sha1, size)
-        self.uploads.submit(out, vol.name, cleanup=lambda: remove_file(out), done=lambda: self._volume_stored(vol))
+        self._volume_ready(vol)
+        self.uploads.submit(out, vol.name, cleanup=lambda: remove_file(out))
 
-    # --- checkpoints: what a resumed run needs, once a volume is stored ----------------------
+    # --- checkpoints: what a resumed run needs ----------------------------------------------
+    # A volume's checkpoint is recorded once it is encrypted and hashed, before its upload: a
+    # volume can then never be whole at the target without its record (with two uploads at once
+    # both may end in the instant before a record is written). A resumed run keeps a recorded
+    # volume only when the target holds it whole (resume.kept_volumes); uploads appear under
+    # their names only complete.
 
     def _volume_cut(self, vol, index, chunk):
         """VolumeWriter's on_cut (the build thread): where the volume after ``vol`` starts."""
@@ -438,21 +444,21 @@ class BackupRun:
             self.cuts[vol.number] = (vol, state)
         self._record_checkpoints()
 
-    def _volume_stored(self, vol):
-        """The upload stage: ``vol`` is at the target."""
+    def _volume_ready(self, vol):
+        """The encrypt stage: ``vol`` is encrypted and hashed, about to be uploaded."""
         with self.checkpoint_lock:
-            self.uploaded.add(vol.number)
+            self.ready.add(vol.number)
         self._record_checkpoints()
 
     def _record_checkpoints(self):
-        """Record a checkpoint for each volume that is stored, cut, and has every volume before
-        it recorded: in the archive dir, then as a segment at the target. One thread at a time,
-        in volume order."""
+        """Record a checkpoint for each volume that is ready, cut, and has every volume before it
+        recorded: in the archive dir, then as a segment at the target. One thread at a time, in
+        volume order."""
         with self.checkpoint_lock:
             while True:
                 last = self.record.last
                 number = last.number + 1 if last else 1
-                if number not in self.uploaded or number not in self.cuts:
+                if number not in self.ready or number not in self.cuts:
                     return
                 vol, state = self.cuts.pop(number)
                 r = vol.result

@@ -3,7 +3,8 @@
 
 The volumes of a set being written go to the target under unfinished names
 (naming.UNFINISHED_MARK), which duplicity does not read, and are renamed when the set commits.
-Once a volume is at the target, and every volume before it, the run records a checkpoint: each
+Once a volume is encrypted and hashed (before its upload), and every volume before it, the run
+records a checkpoint: each
 volume's manifest entry, SHA1 and size, how much of the signature file and of the manifest's
 file list belongs to the entries those volumes hold, the statistics so far, and where the next
 volume starts: at an entry, or inside a file at a chunk, with what identifies that file (device,
@@ -12,11 +13,11 @@ written to). The checkpoint is kept in the archive dir (private, plain) and at t
 encrypted segment per volume, so that a lost archive dir does not lose it.
 
 The next run with the same options and the same place in the chain continues: it keeps the
-volumes the target still holds at their recorded size (and SHA1, where the target is a local
-directory), skips the entries they hold, continues a file from its chunk if the file is the same,
-and uploads what follows. Anything else (other keys, volume size, selection, source; a chain that
-moved on; the boundary file changed) starts a new set and says why. A checkpoint taken once every
-volume was up (``complete``) resumes at the commit.
+volumes the target holds whole (an upload appears under its name only complete) at their
+recorded size (and SHA1, where the target is a local directory), skips the entries they hold,
+continues a file from its chunk if the file is the same, and uploads what follows. Anything else
+(other keys, volume size, selection, source; a chain that moved on; the boundary file changed)
+starts a new set and says why.
 """
 import base64
 import hashlib

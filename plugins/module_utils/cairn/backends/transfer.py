@@ -212,20 +212,18 @@ class UploadQueue:
         self._own_abort = abort is None     # then nobody else reports the failure: we do
 
     def _upload(self, item):
-        local_path, name, cleanup, done = item
+        local_path, name, cleanup = item
         try:
             if self.before_put is not None:
                 self.before_put()
             self.backend.put(local_path, name)
-            if done is not None:
-                done()
         finally:
             if cleanup is not None:
                 cleanup()
 
     @staticmethod
     def _discard(item):
-        _local_path, _name, cleanup, _done = item
+        _local_path, _name, cleanup = item
         if cleanup is not None:
             cleanup()
 
@@ -237,10 +235,8 @@ class UploadQueue:
                 raise
         raise self.abort.error       # outside the handler: no "during handling of Aborted"
 
-    def submit(self, local_path, name, cleanup=None, done=None):
-        """Queue an upload; ``done()`` runs in the uploading thread once the file is stored (its
-        failure fails the upload)."""
-        self._call(self.stage.put, (local_path, name, cleanup, done))
+    def submit(self, local_path, name, cleanup=None):
+        self._call(self.stage.put, (local_path, name, cleanup))
 
     def drain(self):
         """Wait for every upload submitted so far; raise the first failure."""
