@@ -107,7 +107,6 @@ class Record:
     kind: str
     fingerprint: str
     checkpoints: list = field(default_factory=list)
-    complete: bool = False           # every volume is up: only the commit is left
 
     @property
     def last(self):
@@ -115,7 +114,7 @@ class Record:
 
     def to_json(self):
         return {"format": FORMAT, "kind": self.kind, "names": self.names, "fingerprint": self.fingerprint,
-                "complete": self.complete, "checkpoints": [c.to_json() for c in self.checkpoints]}
+                "checkpoints": [c.to_json() for c in self.checkpoints]}
 
     @classmethod
     def from_json(cls, d):
@@ -123,7 +122,7 @@ class Record:
             raise ValueError("another format of resume record")
         names = {k: int(v) for k, v in d["names"].items() if k in ("time", "start_time", "end_time")}
         return cls(names, str(d["kind"]), str(d["fingerprint"]),
-                   [Checkpoint.from_json(c) for c in d["checkpoints"]], bool(d.get("complete")))
+                   [Checkpoint.from_json(c) for c in d["checkpoints"]])
 
     def base(self, prefix=""):
         """The set's volume 1 name without its number and suffix: what its segments are named by."""
