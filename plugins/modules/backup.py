@@ -35,6 +35,7 @@ options:
     description:
       - V(auto) makes a full backup when there is none, when the last chain has no complete
         signatures, or when the last full is older than O(full_if_older_than); else an incremental.
+      - O(full_if_older_than) and O(full_if_n_inc) turn V(incremental) into a full too, as in duplicity.
     type: str
     choices: [auto, full, incremental]
     default: auto
@@ -71,6 +72,31 @@ options:
     description: gpg's compression level, 0 to 9 (duplicity leaves gpg's 6).
     type: int
     default: 3
+  full_if_n_inc:
+    description:
+      - Make a full backup when the last chain already has this many incremental backups, even in
+        O(mode=incremental) (duplicity's C(--full-if-n-inc)). Combines with O(full_if_older_than).
+    type: int
+  skip_if_no_change:
+    description:
+      - An incremental backup that would store no change stores nothing; the result then has
+        C(skipped=true) and C(changed=false) (duplicity's C(--skip-if-no-change)).
+    type: bool
+    default: false
+  files_from:
+    description:
+      - A file listing the paths to back up, one a line, relative to O(source) (duplicity's
+        C(--files-from)). Their parent directories are implied, a listed directory's contents
+        are not; the selection rules still apply.
+    type: path
+  null_separator:
+    description: O(files_from) and the filelists are NUL-separated rather than one path a line.
+    type: bool
+    default: false
+  copy_links:
+    description: Back up what symbolic links point to, under the links' names (duplicity's C(--copy-links)).
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -221,6 +247,11 @@ def main():
         jobs=dict(type="int", default=0),
         adaptive_compression=dict(type="bool", default=True),
         compress_level=dict(type="int", default=3),
+        full_if_n_inc=dict(type="int"),
+        skip_if_no_change=dict(type="bool", default=False),
+        files_from=dict(type="path"),
+        null_separator=dict(type="bool", default=False),
+        copy_links=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
@@ -239,6 +270,13 @@ def main():
     for t in result.get("lagging_targets") or ():
         warn(module, f"target {t['url']} is lagging (the next run brings it up to date): {t['error']}")
     result.pop("exit_code", None)
+    # an unchanged incremental skipped (skip_if_no_change); "skipped" would make Ansible report
+    # the task itself as skipped
+    if result.pop("skipped", False):
+        result["skipped_reason"] = result["reason"]
+        result.pop("dry_run", None)
+        module.exit_json(changed=False, **result)
+    result.pop("dry_run", None)
     module.exit_json(changed=True, **result)
 
 

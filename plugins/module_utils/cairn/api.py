@@ -29,7 +29,7 @@ backup = pipeline.backup
 __all__ = ["BackupOptions", "DEFAULT_STALE_AFTER", "RetentionPolicy", "TargetOptions", "backup", "cleanup",
            "last_backup_age", "list_files", "plan_backup", "plan_changes", "plan_prune", "plan_restore", "prune",
            "remove_all_but_n_full", "remove_all_inc_of_but_n_full", "remove_older_than", "replicate", "restore",
-           "status", "verify"]
+           "set_changes", "status", "verify"]
 
 
 # --- backup ------------------------------------------------------------------------------------
@@ -47,11 +47,12 @@ def last_backup_age(target):
 # --- restore, list, verify ------------------------------------------------------------------------
 
 def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=False,
-            restore_owner=None, progress=None):
+            restore_owner=None, progress=None, on_file=None):
     """Restore the backup at ``time`` (or its ``path``) into ``dest``. A volume that cannot be
     used does not stop it: ``incomplete`` is then true, ``lost_volumes`` names each such
     volume and why, ``lost`` the paths that needed one (not written). ``skipped``: files an
-    interrupted restore had completed, found correct and kept (``force``)."""
+    interrupted restore had completed, found correct and kept (``force``). ``on_file(relpath,
+    type)``: called for each path written (the CLI's verbosity 5 lines)."""
     started = _time.time()
     t = time if time is not None else int(_time.time())
     prefix = parse_path(path)
@@ -60,7 +61,7 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
         _chain, sets = chain_at(sess.collection(), t)
         writer, losses = restore_chain(sess, sets, prefix, dest, force=force, restore_owner=restore_owner,
                                        numeric_owner=numeric_owner, on_warning=warnings.append,
-                                       progress=progress)
+                                       progress=progress, on_file=on_file)
     if writer.written == 0 and not losses.volumes:
         if prefix:
             raise RestoreError(f"{path} is not in the backup of {timespec.to_iso(sets[-1].end_time)}",
@@ -155,6 +156,22 @@ def _stored_bytes(backend, names):
             return None
         total += size
     return total
+
+
+def set_changes(target):
+    """Each backup set of the target's chains, oldest first, with the files its manifest lists
+    as changed (duplicity's Filelist: regular files only; empty when written with
+    --no-files-changed): ``changes`` is a list of (new|changed|deleted, relative path as bytes)."""
+    with Session(target, lock=False) as sess:
+        col = sess.collection()
+        out = []
+        for chain in col.chains:
+            for s in chain.sets:
+                d = _set_dict(s)
+                d["changes"] = [(kind, b"/".join(index) if index else b".")
+                                for kind, index in sess.manifest(s).files_changed]
+                out.append(d)
+    return out
 
 
 def status(target, stored_size=False):

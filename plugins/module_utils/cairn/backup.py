@@ -393,11 +393,13 @@ class DiffWriter:
     difftar entries into ``volumes`` (a VolumeWriter), the sigtar into ``signatures`` (a
     SigWriter), the manifest's Filelist lines into ``filelist`` (a binary file), counts into
     ``stats``. ``sig_executor`` computes big files' signatures beside the delta; ``check()``
-    runs for every entry and raises when the run has failed elsewhere."""
+    runs for every entry and raises when the run has failed elsewhere. ``on_file(kind, relpath,
+    type)``, given, hears of each entry stored, as duplicity's verbosity 5 lists them: kind "A"
+    for a whole new version (snapshot), "M" for a delta, "D" for a deletion."""
 
     def __init__(self, volumes, signatures, filelist, stats, *, incremental, max_blocksize=0,
                  adaptive=True, on_warning=None, progress=None, sig_executor=None, check=None,
-                 resume_at=None):
+                 resume_at=None, on_file=None):
         self.volumes = volumes
         self.signatures = signatures
         self.filelist = filelist
@@ -407,6 +409,7 @@ class DiffWriter:
         self.adaptive = adaptive
         self.on_warning = on_warning or (lambda message: None)
         self.progress = progress
+        self.on_file = on_file
         self.sig_executor = sig_executor
         self.check = check or (lambda: None)
         self.owner_names = archive.OwnerNames()     # each uid and gid looked up once a run
@@ -486,6 +489,8 @@ class DiffWriter:
         self.volumes.add(prev.index, None, True, archive.header(name, None, 0, as_deleted=True), b"")
         self.signatures.add(name, None, as_deleted=True)
         self.stats.deleted_files += 1
+        if self.on_file is not None:
+            self.on_file("D", prev.info.relpath, prev.info.type)
         if prev.info.type == REG:
             self.filelist.write(b"    deleted  " + manifest_mod.quote(prev.info.relpath) + b"\n")
 
@@ -517,6 +522,8 @@ class DiffWriter:
             self.volumes.add(e.index, None, True, archive.header(name, info, 0), b"")
             self.signatures.add(archive.entry_name("snapshot", e.index, root_dot=False), info)
             self._count(prev)
+            if self.on_file is not None:
+                self.on_file("A", info.relpath, info.type)
             return
         try:
             fd = _open_for_backup(e.path)
@@ -544,6 +551,8 @@ class DiffWriter:
             stats.delta_entries += 1
             stats.raw_delta_bytes += stored
         kind = self._count(prev)
+        if self.on_file is not None:
+            self.on_file("M" if use_delta else "A", info.relpath, info.type)
         self.filelist.write(b"    " + kind.ljust(7).encode() + b"  " + manifest_mod.quote(info.relpath) + b"\n")
         if prev is None:
             stats.new_bytes += info.size

@@ -66,6 +66,7 @@ class CryptoOptions:
     gnupg_home: str = None
     gpg_options: tuple = ()
     gpg_binary: str = "gpg"
+    compress: bool = True                 # False: --no-compression (gpg -z none; plain, not gzip, unencrypted)
 
 
 def _norm_key(k):
@@ -95,7 +96,7 @@ class Crypto:
 
     @property
     def suffix(self):
-        return ".gpg" if self.encrypted else ".gz"
+        return ".gpg" if self.encrypted else ".gz" if self.o.compress else ""
 
     def _home(self):
         return self.o.gnupg_home or os.environ.get("GNUPGHOME") or None
@@ -149,7 +150,7 @@ class Crypto:
         try:
             if self.encrypted:
                 self._encrypt(src, tmp, compress, compress_level)
-            elif gzip_when_plain:
+            elif gzip_when_plain and self.o.compress:
                 write_gzip(src, tmp)
             else:
                 with _reader(src) as fin, open(tmp, "wb") as fout:
@@ -164,7 +165,7 @@ class Crypto:
     def _encrypt(self, src, out, compress, compress_level):
         o = self.o
         extra = ["--no-secmem-warning", "--no-symkey-cache", "--force-mdc"]
-        if not compress:
+        if not compress or not o.compress:
             extra += ["--compress-algo", "none"]
         elif compress_level is not None:
             extra += ["-z", str(int(compress_level))]

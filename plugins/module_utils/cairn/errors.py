@@ -38,6 +38,7 @@ class ExitCode:
     BACKEND_PERMISSION = 52
     BACKEND_NO_SPACE = 53
     BACKEND_UPLOAD_VALIDATION = 56
+    FILES_FROM_ERROR = 72  # duplicity 3.x: a --files-from path that is not relative to the source
     # cairn's own, outside duplicity's range
     SKIPPED_FILES = 9      # backup complete, but some files could not be read (see warnings)
     UNSAFE_ARCHIVE = 60    # an archive entry tried to escape the restore target

@@ -51,6 +51,15 @@ class BackupOptions:
     jobs: int = 0                      # parallel gpg processes; 0 = number of CPUs
     adaptive_compression: bool = True  # no compression for data that does not compress
     compress_level: int = 3            # gpg -z; None = gpg's default (6), as duplicity
+    # duplicity's selection and run behaviour (--files-from, --copy-links, ...)
+    files_from: str = None             # only these paths (relative to the source) and their parents
+    null_separator: bool = False       # filelists and files_from: NUL-separated
+    copy_links: bool = False           # back up what symlinks point to, under the link's name
+    full_if_n_inc: int = None          # a full when the last chain has this many incrementals
+    skip_if_no_change: bool = False    # an incremental with no change stores nothing
+    dry_run: bool = False              # plan and count, write nothing
+    ignore_errors: bool = False        # files that could not be read do not make the exit code 9
+    files_changed: bool = True         # the manifest lists the files changed (--no-files-changed: not)
 
 
 # option name -> the environment variable duplicity users know the credential by
@@ -102,6 +111,11 @@ def backend_options(m, env):
             values[name] = m[option]
     if isinstance(values.get("ssh_options"), (list, tuple)):
         values["ssh_options"] = " ".join(values["ssh_options"])
+    # duplicity's --concurrency N: N transfers beside the volume being built; 0 (its default,
+    # transfers in turn) keeps cairn's own upload concurrency
+    concurrency = _count(m, "concurrency", minimum=0)
+    if concurrency:
+        values["upload_concurrency"] = concurrency
     return BackendOptions(env=merged, **values)
 
 
@@ -136,7 +150,7 @@ def crypto_options(m, env, *, writing=False, ask=None):
     if m.get("no_encryption"):
         if _given(m, "encrypt_keys") or _given(m, "hidden_encrypt_keys"):
             raise UserError("no_encryption and encryption keys exclude each other")
-        return CryptoOptions(mode="none")
+        return CryptoOptions(mode="none", compress=m.get("compression") is not False)
     recipients = tuple(m.get("encrypt_keys") or ())
     hidden = tuple(m.get("hidden_encrypt_keys") or ())
     pubkey = bool(recipients or hidden)
@@ -160,7 +174,8 @@ def crypto_options(m, env, *, writing=False, ask=None):
                          sign_passphrase=m.get("sign_passphrase") or env.get("SIGN_PASSPHRASE") or passphrase,
                          recipients=recipients, hidden_recipients=hidden, sign_key=m.get("sign_key") or None,
                          gnupg_home=m.get("gnupg_home") or env.get("GNUPGHOME") or None,
-                         gpg_options=tuple(gpg_options), gpg_binary=m.get("gpg_binary") or "gpg")
+                         gpg_options=tuple(gpg_options), gpg_binary=m.get("gpg_binary") or "gpg",
+                         compress=m.get("compression") is not False)
 
 
 def target_options(m, env=None, *, writing=False, ask=None):
@@ -212,16 +227,33 @@ def selection_rules(m):
     for kind, value in rules:
         if kind == "exclude-older-than" and isinstance(value, str):
             value = timespec.parse(value)
-        elif kind in ("exclude-device-files", "exclude-other-filesystems"):
+        elif kind in ("exclude-device-files", "exclude-other-filesystems") or kind.startswith("filter-"):
             value = None          # flags: the CLI's argparse hands over an empty list
         out.append((kind, value))
     return out
 
 
+def _count(m, key, minimum):
+    """An integer option (None when unset), at least ``minimum``."""
+    value = m.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        n = int(str(value))
+    except ValueError:
+        n = None
+    if isinstance(value, bool) or n is None or n < minimum:
+        raise UserError(f"{key} (--{key.replace('_', '-')}) must be a whole number of at least {minimum}, "
+                        f"not {value!r}")
+    return n
+
+
 def backup_options(m):
     """BackupOptions from a mapping: ``source``, ``mode``, ``full_if_older_than`` (a time
     string), ``volsize``, the selection (see selection_rules), ``allow_source_mismatch``,
-    ``max_blocksize``, ``jobs``, ``adaptive_compression``, ``compress_level``."""
+    ``max_blocksize``, ``jobs``, ``adaptive_compression``, ``compress_level``, ``files_from``,
+    ``null_separator``, ``copy_links``, ``full_if_n_inc``, ``skip_if_no_change``, ``dry_run``,
+    ``ignore_errors``."""
     if not _given(m, "source"):
         raise UserError("no source directory")
     defaults = BackupOptions(source="")
@@ -235,4 +267,8 @@ def backup_options(m):
         full_if_older_than=timespec.parse(full_if) if full_if not in (None, "") else None,
         volsize=pick("volsize"), rules=selection_rules(m), allow_source_mismatch=bool(m.get("allow_source_mismatch")),
         max_blocksize=pick("max_blocksize"), jobs=pick("jobs"), adaptive_compression=pick("adaptive_compression"),
-        compress_level=pick("compress_level"))
+        compress_level=pick("compress_level"), files_from=m.get("files_from") or None,
+        null_separator=bool(m.get("null_separator")), copy_links=bool(m.get("copy_links")),
+        full_if_n_inc=_count(m, "full_if_n_inc", minimum=0), skip_if_no_change=bool(m.get("skip_if_no_change")),
+        dry_run=bool(m.get("dry_run")), ignore_errors=bool(m.get("ignore_errors")),
+        files_changed=m.get("files_changed") is not False)

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time as _time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from . import archive, naming, timespec
 from .backends import redact_url
@@ -100,18 +101,22 @@ def plan_backup(target, opts, session=None):
         usable = sig_chain is not None and sig_chain is chain
         if opts.mode == "full":
             return "full", "full backup requested", col
-        if opts.mode == "incremental":
-            if not usable:
-                raise NoSignatures("no usable signature chain at the target for an incremental "
-                                   "backup; run a full backup first")
-            return "incremental", "incremental backup requested", col
+        if opts.mode == "incremental" and not usable:
+            raise NoSignatures("no usable signature chain at the target for an incremental "
+                               "backup; run a full backup first")
         if chain is None:
             return "full", "no previous backup at the target", col
         if not usable:
             return "full", "the last chain has no complete signatures", col
+        # as duplicity's, these turn a requested incremental into a full too
         if opts.full_if_older_than is not None and chain.start_time < opts.full_if_older_than:
             return "full", (f"last full backup ({timespec.to_iso(chain.start_time)}) is older than "
                             f"{timespec.to_iso(opts.full_if_older_than)}"), col
+        incs = len(chain.sets) - 1
+        if opts.full_if_n_inc is not None and incs >= opts.full_if_n_inc:
+            return "full", f"the last chain has {incs} incremental(s), full_if_n_inc is {opts.full_if_n_inc}", col
+        if opts.mode == "incremental":
+            return "incremental", "incremental backup requested", col
         return "incremental", f"extends the chain started {timespec.to_iso(chain.start_time)}", col
     if session is not None:
         return decide(session)
@@ -127,8 +132,9 @@ def plan_changes(target, opts):
         old = []
         if kind == "incremental":
             old = sess.signature_paths(col.signature_chain.sets)
-        counts = {"new_files": 0, "changed_files": 0, "deleted_files": 0, "unchanged_files": 0}
-        walk = Selection(opts.source, opts.rules, on_warning=lambda m: None).walk()
+        counts = {"new_files": 0, "changed_files": 0, "deleted_files": 0, "unchanged_files": 0,
+                  "source_files": 0, "source_bytes": 0}
+        walk = selection(opts, on_warning=lambda m: None).walk()
         owner_names = archive.OwnerNames()
         for e, prev in merge_with_previous(walk, merged_signatures(old)):
             if e is None:
@@ -137,6 +143,8 @@ def plan_changes(target, opts):
             info = archive.path_info(e.index, e.path, e.stat, owner_names)
             if info is None:
                 continue
+            counts["source_files"] += 1
+            counts["source_bytes"] += info.size
             if prev is None:
                 counts["new_files"] += 1
             elif info.same_as(prev.info):
@@ -148,27 +156,59 @@ def plan_changes(target, opts):
                     last_backup_age=int(_time.time()) - last if last else None, **counts)
 
 
+def selection(opts, on_warning):
+    """The backup's Selection: its rules and duplicity's --files-from, --copy-links."""
+    return Selection(opts.source, opts.rules, on_warning=on_warning, null_separator=opts.null_separator,
+                     files_from=opts.files_from, copy_links=opts.copy_links)
+
+
 def _require_source(source):
     if not os.path.isdir(source):
         raise SourceError(f"source directory {source} does not exist or is not a directory")
 
 
-def backup(target, opts, progress=None):
-    """One backup run of ``opts.source`` to ``target``; returns its result (see BackupRun.result)."""
+def backup(target, opts, progress=None, on_file=None):
+    """One backup run of ``opts.source`` to ``target``; returns its result (see BackupRun.result).
+    ``on_file``: see DiffWriter."""
     from .replicate import with_mirrors    # mirrors: catch-up first, lagging ones named after
     _require_source(opts.source)
     started = _time.time()
+    if opts.dry_run:
+        return _without_writing(replace(target, read_only=True), opts, started, "dry run: nothing written")
+    if opts.skip_if_no_change:
+        plan = plan_changes(target, opts)
+        if plan["type"] == "incremental" and not (plan["new_files"] or plan["changed_files"]
+                                                  or plan["deleted_files"]):
+            # duplicity's words (log parsers look for them), typo included
+            log.warning("Skipped volume upload, as effectivly nothing has changed")
+            return _without_writing(target, opts, started, "no change since the last backup: nothing stored",
+                                    plan=plan, skipped=True)
     try:
         with Session(target) as sess:
-            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress).run())
+            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress, on_file=on_file).run())
     except ResumeMismatch as e:
         # found only while continuing (the file the last volume stopped in has changed): the
         # set is started again, new
         log.warning("cannot resume the interrupted backup set: %s; starting a new set", e)
         with Session(target) as sess:
-            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress, may_resume=False).run())
+            result = with_mirrors(sess, lambda: BackupRun(sess, opts, progress, may_resume=False,
+                                                          on_file=on_file).run())
     result["duration"] = round(_time.time() - started, 3)
     return result
+
+
+def _without_writing(target, opts, started, why, plan=None, skipped=False):
+    """The result of a dry run, or of an incremental skipped as unchanged: what the backup
+    would have found (counted from metadata, as check mode does), nothing stored."""
+    plan = plan or plan_changes(target, opts)
+    return {"type": plan["type"], "reason": f"{plan['reason']}; {why}", "time": None, "timestamp": started,
+            "start_time": None, "volumes": 0, "resumed_at_volume": None, "volume_bytes_uploaded": 0,
+            "bytes_stored": 0, "source_files": plan["source_files"], "source_bytes": plan["source_bytes"],
+            "new_files": plan["new_files"], "changed_files": plan["changed_files"],
+            "deleted_files": plan["deleted_files"], "unchanged_files": plan["unchanged_files"],
+            "delta_entries": plan["new_files"] + plan["changed_files"] + plan["deleted_files"],
+            "raw_delta_bytes": 0, "errors": 0, "warnings": [], "dry_run": bool(opts.dry_run),
+            "skipped": skipped, "duration": round(_time.time() - started, 3), "exit_code": 0}
 
 
 class BackupRun:
@@ -176,8 +216,9 @@ class BackupRun:
     write_volumes, write_manifest, commit, and returns the result; on any failure it stops
     everything and raises the first one (see the module docstring)."""
 
-    def __init__(self, sess, opts, progress=None, may_resume=True):
+    def __init__(self, sess, opts, progress=None, may_resume=True, on_file=None):
         self.sess = sess
+        self.on_file = on_file
         self.may_resume = may_resume
         self.resumption = None          # resume.Resumption: the interrupted set this run continues
         self.record = None              # resume.Record: this set's checkpoints
@@ -234,8 +275,10 @@ class BackupRun:
         self.localdir = _localdir(opts.source)
         self.old_sig_paths = []
         chain_end = None
+        self.chain_before = None        # (start time, sets) of the chain an incremental extends
         if self.kind == "incremental":
             chain = col.signature_chain
+            self.chain_before = (chain.start_time, len(chain.sets))
             last = sess.manifest(chain.sets[-1])
             if not opts.allow_source_mismatch:
                 _check_source(last, self.hostname, self.localdir)
@@ -312,12 +355,12 @@ class BackupRun:
             self.sig_writer = SigWriter(sig_plain)
             filelist = self.files.enter_context(open(self.filelist_path, "wb"))
         self.files.callback(self.sig_writer.close, complete=False)
-        walk = Selection(opts.source, opts.rules, on_warning=self._warn).walk()
+        walk = selection(opts, on_warning=self._warn).walk()
         self.diff = DiffWriter(self.volumes, self.sig_writer, filelist, self.stats,
                                incremental=(self.kind == "incremental"), max_blocksize=opts.max_blocksize,
                                adaptive=opts.adaptive_compression, on_warning=self._warn, progress=self.progress,
                                sig_executor=self.sig_thread, check=self.abort.check,
-                               resume_at=res.resume_at if res else None)
+                               resume_at=res.resume_at if res else None, on_file=self.on_file)
         self.diff.write(merge_with_previous(walk, merged_signatures(self.old_sig_paths)))
         filelist.close()
         self.sig_writer.close()
@@ -344,9 +387,12 @@ class BackupRun:
         self.man_plain = os.path.join(self.tmp, "manifest")
         with open(self.man_plain, "wb") as f:
             f.write(man.to_bytes())
-            f.write(b"Filelist %d\n" % _count_lines(self.filelist_path))
-            with open(self.filelist_path, "rb") as fl:
-                shutil.copyfileobj(fl, f)
+            if not self.opts.files_changed:     # --no-files-changed: an empty list, as duplicity's
+                f.write(b"Filelist 0\n")
+            else:
+                f.write(b"Filelist %d\n" % _count_lines(self.filelist_path))
+                with open(self.filelist_path, "rb") as fl:
+                    shutil.copyfileobj(fl, f)
         self.man_out = self.man_plain + ".out"
         self.sess.crypto.encrypt_file(self.man_plain, self.man_out, gzip_when_plain=False)
 
@@ -385,7 +431,7 @@ class BackupRun:
         sess.cache.store_signature(new_set, self.sig_gz)
 
     def result(self):
-        stats = self.stats
+        stats, opts = self.stats, self.opts
         return {
             "type": self.kind,
             "reason": self.reason,
@@ -399,15 +445,21 @@ class BackupRun:
             "source_files": stats.source_files,
             "source_bytes": stats.source_bytes,
             "new_files": stats.new_files,
+            "new_bytes": stats.new_bytes,
             "changed_files": stats.changed_files,
+            "changed_bytes": stats.changed_bytes,
             "deleted_files": stats.deleted_files,
             "unchanged_files": stats.unchanged_files,
             "delta_entries": stats.delta_entries,
             "raw_delta_bytes": stats.raw_delta_bytes,
             "errors": stats.errors,
+            # the chain this set is in: its full backup's time, and its sets before this one
+            "chain_start_timestamp": self.chain_before[0] if self.chain_before else self.time,
+            "chain_sets_before": self.chain_before[1] if self.chain_before else 0,
             "warnings": self.warnings,
             "duration": round(_time.time() - self.started, 3),
-            "exit_code": ExitCode.SKIPPED_FILES if (stats.errors or self.warnings) else 0,
+            # --ignore-errors: files that could not be read are still warned of and listed
+            "exit_code": ExitCode.SKIPPED_FILES if (stats.errors or self.warnings) and not opts.ignore_errors else 0,
         }
 
     # --- the stages' work ----------------------------------------------------------------

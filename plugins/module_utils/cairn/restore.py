@@ -1169,10 +1169,13 @@ def each_entry(sess, sets, prefix, handle, on_warning, losses=None):
         fetcher.close()
 
 
-def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=None):
-    """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter)."""
+def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=None, on_file=None):
+    """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter).
+    ``on_file(relpath, type)``, given, hears of each path written below the target's root."""
     def write(index, entries):
         writer.write(index, entries)
+        if on_file is not None and index and entries[0].kind != "deleted":
+            on_file(b"/".join(index), entries[-1].info.type)
         if progress:
             progress(writer.written)
     try:
@@ -1183,7 +1186,7 @@ def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=N
 
 
 def restore_chain(sess, sets, prefix, dest, *, force=False, restore_owner=None, numeric_owner=False,
-                  on_warning=None, progress=None):
+                  on_warning=None, progress=None, on_file=None):
     """Restore ``sets`` below ``prefix`` into ``dest``, going on past volumes that cannot be
     used: returns (TreeWriter, Losses). Restoring into a target that already holds something
     (``force``) keeps the files an interrupted restore completed (TreeWriter.same_content)."""
@@ -1194,7 +1197,7 @@ def restore_chain(sess, sets, prefix, dest, *, force=False, restore_owner=None, 
                             whole_tree=not prefix, tmp_dir=sess.tmpdir,
                             same_content=SameContent(signatures, prefix) if resuming else None)
         losses = Losses(signatures, prefix)
-        restore_sets(sess, sets, prefix, writer, on_warning or (lambda w: None), progress, losses)
+        restore_sets(sess, sets, prefix, writer, on_warning or (lambda w: None), progress, losses, on_file)
     finally:
         for sig in signatures:
             sig.close()

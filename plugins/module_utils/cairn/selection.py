@@ -126,20 +126,26 @@ def _compile(rx, flags, text):
 
 
 class _Glob:
-    def __init__(self, text, include, ignorecase):
+    """A glob, or with ``literal`` (--filter-literal) a path matched exactly: the same path
+    logic (ancestors, scanned parents), no wildcards, no ``ignorecase:`` prefix, no "//" error,
+    and a trailing "/" is dropped rather than meaning directories only (duplicity 3.2.1)."""
+
+    def __init__(self, text, include, ignorecase, literal=False):
         self.text = text
         self.include = include
         pattern = text
-        if pattern.startswith(_IGNORECASE):
+        to_rx = re.escape if literal else _glob_to_regex
+        self.to_rx = to_rx
+        if pattern.startswith(_IGNORECASE) and not literal:
             pattern = pattern[len(_IGNORECASE):]
             ignorecase = True
-        if "//" in pattern:
+        if "//" in pattern and not literal:
             raise SelectionError(f"consecutive '/'s in the glob {text!r}", ExitCode.GLOB_ERROR)
         self.flags = re.S | (re.I if ignorecase else 0)
-        self.dirs_only = pattern.endswith("/")
-        pattern = pattern[:-1] if self.dirs_only else pattern     # "/" becomes "": the root dir
+        self.dirs_only = pattern.endswith("/") and not literal
+        pattern = pattern[:-1] if pattern.endswith("/") else pattern     # "/" becomes "": the root dir
         self.pattern = pattern
-        body = _glob_to_regex(pattern)
+        body = to_rx(pattern)
         # the path itself, or an ancestor of it (a prefix ending just before a '/')
         self.self_rx = _compile(body + r"\Z", self.flags, text)
         self.ancestor_rx = _compile(body + "/", self.flags, text)
@@ -150,12 +156,12 @@ class _Glob:
         if include:
             # directories matching a leading component-prefix of the pattern cut after its
             # first '**' may hold matches: they are scanned
-            k = pattern.find("**")
+            k = -1 if literal else pattern.find("**")
             cut = pattern if k < 0 else pattern[:k + 2]
             comps = cut.split("/")
             if k >= 0:
                 self.scan_cut = _compile(_glob_to_regex(cut) + r"\Z", self.flags, text)
-            if "[" in cut:
+            if "[" in cut and not literal:
                 # a class may match '/', so a prefix may match paths of any depth
                 alts = ["/".join(comps[:m]) for m in range(1, len(comps))]
                 if alts:
@@ -178,7 +184,7 @@ class _Glob:
         rx = self.scan_by_depth.get(depth)
         if rx is None:
             rx = self.scan_by_depth[depth] = _compile(
-                _glob_to_regex("/".join(self.scan_prefixes[:depth])) + r"\Z", self.flags, self.text)
+                self.to_rx("/".join(self.scan_prefixes[:depth])) + r"\Z", self.flags, self.text)
         return rx.match(path) is not None
 
     def __call__(self, path, st):
@@ -195,9 +201,9 @@ class _Glob:
         """False when the glob can match neither the root, an ancestor of it, nor anything below."""
         rcomps = [""] if root == "/" else root.split("/")
         for pc, rc in zip(self.pattern.split("/"), rcomps):
-            if "**" in pc:
+            if "**" in pc and self.to_rx is _glob_to_regex:
                 return True
-            if not _compile(_glob_to_regex(pc) + r"\Z", self.flags, self.text).match(rc):
+            if not _compile(self.to_rx(pc) + r"\Z", self.flags, self.text).match(rc):
                 return False
         return True
 
@@ -309,25 +315,68 @@ def normalize_source(source):
 
 # ------------------------------------------------------------------------------------ selection
 
+# --filter-* switch how the include/exclude patterns after them are read, in command-line order
+FILTER_MODES = {"filter-globbing": "globbing", "filter-literal": "literal", "filter-regexp": "regexp"}
+FILTER_CASES = {"filter-ignorecase": True, "filter-strictcase": False}
+_FLAG_KINDS = ("exclude-device-files", "exclude-other-filesystems", *FILTER_MODES, *FILTER_CASES)
+
+
+def read_files_from(path, null_separator=False):
+    """The set of indexes a --files-from list allows: each listed path relative to the source
+    (every character of a line counts, blank lines are skipped) and, implied, its ancestors.
+    An absolute path is refused (exit 72, as duplicity); so is '..', which duplicity follows
+    out of the listed tree (a deliberate difference); '' and '.' components are dropped."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise SelectionError(f"cannot read the --files-from list {os.fsdecode(path)}: {reason}",
+                             ExitCode.USER_ERROR) from None
+    allowed = {()}
+    for line in data.split(b"\0") if null_separator else data.split(b"\n"):
+        if not line:
+            continue
+        if line.startswith(b"/") or b".." in line.split(b"/"):
+            raise SelectionError(f"every path in a --files-from list must be relative to the source "
+                                 f"directory and stay inside it, not {os.fsdecode(line)!r}",
+                                 ExitCode.FILES_FROM_ERROR)
+        index = tuple(c for c in line.split(b"/") if c not in (b"", b"."))
+        for depth in range(1, len(index) + 1):
+            allowed.add(index[:depth])
+    return allowed
+
+
 class Selection:
-    def __init__(self, source, rules=(), *, null_separator=False, ignorecase=False, on_warning=None):
+    def __init__(self, source, rules=(), *, null_separator=False, ignorecase=False, on_warning=None,
+                 files_from=None, copy_links=False):
         self.source = normalize_source(source)
         self.root = os.fsencode(source)
         self.on_warning = on_warning or (lambda msg: _log.warning("%s", msg))
+        # --files-from: only these indexes are visited at all; the rules then apply to them
+        self.allowed = None if files_from is None else read_files_from(files_from, null_separator)
+        self.copy_links = copy_links
         front = []           # exclude-if-present and exclude-device-files act before everything
         rest = []
         self.other_fs = []   # exclude-other-filesystems rules: they learn the root's st_dev
+        mode = "globbing"
         for kind, value in rules:
+            if kind in FILTER_MODES:
+                mode = FILTER_MODES[kind]
+                continue
+            if kind in FILTER_CASES:
+                ignorecase = FILTER_CASES[kind]
+                continue
             if isinstance(value, bytes) and kind not in ("exclude-if-present", "include-filelist",
                                                          "exclude-filelist"):
                 value = os.fsdecode(value)
-            if value in ("", b"") and kind not in ("exclude-device-files", "exclude-other-filesystems"):
+            if value in ("", b"") and kind not in _FLAG_KINDS:
                 raise SelectionError(f"the selection option --{kind} cannot be empty", ExitCode.USER_ERROR)
             if kind in ("include", "exclude"):
-                rest.append(self._glob(value, kind == "include", ignorecase))
+                rest.append(self._pattern(value, kind == "include", ignorecase, mode))
             elif kind in ("include-filelist", "exclude-filelist"):
                 for line, include in read_filelist(value, kind == "include-filelist", null_separator):
-                    rest.append(self._glob(line, include, ignorecase))
+                    rest.append(self._pattern(line, include, ignorecase, mode))
             elif kind in ("include-regexp", "exclude-regexp"):
                 rest.append(_Regexp(value, kind == "include-regexp", ignorecase))
             elif kind == "exclude-if-present":
@@ -358,8 +407,13 @@ class Selection:
         for rule in self.other_fs:
             rule.root_dev = dev
 
-    def _glob(self, text, include, ignorecase):
-        g = _Glob(text, include, ignorecase)
+    def _pattern(self, text, include, ignorecase, mode):
+        if mode == "regexp":
+            return _Regexp(text, include, ignorecase)
+        return self._glob(text, include, ignorecase, literal=mode == "literal")
+
+    def _glob(self, text, include, ignorecase, literal=False):
+        g = _Glob(text, include, ignorecase, literal)
         if not g.can_match_under(self.source):
             raise SelectionError(f"the pattern {text!r} cannot match any file in the source "
                                  f"directory {self.source}: patterns begin with the source "
@@ -446,6 +500,9 @@ class Selection:
                 continue
             path = frame.path_prefix + name
             path_str = frame.str_prefix + os.fsdecode(name)
+            index = frame.entry.index + (name,)
+            if self.allowed is not None and index not in self.allowed:
+                continue
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -454,6 +511,11 @@ class Selection:
             except OSError as e:
                 self.on_warning(f"cannot stat {path_str}: {e.strerror or e}; skipped")
                 continue
+            if self.copy_links and _stat.S_ISLNK(st.st_mode):
+                followed = self._follow(path, path_str, frames)
+                if followed is None:
+                    continue
+                path, st = followed
             mode = st.st_mode
             if _stat.S_ISSOCK(mode):
                 continue
@@ -463,7 +525,7 @@ class Selection:
             is_dir = _stat.S_ISDIR(mode)
             if d == SCAN and not is_dir:
                 continue
-            entry = Entry(frame.entry.index + (name,), path, st)
+            entry = Entry(index, path, st)
             if d == INCLUDE:
                 for f in frames:          # scanned ancestors appear before their first content
                     if not f.emitted:
@@ -473,6 +535,24 @@ class Selection:
             if is_dir:
                 frames.append(_Frame(entry, path + b"/", path_str + "/", self._listdir(path, path_str),
                                      d == INCLUDE))
+
+
+    def _follow(self, path, path_str, frames):
+        """--copy-links: (resolved path, stat) of what the symlink ``path`` points to, stored as
+        that file or directory under the link's name; None for a dangling link (left out, as
+        duplicity does) or a link to a directory being walked (duplicity descends until ELOOP;
+        cairn warns and leaves the link out)."""
+        try:
+            real = os.path.realpath(path)
+            st = os.stat(real)
+        except (OSError, ValueError):
+            _log.info("%s: the symlink points nowhere; left out (--copy-links)", path_str)
+            return None
+        if _stat.S_ISDIR(st.st_mode) and any(
+                (f.entry.stat.st_dev, f.entry.stat.st_ino) == (st.st_dev, st.st_ino) for f in frames):
+            self.on_warning(f"{path_str} is a symlink to a directory it is inside of; left out (--copy-links)")
+            return None
+        return real, st
 
 
 class _Frame:

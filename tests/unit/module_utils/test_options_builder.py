@@ -100,3 +100,59 @@ def test_backup_options_from_a_mapping():
     assert (b.mode, b.full_if_older_than, b.volsize, b.jobs, b.adaptive_compression, b.compress_level) == \
         ("full", 1700000000, 25, 2, False, 6)
     assert b.allow_source_mismatch and b.max_blocksize == 4096 and b.rules == [("exclude", "/s/x")]
+
+
+def test_run_behaviour_options():
+    """duplicity's --files-from, --copy-links, --full-if-n-inc, --skip-if-no-change, --dry-run,
+    --ignore-errors, --null-separator: off by default, taken from the mapping, checked."""
+    b = options.backup_options({"source": "/s"})
+    assert (b.files_from, b.copy_links, b.full_if_n_inc, b.skip_if_no_change, b.dry_run, b.ignore_errors,
+            b.null_separator) == (None, False, None, False, False, False, False)
+    b = options.backup_options({"source": "/s", "files_from": "/l", "copy_links": True, "full_if_n_inc": "3",
+                                "skip_if_no_change": True, "dry_run": True, "ignore_errors": True,
+                                "null_separator": True})
+    assert (b.files_from, b.copy_links, b.full_if_n_inc, b.skip_if_no_change, b.dry_run, b.ignore_errors,
+            b.null_separator) == ("/l", True, 3, True, True, True, True)
+    for bad in (-1, "many", True):
+        with pytest.raises(UserError, match="full_if_n_inc"):
+            options.backup_options({"source": "/s", "full_if_n_inc": bad})
+
+
+def test_filter_modes_are_ordered_flags():
+    rules = options.selection_rules({"rules": [("filter-literal", []), ("exclude", "/s/a*"),
+                                               ("filter-ignorecase", []), ("include", "/s/B")]})
+    assert rules == [("filter-literal", None), ("exclude", "/s/a*"), ("filter-ignorecase", None),
+                     ("include", "/s/B")]
+
+
+def test_compression_and_concurrency():
+    """--no-compression: gpg without compression, and unencrypted files neither gzipped nor
+    named .gz; --concurrency N: N uploads at once (0 keeps cairn's default)."""
+    from cairn.crypto import Crypto
+    t = options.target_options({"target": "file:///b", "no_encryption": True, "compression": False}, env={})
+    assert not t.crypto.compress and Crypto(t.crypto).suffix == ""
+    t = options.target_options({"target": "file:///b", "no_encryption": True}, env={})
+    assert t.crypto.compress and Crypto(t.crypto).suffix == ".gz"
+    t = options.target_options({"target": "file:///b", "compression": False}, env={"PASSPHRASE": "pw"})
+    assert not t.crypto.compress and Crypto(t.crypto).suffix == ".gpg"
+    assert options.target_options({"target": "file:///b", "concurrency": 7}, env={}).backend.upload_concurrency == 7
+    assert options.target_options({"target": "file:///b", "concurrency": 0}, env={}).backend.upload_concurrency == 4
+    with pytest.raises(UserError, match="concurrency"):
+        options.target_options({"target": "file:///b", "concurrency": -2}, env={})
+
+
+def test_resume_fingerprint_covers_the_run_options():
+    """An interrupted set is continued only with the same walk and the same encoding: a run with
+    --no-compression, --copy-links or another --files-from starts a new set; runs without them
+    keep the fingerprints they had."""
+    from cairn import resume
+    target = options.target_options({"target": "file:///b", "no_encryption": True}, env={})
+    base = options.backup_options({"source": "/s"})
+
+    def fp(t=target, o=base):
+        return resume.fingerprint(t, o, "host", b"/s", "full")
+    plain = options.target_options({"target": "file:///b", "no_encryption": True, "compression": False}, env={})
+    others = [fp(t=plain)] + [fp(o=options.backup_options({"source": "/s", **extra}))
+                              for extra in ({"copy_links": True}, {"files_from": "/l"}, {"null_separator": True})]
+    assert len({fp(), *others}) == 5
+    assert fp() == fp(o=options.backup_options({"source": "/s", "skip_if_no_change": True, "full_if_n_inc": 2}))
