@@ -28,3 +28,11 @@ def test_packages_from_the_os(host):
     for pkg in ("gnupg", "librsync2", "python3-gnupg", "python3-cffi", "python3-paramiko"):
         assert host.package(pkg).is_installed, pkg
     assert not host.exists("ansible")
+
+
+def test_duplicity_link_answers_as_duplicity(host):
+    link = host.file("/usr/local/bin/duplicity")
+    assert link.is_symlink and link.linked_to == "/usr/local/bin/cairn"
+    out = host.check_output("duplicity --version")
+    assert out.startswith("duplicity 3.2.1 (cairn "), out
+    assert host.check_output("cairn --version").startswith("cairn ")

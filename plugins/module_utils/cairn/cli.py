@@ -12,21 +12,26 @@
 Secrets come from the environment (PASSPHRASE, SIGN_PASSPHRASE) or --passphrase-file, never argv.
 """
 import argparse
+import atexit
 import getpass
 import io
 import json
 import logging
 import os
+import select
 import sys
+import tempfile
 import threading
 import time
 import traceback
 
 from . import __version__, api, options, timespec
+from . import logformat
 from .backends import secrets_of
 from .errors import CairnError, ExitCode, UserError
 from .logs import quiet_libraries
-from .redact import RedactingFilter, Secrets, redact_data, redact_text
+from .manifest import quote as manifest_quote
+from .redact import RedactingFilter, Secrets, redact_data, redact_text, redact_url
 from .retention import RetentionPolicy
 
 log = logging.getLogger("cairn")
@@ -51,11 +56,10 @@ def build_parser():
     p = _Parser(prog="cairn", description="duplicity-compatible encrypted incremental backups",
                 epilog="Exit codes follow duplicity's; see docs/cli.md.")
     p.add_argument("args", nargs="*", help="command and its arguments, as with duplicity")
-    p.add_argument("--version", action="version", version=f"cairn {__version__}")
+    p.add_argument("-V", "--version", action=_Version)
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--progress", action="store_true", default=None, help="force the progress display")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("-v", "--verbosity", default="notice")
     # target and cache
     p.add_argument("--archive-dir")
     p.add_argument("--name")
@@ -146,12 +150,379 @@ def build_parser():
     p.add_argument("--exclude-device-files", dest="exclude_device_files", action=_Rule, nargs=0)
     p.add_argument("--exclude-other-filesystems", dest="exclude_other_filesystems", action=_Rule, nargs=0)
     p.add_argument("--null-separator", action="store_true")
+    _add_duplicity_compat(p)
+    _output_options(p)
+    _run_options(p)
     return p
+
+
+def _run_options(p):
+    """duplicity's selection and run-behaviour options (docs/cli.md, "Selection and run behaviour")."""
+    p.add_argument("--files-from", metavar="FILE",
+                   help="back up only these paths (one a line, relative to the source) and their parents")
+    for mode in ("globbing", "literal", "regexp", "ignorecase", "strictcase"):
+        # mode switches: they act on the --include/--exclude(-filelist) after them, so they
+        # keep their place in the ordered rules
+        p.add_argument("--filter-" + mode, dest="filter_" + mode, action=_Rule, nargs=0,
+                       help="read the patterns after this as " + mode if mode in ("globbing", "literal", "regexp")
+                       else f"match the patterns after this {'ignoring' if mode == 'ignorecase' else 'minding'} case")
+    p.add_argument("--copy-links", action="store_true", help="back up what symlinks point to, not the links")
+    p.add_argument("--dry-run", action="store_true",
+                   help="backup: count and print statistics, write nothing; restore: write nothing")
+    p.add_argument("--ignore-errors", action="store_true",
+                   help="unreadable files (backup) and unusable volumes (restore) still warn but exit 0")
+    p.add_argument("--full-if-n-inc", type=int, metavar="N",
+                   help="a full backup when the last chain already has N incrementals")
+    p.add_argument("--skip-if-no-change", action="store_true",
+                   help="an incremental backup that would store no change stores nothing")
+    p.add_argument("--compression", dest="compression", action="store_true", default=None,
+                   help="compress volumes (the default)")
+    p.add_argument("--no-compression", dest="compression", action="store_false",
+                   help="store volumes uncompressed (gpg --compress-algo none; unencrypted: no gzip)")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="duplicity's transfers in parallel: volumes uploading at once (0: cairn's default)")
+
+
+def _output_options(p):
+    """duplicity's output options: how much is said, where its logs go and in which format."""
+    p.add_argument("-v", "--verbosity", type=_verbosity, default=logformat.DEFAULT, metavar="LEVEL",
+                   help="0-9 or error, warning, notice (default), info (one line per file), debug")
+    p.add_argument("--log-timestamp", action="store_true", help="prefix messages with the time and level")
+    p.add_argument("--log-file", metavar="FILE", help="append duplicity's machine-readable log to FILE")
+    p.add_argument("--log-fd", type=int, metavar="N", help="write duplicity's machine-readable log to descriptor N")
+    p.add_argument("--jsonstat", action="store_true", help="print the backup statistics as JSON too")
+    p.add_argument("--show-changes-in-set", type=int, metavar="N",
+                   help="collection-status: the files changed in the Nth backup set from the newest (0)")
+    p.add_argument("--file-changed", metavar="PATH", help="collection-status: the sets that changed PATH")
+    p.add_argument("--files-changed", dest="files_changed", action="store_true", default=True,
+                   help="list the files changed in each set's manifest (the default)")
+    p.add_argument("--no-files-changed", dest="files_changed", action="store_false")
+
+
+def _verbosity(text):
+    try:
+        return logformat.parse_verbosity(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _S3_CLASS_FLAGS = {"--s3-use-rrs": "REDUCED_REDUNDANCY", "--s3-use-ia": "STANDARD_IA",
                    "--s3-use-onezone-ia": "ONEZONE_IA", "--s3-use-glacier": "GLACIER",
                    "--s3-use-glacier-ir": "GLACIER_IR", "--s3-use-deep-archive": "DEEP_ARCHIVE"}
+
+
+# --- duplicity's command line: every command, alias and option ---------------------------------
+
+# the duplicity whose command line cairn takes (--version says it under the name `duplicity`)
+DUPLICITY_VERSION = "3.2.1"
+
+# duplicity 3.2.1's command aliases (duplicity.cli_data.CommandAliases)
+COMMAND_ALIASES = {
+    "bu": "backup", "cl": "cleanup", "st": "collection-status", "fb": "full",
+    "incr": "incremental", "inc": "incremental", "ib": "incremental", "ls": "list-current-files",
+    "ra": "remove-all-but-n-full", "ri": "remove-all-inc-of-but-n-full", "ro": "remove-older-than",
+    "rb": "restore", "vb": "verify",
+}
+
+IMPLEMENTED, NOTICE, REFUSED, REMOVED = "implemented", "notice", "refused", "removed"
+
+# Every option of duplicity 3.2.1 (duplicity.cli_data.OptionKwargs), of its removed 0.7/0.8-era
+# options (cli_data.removed_options) and of the two it renamed in 2.0, classified so none is
+# forgotten (a test walks duplicity's own table against this one):
+#   IMPLEMENTED  the parser maps it onto cairn's feature (the second field says how)
+#   NOTICE       accepted with its arity, one line on stderr names it and why it has no effect
+#   REFUSED      exit 23: accepting it would claim something cairn does not do
+#   REMOVED      gone from duplicity 2.0+, still in duply confs: accepted with a warning
+# For NOTICE, REFUSED and REMOVED the third field is the option's arity (values it takes).
+# Notices name the option only, never its value (--webdav-headers may carry a cookie).
+DUPLICITY_OPTIONS = {
+    "--allow-source-mismatch": (IMPLEMENTED, "as duplicity's"),
+    "--archive-dir": (IMPLEMENTED, "the local cache of manifests and signatures"),
+    "--asynchronous-upload": (IMPLEMENTED, "uploads always run concurrently (--upload-concurrency)"),
+    "--azure-blob-tier": (IMPLEMENTED, "tier of each blob written"),
+    "--azure-max-block-size": (NOTICE, "cairn's Azure backend uploads in 4 MiB blocks", 1),
+    "--azure-max-connections": (NOTICE, "cairn's Azure backend runs 4 requests per blob, --upload-concurrency "
+                                        "blobs at once", 1),
+    "--azure-max-single-put-size": (NOTICE, "cairn's Azure backend splits blobs over 8 MiB into blocks", 1),
+    "--b2-hide-files": (NOTICE, "cairn deletes B2 files for good; it is refused by the commands that delete "
+                                "(cleanup, remove-*, prune)", 0),
+    "--backend-retry-delay": (IMPLEMENTED, "first wait before a retry (doubles up to 30 s)"),
+    "--cf-backend": (NOTICE, "cairn has no Rackspace Cloud Files backend", 1),
+    "--check-remote": (NOTICE, "cairn always reads the target's file list and syncs its cache from it", 0),
+    "--compare-data": (IMPLEMENTED, "verify compares file contents too"),
+    "--compression": (IMPLEMENTED, "run options"),
+    "--concurrency": (IMPLEMENTED, "run options"),
+    "--config-dir": (NOTICE, "cairn keeps no configuration files there (its cache is --archive-dir)", 1),
+    "--copy-blocksize": (NOTICE, "cairn's transfers choose their own block sizes", 1),
+    "--copy-links": (IMPLEMENTED, "run options"),
+    "--current-time": (REFUSED, "duplicity's test hook; cairn stamps every set with the real time, so a backup "
+                                "would not carry the time asked for", 1),
+    "--dry-run": (IMPLEMENTED, "run options"),
+    "--encrypt-key": (IMPLEMENTED, "public-key encryption to this key (repeatable)"),
+    "--encrypt-secret-keyring": (NOTICE, "gpg 2.1 and later keep secret keys in the GnuPG home: set GNUPGHOME",
+                                 1),
+    "--encrypt-sign-key": (IMPLEMENTED, "--encrypt-key and --sign-key with the same key"),
+    "--encryption": (IMPLEMENTED, "the default; undoes an earlier --no-encryption"),
+    "--exclude": (IMPLEMENTED, "selection, in command-line order"),
+    "--exclude-device-files": (IMPLEMENTED, "selection"),
+    "--exclude-filelist": (IMPLEMENTED, "selection"),
+    "--exclude-if-present": (IMPLEMENTED, "selection"),
+    "--exclude-older-than": (IMPLEMENTED, "selection"),
+    "--exclude-other-filesystems": (IMPLEMENTED, "selection"),
+    "--exclude-regexp": (IMPLEMENTED, "selection"),
+    "--file-changed": (IMPLEMENTED, "output"),
+    "--file-prefix": (IMPLEMENTED, "prefix of every file written and read"),
+    "--file-prefix-archive": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
+                                       "another one for volumes would name files where they are not looked for", 1),
+    "--file-prefix-jsonstat": (NOTICE, "cairn writes no jsonstat file to the target", 1),
+    "--file-prefix-manifest": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
+                                        "another one for manifests would name files where they are not looked "
+                                        "for", 1),
+    "--file-prefix-signature": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
+                                         "another one for signatures would name files where they are not looked "
+                                         "for", 1),
+    "--files-changed": (IMPLEMENTED, "output"),
+    "--files-from": (IMPLEMENTED, "run options"),
+    "--filter-globbing": (IMPLEMENTED, "run options"),
+    "--filter-ignorecase": (IMPLEMENTED, "run options"),
+    "--filter-literal": (IMPLEMENTED, "run options"),
+    "--filter-regexp": (IMPLEMENTED, "run options"),
+    "--filter-strictcase": (IMPLEMENTED, "run options"),
+    "--force": (IMPLEMENTED, "cleanup and remove-* delete (else they list)"),
+    "--ftp-passive": (IMPLEMENTED, "the default"),
+    "--ftp-regular": (IMPLEMENTED, "active FTP"),
+    "--full-if-n-inc": (IMPLEMENTED, "run options"),
+    "--full-if-older-than": (IMPLEMENTED, "as duplicity's"),
+    "--gpg-binary": (IMPLEMENTED, "the gpg to run"),
+    "--gpg-options": (IMPLEMENTED, "more gpg options"),
+    "--hidden-encrypt-key": (IMPLEMENTED, "public-key encryption, recipient hidden"),
+    "--idr-fakeroot": (NOTICE, "cairn has no IDrive backend", 1),
+    "--ignore-errors": (IMPLEMENTED, "run options"),
+    "--imap-full-address": (NOTICE, "cairn has no IMAP backend", 0),
+    "--imap-mailbox": (NOTICE, "cairn has no IMAP backend", 1),
+    "--include": (IMPLEMENTED, "selection, in command-line order"),
+    "--include-filelist": (IMPLEMENTED, "selection"),
+    "--include-regexp": (IMPLEMENTED, "selection"),
+    "--jsonstat": (IMPLEMENTED, "output"),
+    "--log-fd": (IMPLEMENTED, "output"),
+    "--log-file": (IMPLEMENTED, "output"),
+    "--log-timestamp": (IMPLEMENTED, "output"),
+    "--max-blocksize": (IMPLEMENTED, "librsync block size cap"),
+    "--metadata-sync-mode": (NOTICE, "cairn fetches from the target only the metadata its cache lacks", 1),
+    "--mf-purge": (NOTICE, "cairn has no MediaFire backend", 0),
+    "--mp-segment-size": (NOTICE, "cairn has no Swift backend (S3 uploads use --s3-multipart-chunk-size)", 1),
+    "--name": (IMPLEMENTED, "name of the cache under --archive-dir"),
+    "--no-check-remote": (NOTICE, "cairn always reads the target's file list and syncs its cache from it", 0),
+    "--no-compression": (IMPLEMENTED, "run options"),
+    "--no-encryption": (IMPLEMENTED, "plain volumes"),
+    "--no-files-changed": (IMPLEMENTED, "output"),
+    "--no-print-statistics": (IMPLEMENTED, "no statistics after a backup"),
+    "--no-restore-ownership": (IMPLEMENTED, "restore keeps the restoring user as owner"),
+    "--null-separator": (IMPLEMENTED, "NUL-separated filelists"),
+    "--num-retries": (IMPLEMENTED, "retries of a failed transfer"),
+    "--numeric-owner": (IMPLEMENTED, "restore owners by number, not by name"),
+    "--par2-options": (NOTICE, "cairn has no par2 wrapper backend", 1),
+    "--par2-redundancy": (NOTICE, "cairn has no par2 wrapper backend", 1),
+    "--par2-volumes": (NOTICE, "cairn has no par2 wrapper backend", 1),
+    "--path-to-restore": (IMPLEMENTED, "restore, verify, list one path"),
+    "--print-statistics": (IMPLEMENTED, "the default"),
+    "--progress": (IMPLEMENTED, "progress line on stderr"),
+    "--progress-rate": (NOTICE, "cairn's progress line is rewritten at most twice a second", 1),
+    "--pydevd": (NOTICE, "a debugger hook of duplicity's", 0),
+    "--rename": (REFUSED, "cairn does not rename paths in backups or restores; files would land where "
+                          "--rename said they would not", 2),
+    "--restore-ownership": (IMPLEMENTED, "the default (as root); undoes --no-restore-ownership"),
+    "--restore-time": (IMPLEMENTED, "-t, --time: restore, verify, list as of that time"),
+    "--rsync-options": (NOTICE, "cairn has no rsync backend", 1),
+    "--s3-endpoint-url": (IMPLEMENTED, "S3-compatible endpoint"),
+    "--s3-kms-grant": (IMPLEMENTED, "x-amz-grant-full-control"),
+    "--s3-kms-key-id": (IMPLEMENTED, "SSE-KMS key"),
+    "--s3-multipart-chunk-size": (IMPLEMENTED, "MiB per part"),
+    "--s3-multipart-max-procs": (IMPLEMENTED, "parts in flight"),
+    "--s3-region-name": (IMPLEMENTED, "S3 region"),
+    "--s3-unencrypted-connection": (IMPLEMENTED, "plain HTTP to the endpoint"),
+    "--s3-use-deep-archive": (IMPLEMENTED, "storage class DEEP_ARCHIVE"),
+    "--s3-use-glacier": (IMPLEMENTED, "storage class GLACIER"),
+    "--s3-use-glacier-ir": (IMPLEMENTED, "storage class GLACIER_IR"),
+    "--s3-use-ia": (IMPLEMENTED, "storage class STANDARD_IA"),
+    "--s3-use-onezone-ia": (IMPLEMENTED, "storage class ONEZONE_IA"),
+    "--s3-use-rrs": (IMPLEMENTED, "storage class REDUCED_REDUNDANCY"),
+    "--s3-use-server-side-encryption": (IMPLEMENTED, "SSE-S3"),
+    "--s3-use-server-side-kms-encryption": (IMPLEMENTED, "SSE-KMS"),
+    "--scp-command": (NOTICE, "cairn speaks SFTP/SCP itself; use --ssh-options", 1),
+    "--sftp-command": (NOTICE, "cairn speaks SFTP itself; use --ssh-options", 1),
+    "--show-changes-in-set": (IMPLEMENTED, "output"),
+    "--sign-key": (IMPLEMENTED, "sign with this key"),
+    "--skip-if-no-change": (IMPLEMENTED, "run options"),
+    "--skip-volume": (NOTICE, "duplicity's debugging hook; cairn's restore goes past a volume it cannot read "
+                              "and names what was lost (exit 63)", 1),
+    "--ssh-askpass": (NOTICE, "cairn never prompts for an SSH password: keys, the URL's password or "
+                              "FTP_PASSWORD", 0),
+    "--ssh-options": (IMPLEMENTED, "-oIdentityFile, -oPort, -oUserKnownHostsFile ..."),
+    "--ssl-cacert-file": (IMPLEMENTED, "CA bundle for webdavs/ftps"),
+    "--ssl-cacert-path": (NOTICE, "cairn takes a CA bundle file: use --ssl-cacert-file", 1),
+    "--ssl-no-check-certificate": (IMPLEMENTED, "no certificate check (webdavs, ftps)"),
+    "--swift-storage-policy": (NOTICE, "cairn has no Swift backend", 1),
+    "--tempdir": (IMPLEMENTED, "where temporary files go"),
+    "--time-separator": (REFUSED, "cairn writes and reads duplicity's ':' in file names only (duplicity 2.0+ "
+                                  "refuses it for backups too); another one would miss every file", 1),
+    "--timeout": (IMPLEMENTED, "network timeout"),
+    "--use-agent": (NOTICE, "cairn hands gpg the passphrase itself and never leaves it in gpg-agent", 0),
+    "--use-gpgsm": (REFUSED, "cairn encrypts with gpg (OpenPGP) only; gpgsm's S/MIME archives would not be "
+                             "what was asked for", 0),
+    "--verbosity": (IMPLEMENTED, "output"),
+    "--version": (IMPLEMENTED, "duplicity's form under the name duplicity"),
+    "--volsize": (IMPLEMENTED, "volume size in MiB"),
+    "--webdav-headers": (NOTICE, "cairn's WebDAV backend sends no extra headers", 1),
+    # renamed in duplicity 2.0 (it refuses the old names); cairn keeps the old spelling working
+    "--file-to-restore": (IMPLEMENTED, "the 0.8 name of --path-to-restore (duply's fetch uses it)"),
+    "--do-not-restore-ownership": (IMPLEMENTED, "the 0.8 name of --no-restore-ownership"),
+    # removed in duplicity 2.0, still in duply confs and in duply's calls for older versions
+    "--exclude-globbing-filelist": (REMOVED, "read as --exclude-filelist (which globs since 0.7)", 1),
+    "--include-globbing-filelist": (REMOVED, "read as --include-filelist (which globs since 0.7)", 1),
+    "--exclude-filelist-stdin": (REMOVED, "read as --exclude-filelist of standard input", 0),
+    "--include-filelist-stdin": (REMOVED, "read as --include-filelist of standard input", 0),
+    "--s3-use-new-style": (REMOVED, "ignored: cairn always uses new-style (virtual-host or path) S3 "
+                                    "addressing as boto3 does", 0),
+    "--s3-european-buckets": (REMOVED, "ignored: a bucket's region comes from --s3-region-name or the bucket", 0),
+    "--s3-use-multiprocessing": (REMOVED, "ignored: parts upload concurrently (--s3-multipart-max-procs)", 0),
+    "--s3-multipart-max-timeout": (REMOVED, "ignored: transfers time out after --timeout", 1),
+    "--old-filenames": (REMOVED, "ignored: cairn writes duplicity's current file names", 0),
+    "--short-filenames": (REMOVED, "ignored: cairn writes duplicity's current file names", 0),
+    "--gio": (REMOVED, "ignored: cairn has no GIO backend; the URL's scheme chooses the backend", 0),
+}
+
+# the removed options that are real selection filelists: the rule kind each one adds
+_REMOVED_RULES = {"--exclude-globbing-filelist": "exclude-filelist", "--include-globbing-filelist": "include-filelist",
+                  "--exclude-filelist-stdin": "exclude-filelist", "--include-filelist-stdin": "include-filelist"}
+
+# duplicity 0.7's URL forms of S3, read as s3:// (with a warning)
+OLD_URL_SCHEMES = ("s3+http", "boto3+s3")
+
+
+def _once(ns, option):
+    """True the first time ``option`` is seen in this parse (one line per option, however often given)."""
+    seen = getattr(ns, "_compat_seen", None)
+    if seen is None:
+        seen = set()
+        setattr(ns, "_compat_seen", seen)
+    if option in seen:
+        return False
+    seen.add(option)
+    return True
+
+
+def _later(ns, level, text):
+    """A message of the parse, logged once the run's verbosity and log files are set up
+    (by _target, which every command calls first): -v0 keeps notices and warnings quiet."""
+    ns._compat_messages = (getattr(ns, "_compat_messages", None) or []) + [(level, text)]
+
+
+def flush_compat_messages(ns):
+    for level, text in getattr(ns, "_compat_messages", None) or ():
+        log.log(level, text)
+    ns._compat_messages = []
+
+
+class _Notice(argparse.Action):
+    """An option of duplicity's that has no effect in cairn: its values are dropped unseen."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        if _once(ns, self.dest):
+            _later(ns, logging.INFO, f"cairn: notice: {self.dest} has no effect in cairn: "
+                                     f"{DUPLICITY_OPTIONS[self.dest][1]}")
+        if self.dest == "--b2-hide-files":
+            ns.b2_hide_files = True
+
+
+class _Refused(argparse.Action):
+    def __call__(self, parser, ns, values, option_string=None):
+        raise UserError(f"command line error: {self.dest} is not supported by cairn: {DUPLICITY_OPTIONS[self.dest][1]}")
+
+
+class _Removed(_Rule):
+    """A 0.7/0.8-era option: a warning, and the selection filelist it stands for where it is one."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        option = self.dest
+        if _once(ns, option):
+            _later(ns, logging.WARNING,
+                   f"cairn: warning: {option} was removed in duplicity 2.0; {DUPLICITY_OPTIONS[option][1]}")
+        kind = _REMOVED_RULES.get(option)
+        if kind is None:
+            return
+        if self.nargs == 0:
+            values = _stdin_filelist(option)
+        ns.rules = (getattr(ns, "rules", None) or []) + [(kind, values)]
+
+
+def _stdin_filelist(option):
+    """Standard input, read once into a private file that the selection can read like any filelist."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UserError(f"command line error: {option} reads the filelist from standard input, "
+                        "which is a terminal (or closed)")
+    data = sys.stdin.buffer.read()
+    fd, path = tempfile.mkstemp(prefix="cairn-filelist-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    atexit.register(_unlink_quietly, path)
+    return path
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class _EncryptSignKey(argparse.Action):
+    """duplicity's --encrypt-sign-key: encrypt to the key and sign with it."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        ns.encrypt_key = list(ns.encrypt_key or ()) + [values]
+        ns.sign_key = values
+
+
+class _Version(argparse.Action):
+    """duplicity's version line under duplicity's name (wrappers such as duply parse it), cairn's otherwise."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, ns, values, option_string=None):
+        sys.stdout.write(version_line(sys.argv[0]) + "\n")     # stdout, as argparse's and duplicity's
+        sys.stdout.flush()
+        parser.exit()
+
+
+def version_line(program):
+    if os.path.basename(program or "") == "duplicity":
+        return f"duplicity {DUPLICITY_VERSION} (cairn {__version__})"
+    return f"cairn {__version__} (duplicity {DUPLICITY_VERSION} compatible)"
+
+
+def _add_duplicity_compat(p):
+    """duplicity's options that cairn takes for its command line's sake only: notices, refusals,
+    the removed options, and the few that map onto cairn's options under another shape."""
+    p.add_argument("--encryption", dest="no_encryption", action="store_false")
+    p.add_argument("--encrypt-sign-key", action=_EncryptSignKey, metavar="KEY")
+    p.add_argument("--restore-ownership", dest="no_restore_ownership", action="store_false")
+    p.add_argument("--backend-retry-delay", dest="retry_delay", type=float, metavar="SECONDS",
+                   help="first wait before retrying a transfer (doubles, up to 30 s)")
+    p.set_defaults(b2_hide_files=False)
+    actions = {NOTICE: _Notice, REFUSED: _Refused, REMOVED: _Removed}
+    for option, entry in DUPLICITY_OPTIONS.items():
+        if entry[0] in actions:
+            p.add_argument(option, dest=option, action=actions[entry[0]], nargs=None if entry[2] == 1 else entry[2],
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def warn_old_url(url):
+    """duplicity 0.7's s3+http:// and boto3+s3:// read as s3:// (the backends accept them too)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in OLD_URL_SCHEMES:
+        log.warning("cairn: warning: %s:// is duplicity 0.7's form of s3://; read as s3://", scheme)
 
 
 def _rate(text):
@@ -175,7 +546,8 @@ _OPTION_NAMES = {"mirror": "mirror_targets", "encrypt_key": "encrypt_keys", "hid
 # selection options: argparse keeps them, in command-line order, in ns.rules only
 _RULE_DESTS = frozenset(("include", "exclude", "include_filelist", "exclude_filelist", "include_regexp",
                          "exclude_regexp", "exclude_if_present", "exclude_older_than", "exclude_device_files",
-                         "exclude_other_filesystems"))
+                         "exclude_other_filesystems", "filter_globbing", "filter_literal", "filter_regexp",
+                         "filter_ignorecase", "filter_strictcase"))
 
 
 def _mapping(ns, **extra):
@@ -194,6 +566,8 @@ def _ask_passphrase():
 
 
 def _target(ns, url, writing=False):
+    flush_compat_messages(ns)
+    warn_old_url(url)
     return options.target_options(_mapping(ns, target=url), os.environ, writing=writing, ask=_ask_passphrase)
 
 
@@ -206,6 +580,8 @@ def _is_url(s):
 
 
 def _split_command(args):
+    if args and args[0] in COMMAND_ALIASES:
+        return COMMAND_ALIASES[args[0]], args[1:]
     if args and args[0] in HANDLERS:
         return args[0], args[1:]
     if len(args) == 2:
@@ -227,11 +603,14 @@ def _want(args, n, usage):
 
 def _backup(command, ns, args, out, progress):
     src, url = _want(args, 2, f"{command} SOURCE_DIR TARGET_URL")
-    mode = {"full": "full", "incremental": "incremental", "inc": "incremental"}.get(command, "auto")
+    mode = {"full": "full", "incremental": "incremental"}.get(command, "auto")
     opts = options.backup_options(_mapping(ns, source=src, mode=mode))
-    result = api.backup(_target(ns, url, writing=True), opts, progress=progress)
+    result = api.backup(_target(ns, url, writing=True), opts, progress=progress,
+                        on_file=_file_lines(ns, out, _backup_line))
+    if ns.jsonstat and not ns.json:
+        _say(out, json.dumps(jsonstat(result, src, url), indent=4))
     if not ns.json and not ns.no_print_statistics:
-        _say(out, _stats_text(result))
+        _say(out, _stats_text(result) + "\n")     # duplicity's block ends with an empty line
     for t in result.get("lagging_targets") or ():     # exit 64: complete on the others
         _say(_RedactedOutput(sys.stderr, out.secrets), f"cairn: target {t['url']} is lagging (the next backup "
                                                        f"brings it up to date): {t['error']}")
@@ -240,9 +619,11 @@ def _backup(command, ns, args, out, progress):
 
 def _restore(command, ns, args, out, progress):
     url, dest = _want(args, 2, "restore [--time T] [-r PATH] TARGET_URL DEST")
+    if ns.dry_run:
+        return _restore_dry_run(ns, url, dest, out)
     result = api.restore(_target(ns, url), dest, time=_time(ns), path=ns.path, force=ns.force,
                          numeric_owner=ns.numeric_owner, restore_owner=False if ns.no_restore_ownership else None,
-                         progress=progress)
+                         progress=progress, on_file=_file_lines(ns, out, _restore_line))
     if not result["incomplete"]:
         return result, ExitCode.OK
     if not ns.json:     # the JSON document has the same lists
@@ -258,7 +639,30 @@ def _restore(command, ns, args, out, progress):
         else:
             _say(err, f"cairn: restore incomplete: {len(result['lost_volumes'])} volume(s) could not be used "
                       "and the backup's signatures name no path in them; what they held may be missing")
+    if ns.ignore_errors:      # the losses are said above; the run counts as done
+        _say(_RedactedOutput(sys.stderr, out.secrets), "cairn: IGNORED_ERROR: restore incomplete (--ignore-errors)")
+        return result, ExitCode.OK
     return result, ExitCode.RESTORE_INCOMPLETE
+
+
+def _restore_dry_run(ns, url, dest, out):
+    """duplicity's restore --dry-run: the target's checks (exit 11 for a non-empty one), then
+    what would be restored; nothing is written. A path not in the backup is exit 0 with a
+    notice, as duplicity 3.2.1 does."""
+    from .restore import check_target
+    check_target(dest, ns.force)
+    try:
+        result = api.plan_restore(_target(ns, url, writing=False), time=_time(ns), path=ns.path, limit=0)
+    except CairnError as e:
+        if e.exit_code != ExitCode.RESTORE_PATH_NOT_FOUND:
+            raise
+        _say(out, f"Nothing to restore: {e.message}")
+        return {"dry_run": True, "files": 0, "dest": dest}, ExitCode.OK
+    result.update(dry_run=True, dest=dest)
+    if not ns.json:
+        _say(out, f"Would restore {result['files']} file(s) of the backup of {result['time']} into {dest} "
+                  "(dry run: nothing written)")
+    return result, ExitCode.OK
 
 
 def _printable(text):
@@ -281,9 +685,12 @@ def _verify(command, ns, args, out, progress):
 
 def _collection_status(command, ns, args, out, progress):
     (url,) = _want(args, 1, "collection-status TARGET_URL")
+    if ns.show_changes_in_set is not None or ns.file_changed is not None:
+        return _changes(ns, url, out)
     result = api.status(_target(ns, url))
     if not ns.json:
-        out.write(format_status(result))
+        out.write(format_status(result), logformat.FILES,
+                  f"{logformat.CODE_COLLECTION_STATUS} {_status_control(result)}")
     return result, ExitCode.OK
 
 
@@ -294,13 +701,10 @@ def _list_current_files(command, ns, args, out, progress):
         return {"time": timespec.to_iso(t), "files": [
             {"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
              "size": i.size, "mode": i.mode} for i in infos]}, ExitCode.OK
-    buf = getattr(out, "buffer", None)
     for i in infos:
         line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
-        if buf is not None:
-            buf.write(line)
-        else:
-            out.write(os.fsdecode(line))
+        out.write_bytes(line, logformat.FILES, f"{logformat.CODE_FILE_LIST} {timespec.to_timestr(i.mtime)} "
+                                               f"{logformat.escape(i.relpath)} {i.type}")
     return None, ExitCode.OK
 
 
@@ -342,7 +746,11 @@ def _prune(command, ns, args, out, progress):
 
 
 def _prune_with(policy, ns, url, out):
-    result = api.prune(_target(ns, url), policy, force=ns.force)
+    if ns.b2_hide_files:
+        raise UserError("command line error: --b2-hide-files is not supported by cairn's commands that delete: "
+                        "cairn deletes B2 files for good, it does not hide them")
+    # --dry-run wins over --force, as with duplicity: the list only
+    result = api.prune(_target(ns, url), policy, force=ns.force and not ns.dry_run)
     if not ns.json:
         _print_prune(result, out)
     return result, ExitCode.OK
@@ -351,6 +759,8 @@ def _prune_with(policy, ns, url, out):
 def _replicate(command, ns, args, out, progress):
     """duplicity 0.8's replicate: the sets TARGET_URL lacks, copied byte for byte from SOURCE_URL."""
     src_url, dst_url = _want(args, 2, "replicate [--time T] [--newer-than T] SOURCE_URL TARGET_URL")
+    if ns.dry_run:
+        raise UserError("replicate has no --dry-run: collection-status of both targets shows what it would copy")
     if ns.encrypt_key or ns.hidden_encrypt_key or ns.sign_key:
         raise UserError("replicate copies the files as they are (same keys on both targets); re-encrypting "
                         "for other keys (--encrypt-key, --hidden-encrypt-key, --sign-key) is not offered: "
@@ -369,7 +779,7 @@ def _replicate(command, ns, args, out, progress):
 
 HANDLERS = {
     "replicate": _replicate,
-    "full": _backup, "incremental": _backup, "inc": _backup, "backup": _backup,
+    "full": _backup, "incremental": _backup, "backup": _backup,
     "restore": _restore,
     "verify": _verify,
     "collection-status": _collection_status,
@@ -458,14 +868,20 @@ class _Progress:
 
 
 def _stats_text(r):
+    end = r["timestamp"] + r["duration"]
     lines = ["--------------[ Backup Statistics ]--------------",
              f"StartTime {r['timestamp']:.2f} ({timespec.asctime(r['timestamp'])})",
+             f"EndTime {end:.2f} ({timespec.asctime(end)})",
              f"ElapsedTime {r['duration']:.2f} ({r['duration']:.2f} seconds)",
              f"SourceFiles {r['source_files']}",
              f"SourceFileSize {r['source_bytes']} ({_human(r['source_bytes'])})",
              f"NewFiles {r['new_files']}",
+             f"NewFileSize {r.get('new_bytes', 0)} ({_human(r.get('new_bytes', 0))})",
              f"DeletedFiles {r['deleted_files']}",
              f"ChangedFiles {r['changed_files']}",
+             f"ChangedFileSize {r.get('changed_bytes', 0)} ({_human(r.get('changed_bytes', 0))})",
+             # duplicity's own is always 0: the delta sizes are in RawDeltaSize
+             "ChangedDeltaSize 0 (0 bytes)",
              f"DeltaEntries {r['delta_entries']}",
              f"RawDeltaSize {r['raw_delta_bytes']} ({_human(r['raw_delta_bytes'])})",
              f"TotalDestinationSizeChange {r['bytes_stored']} ({_human(r['bytes_stored'])})",
@@ -481,9 +897,126 @@ def _human(n):
         n /= 1024
 
 
+def jsonstat(r, source, url):
+    """duplicity 3.2's --jsonstat document (its field names and nesting) from a backup result.
+    cairn writes no .jsonstat file to the target, so every set's entry in local_json_stat
+    is "N/A", as duplicity's are for sets written without --jsonstat."""
+    r = dict(r)
+    for key in ("errors", "bytes_stored", "source_files", "source_bytes", "new_files", "deleted_files",
+                "changed_files", "delta_entries", "raw_delta_bytes"):
+        r.setdefault(key, 0)        # a run that stored nothing (--dry-run) may not count them all
+    start, elapsed = float(r["timestamp"]), float(r["duration"])
+    full = r.get("chain_start_timestamp", r["timestamp"])
+    before = r.get("chain_sets_before", 0)
+    return {
+        "Filename": None, "StartTime": start, "EndTime": start + elapsed, "ElapsedTime": elapsed,
+        "Errors": r["errors"], "TotalDestinationSizeChange": r["bytes_stored"],
+        "SourceFiles": r["source_files"], "SourceFileSize": r["source_bytes"],
+        "NewFiles": r["new_files"], "NewFileSize": r.get("new_bytes", 0),
+        "DeletedFiles": r["deleted_files"],
+        "ChangedFiles": r["changed_files"], "ChangedFileSize": r.get("changed_bytes", 0), "ChangedDeltaSize": 0,
+        "DeltaEntries": r["delta_entries"], "RawDeltaSize": r["raw_delta_bytes"],
+        "StartTime_str": timespec.to_timestr(start), "EndTime_str": timespec.to_timestr(start + elapsed),
+        "backup_meta": {
+            "action": "full" if r["type"] == "full" else "inc", "skipped_inc": False,
+            "time_full_bkp": int(full), "time_full_bkp_str": timespec.to_timestr(full),
+            "no_of_inc": max(before - 1, 0), "concurrency": 0,
+            "target": redact_url(url), "source": source,
+            "local_json_stat": ["N/A"] * max(before, 1),
+        },
+    }
+
+
+# --- duplicity's verbosity 5: one line per file --------------------------------------------------
+
+def _backup_line(kind, relpath, ftype):
+    return (kind.encode() + b" " + relpath + b"\n",
+            f"{logformat.FILE_CODES[kind]} {logformat.escape(relpath)}")
+
+
+def _restore_line(relpath, ftype):
+    return (b"Writing " + relpath + b" of type " + ftype.encode() + b"\n",
+            f"{logformat.CODE_FILE_RESTORED} {logformat.escape(relpath)} {ftype}")
+
+
+def _file_lines(ns, out, line):
+    """The engine's per-file callback at verbosity 5 and more (None below it: the engine then
+    does no work for it): each file's line on stdout (not with --json) and in the log."""
+    if ns.verbosity < logformat.INFO:
+        return None
+    lock = threading.Lock()     # the engine may call from its worker threads
+
+    def on_file(*event):
+        data, control = line(*event)
+        with lock:
+            out.write_bytes(data, logformat.FILES, control, echo=not ns.json)
+    return on_file
+
+
+# --- collection-status --show-changes-in-set, --file-changed ------------------------------------
+
+def _status_control(st):
+    """The machine-readable summary duplicity puts in collection-status's log record."""
+    lines = ["", "backend BackendWrapper", "archive-dir (. dir)"]
+    chains = [(f"chain-no-sig {i}", c) for i, c in enumerate(st["secondary_chains"])]
+    if st["primary_chain"] is not None:
+        chains.append(("chain-complete", st["primary_chain"]))
+    for head, c in chains:
+        lines.append(head)
+        for s in c["sets"]:
+            lines.append(f" {'full' if s['type'] == 'full' else 'inc'} {timespec.to_timestr(s['timestamp'])} "
+                         f"{s['volumes']} {'enc' if s['encrypted'] else 'noenc'}")
+    lines += [f"orphaned-sets-num {len(st['orphaned_sets'])}", f"incomplete-sets-num {len(st['incomplete_sets'])}"]
+    return "\n".join(lines)
+
+
+def _changes(ns, url, out):
+    """duplicity 3.2's collection-status --show-changes-in-set N (N = 0: the newest set) and
+    --file-changed PATH, from the sets' manifests."""
+    sets = api.set_changes(_target(ns, url))
+    result = {"sets": len(sets)}
+    control = str(logformat.CODE_COLLECTION_STATUS)
+    if ns.show_changes_in_set is not None:
+        n = ns.show_changes_in_set
+        if not 0 <= n < len(sets):
+            raise UserError(f"--show-changes-in-set {n}: the target has {len(sets)} backup set(s) "
+                            f"(0 is the newest)")
+        s = sets[len(sets) - 1 - n]
+        result.update(set=dict(s, changes=[{"type": k, "path": os.fsdecode(p)} for k, p in s["changes"]]))
+        if not ns.json:
+            # duplicity shows each path as its manifest has it (quoted), in a column as wide as
+            # the longest one in bytes, each padded in characters
+            shown = [(manifest_quote(p), k) for k, p in s["changes"]]
+            width = max([5] + [len(p) for p, _k in shown])
+            text = ["-------------------------", f" Backup set time: {timespec.asctime(s['timestamp'])}",
+                    f"Total number of changes: {len(shown)}", f"{'File:':<{width}}  {'Type of file change:':>20}"]
+            text += [f"{os.fsdecode(p):<{width}}  {k:>20}" for p, k in shown]
+            out.write_bytes(os.fsencode("\n".join(text + ["-------------------------"]) + "\n"), logformat.FILES,
+                            control)
+    if ns.file_changed is not None:
+        want = os.fsencode(ns.file_changed.strip("/")) or b"."
+        found = [(s, k) for s in sets for k, p in s["changes"] if p == want]
+        result.update(file=ns.file_changed, changes=[{"time": s["time"], "type": s["type"], "change": k}
+                                                     for s, k in found])
+        if not ns.json:
+            text = ["-------------------------", f"File: {want!r}", f"Total number of backup: {len(found)}",
+                    "%20s   %30s  %20s" % ("Type of backup set:", "Time:", "Type of file change:")]
+            # duplicity shows the change as a bytes literal (b'New'): kept, tools may match it
+            text += ["%20s   %30s  %20s" % ("Full" if s["type"] == "full" else "Incremental",
+                                             timespec.asctime(s["timestamp"]), repr(k.capitalize().encode()))
+                     for s, k in found]
+            _say_as(out, text + ["-------------------------"], control)
+    return result, ExitCode.OK
+
+
+def _say_as(out, lines, control):
+    """Lines printed as one record of the machine-readable log, with its code."""
+    out.write("\n".join(lines) + "\n", logformat.FILES, control)
+
+
 # options whose values start with a dash ("-oPort=22", "--homedir ..."): joined to their
 # option with "=" so that argparse does not read the value as an option of its own
-_DASH_VALUED = ("--ssh-options", "--gpg-options")
+_DASH_VALUED = ("--ssh-options", "--gpg-options", "--rsync-options", "--par2-options")
 
 
 def _join_dash_values(argv):
@@ -498,37 +1031,171 @@ def _join_dash_values(argv):
     return out
 
 
-def run(argv, secrets=None):
+def run(argv, secrets=None, logs=None):
+    """One command line; ``logs`` (a _LogSetup) is main()'s, else this run makes and undoes one."""
     ns = build_parser().parse_intermixed_args(_join_dash_values(argv))
     command, args = _split_command(ns.args)
     progress = _Progress(sys.stderr.isatty() if ns.progress is None else ns.progress)
     secrets = secrets if secrets is not None else Secrets()
-    out = _RedactedOutput(sys.stdout, secrets)
+    own_logs = logs is None
+    logs = _LogSetup(secrets) if own_logs else logs
     try:
-        result, rc = HANDLERS[command](command, ns, args, out, progress)
+        logs.apply(ns)
+        out = _RedactedOutput(sys.stdout, secrets, logs)
+        try:
+            result, rc = HANDLERS[command](command, ns, args, out, progress)
+        finally:
+            progress.done()
+        if ns.json and result is not None:
+            result = dict(result)
+            result.setdefault("command", command)
+            result["exit_code"] = rc
+            # each string redacted on its own: redacting the whole document could cut across values
+            out._put(out.stream.write, json.dumps(redact_data(result, secrets), indent=2, default=str) + "\n")
     finally:
-        progress.done()
-    if ns.json and result is not None:
-        result = dict(result)
-        result.setdefault("command", command)
-        result["exit_code"] = rc
-        # each string redacted on its own: redacting the whole document could cut across values
-        out.stream.write(json.dumps(redact_data(result, secrets), indent=2, default=str) + "\n")
+        if own_logs:
+            logs.close()
     return rc
 
 
 class _RedactedOutput:
-    """stdout whose text passes the redaction; ``buffer`` (file names as bytes) does not."""
+    """stdout whose text passes the redaction (file names as bytes, ``write_bytes``, do not);
+    each write is also a record of the machine-readable log (``logs``, a _LogSetup), at
+    duplicity's notice unless said otherwise, and gets --log-timestamp's prefix. A reader that
+    goes away (``cairn list-current-files URL | head -1``) ends the output, not the run, as
+    with duplicity (exit status unchanged)."""
 
-    def __init__(self, stream, secrets):
+    def __init__(self, stream, secrets, logs=None):
         self.stream = stream
         self.secrets = secrets
+        self.logs = logs
+        self._text_pending = False
 
-    def write(self, text):
-        return self.stream.write(redact_text(text, self.secrets))
+    def write(self, text, levelno=logging.INFO, control=None):
+        text = redact_text(text, self.secrets)
+        if self.logs is not None:
+            self.logs.record(levelno, text.removesuffix("\n"), control)
+            if self.logs.timestamps:
+                text = logformat.stamp(levelno, text)
+        self._text_pending = True
+        return self._put(self.stream.write, text)
+
+    def write_bytes(self, data, levelno=logging.INFO, control=None, echo=True):
+        """A line holding a file name, written as its bytes."""
+        if self.logs is not None:
+            self.logs.record(levelno, os.fsdecode(data).removesuffix("\n"), control)
+            if self.logs.timestamps:
+                data = logformat.stamp(levelno, "").encode() + data
+        if not echo:
+            return
+        buf = getattr(self.stream, "buffer", None)
+        if buf is None:
+            self._put(self.stream.write, os.fsdecode(data))
+            return
+        if self._text_pending:      # text still in the text layer's buffer goes out first
+            self._text_pending = False
+            self._put(self.stream.flush)
+        self._put(buf.write, data)
+
+    def _put(self, write, *args):
+        try:
+            return write(*args)
+        except BrokenPipeError:
+            _stdout_gone(self.stream)
+            return None
 
     def __getattr__(self, name):      # buffer, flush, ...
         return getattr(self.stream, name)
+
+
+def _stdout_gone(stream=None):
+    """The reader of ``stream`` (stdout) went away: what is still written goes nowhere, and the
+    interpreter's last flush does not fail (exit 120) or print a traceback."""
+    stream = stream if stream is not None else sys.stdout
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass    # not a file (a test's StringIO): nothing is flushed at exit
+
+
+def _stdout_closed():
+    """Whether stdout is a pipe or socket whose reader has gone (poll reports an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+class _LogSetup:
+    """This run's messages as duplicity's output options ask: the verbosity of stderr's
+    messages, --log-timestamp, and the machine-readable log of --log-file and --log-fd. Every
+    handler it adds redacts (the one redaction); ``close()`` undoes everything."""
+
+    def __init__(self, secrets, stderr_handlers=()):
+        self.secrets = secrets
+        self.stderr_handlers = list(stderr_handlers)
+        self.verbosity = logformat.DEFAULT
+        self.timestamps = False
+        self.machine = []
+        self._undo = []
+
+    def apply(self, ns):
+        self.verbosity = ns.verbosity
+        self.timestamps = ns.log_timestamp
+        level = logformat.threshold(self.verbosity)
+        root = logging.getLogger()
+        if level < root.level:      # debug: let the engine's debug records be made at all
+            self._undo.append(lambda old=root.level: root.setLevel(old))
+            root.setLevel(level)
+        for h in self.stderr_handlers:
+            self._undo.append(lambda h=h, old=h.level, fmt=h.formatter: (h.setLevel(old), h.setFormatter(fmt)))
+            h.setLevel(level)
+            if self.timestamps:
+                h.setFormatter(logformat.TimestampFormatter())
+        for opener, where in ((logformat.open_log_file, ns.log_file), (logformat.open_log_fd, ns.log_fd)):
+            if where is None:
+                continue
+            try:
+                handler = opener(where)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot write the log to {where}: {getattr(e, 'strerror', None) or e}") from None
+            handler.setFormatter(logformat.MachineFormatter())
+            handler.setLevel(level)
+            handler.addFilter(RedactingFilter(self.secrets))
+            root.addHandler(handler)
+            self.machine.append(handler)
+
+    def record(self, levelno, message, control=None):
+        """A record of the command's own output: in the machine-readable log whatever the
+        verbosity, as duplicity's statistics, status and file lists are."""
+        if not self.machine:
+            return
+        rec = logging.LogRecord("cairn", levelno, __file__, 0, message, (), None)
+        rec.dup_control = control
+        for handler in self.machine:
+            handler.handle(rec)
+
+    def error(self, message, code):
+        self.record(logging.ERROR, message, str(int(code)))
+
+    def close(self):
+        root = logging.getLogger()
+        for handler in self.machine:
+            root.removeHandler(handler)
+            try:
+                handler.close()
+                handler.stream.close()      # the fd's stream does not close the descriptor
+            except OSError:
+                pass
+        self.machine = []
+        while self._undo:
+            self._undo.pop()()
 
 
 def _say(stream, text):
@@ -572,6 +1239,15 @@ def _print_kept(result, out):
         _say(out, f"  skipped {k['name']}: {why}")
 
 
+def _unexpected(e, logs, secrets):
+    if logs.verbosity >= logformat.DEBUG:
+        _say(sys.stderr, redact_text(traceback.format_exc().rstrip("\n"), secrets))
+    message = f"unexpected error: {type(e).__name__}: {redact_text(e, secrets)}"
+    _say(sys.stderr, f"cairn: {message}")
+    logs.error(message, ExitCode.EXCEPTION)
+    return ExitCode.EXCEPTION
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     quiet_libraries()
@@ -579,7 +1255,6 @@ def main(argv=None):
     if argv[:1] == ["run-job"]:
         from .job import main as run_job
         raise SystemExit(run_job(argv[1:]))
-    debug = "-v9" in argv or "--verbosity=debug" in argv
     # everything this run prints, logs or lets a library log passes the redaction with the
     # secrets of this run; undone at the end, so nothing of it outlives the run
     try:
@@ -594,20 +1269,31 @@ def main(argv=None):
     thread_hook = threading.excepthook
     threading.excepthook = lambda args: _say(sys.stderr, redact_text("".join(traceback.format_exception(
         args.exc_type, args.exc_value, args.exc_traceback)).rstrip("\n"), secrets))
+    logs = _LogSetup(secrets, handlers)
     try:
-        code = run(argv, secrets)
+        code = run(argv, secrets, logs)
     except CairnError as e:
         _say(sys.stderr, f"cairn: {redact_text(e.message, secrets)}")
+        logs.error(redact_text(e.message, secrets), e.exit_code)
         code = e.exit_code
     except KeyboardInterrupt:
         _say(sys.stderr, "cairn: interrupted")
+        logs.error("interrupted", ExitCode.NO_MANIFESTS)
         code = ExitCode.NO_MANIFESTS
-    except Exception as e:   # a bug: say so plainly, traceback only when asked for
-        if debug:
-            _say(sys.stderr, redact_text(traceback.format_exc().rstrip("\n"), secrets))
-        _say(sys.stderr, f"cairn: unexpected error: {type(e).__name__}: {redact_text(e, secrets)}")
-        code = ExitCode.EXCEPTION
+    except BrokenPipeError as e:
+        if _stdout_closed():    # stdout's reader went away: the end of the output, quietly
+            _stdout_gone()
+            code = ExitCode.OK
+        else:
+            code = _unexpected(e, logs, secrets)
+    except Exception as e:   # a bug: say so plainly, traceback only when asked for (-v9)
+        code = _unexpected(e, logs, secrets)
     finally:
+        logs.close()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
         threading.excepthook = thread_hook
         logging.captureWarnings(False)
         for handler in handlers:

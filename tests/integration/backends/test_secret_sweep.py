@@ -7,8 +7,8 @@ credentials (the real server running, expecting another password), an unreachabl
 that drops every connection (retried, then given up), and malformed URLs. The marker goes where
 the scheme takes a password: in the URL (percent-encoded, or raw where the URL is to be
 malformed), in FTP_PASSWORD of a multi:// entry, in AWS_SECRET_ACCESS_KEY, in the Azure account
-key; and in the path of the job's ping URLs, as a heartbeat service's token. Searched: the CLI's
-stdout (--json) and stderr; `cairn run-job`'s log, state file, metrics and the bodies of its
+key, in a Google service account key file, in DPBX_ACCESS_TOKEN; and in the path of the job's ping URLs, as a heartbeat service's token. Searched: the CLI's
+stdout (--json), stderr and --log-file; `cairn run-job`'s log, state file, metrics and the bodies of its
 heartbeat and failure pings (a real HTTP server on loopback); `ansible-playbook -vvv` output of
 cairn.backup.backup with the results and their invocation.
 """
@@ -318,9 +318,12 @@ def test_cli(net, scheme, path, tmp_path):
     src = tmp_path / "src"
     write(str(src / "a.txt"), b"some data\n")
     url, args, env = case(net, scheme, path, tmp_path)
-    r = run_cli(["full", "--json", "--archive-dir", tmp_path / "cache", *COMMON, *args, src, url], env)
+    log = tmp_path / "machine.log"      # duplicity's machine-readable log, at debug level
+    r = run_cli(["full", "--json", "-v9", "--log-file", log, "--archive-dir", tmp_path / "cache", *COMMON, *args,
+                 src, url], env)
     assert_no_leak("stdout", r.stdout)
     assert_no_leak("stderr", r.stderr)
+    assert_no_leak("the --log-file", log.read_text())
     # a mirror that fails lags alone (issue 11): the backup to the primary completes, exit 64
     lags = scheme == "mirror" and path in ("badcreds", "unreachable", "retries")
     assert r.returncode == (64 if lags else EXPECTED[path]), r.stderr

@@ -233,3 +233,81 @@ def test_unreadable_directory_deliberate_difference(duplicity_bin, tmp_path, mon
     assert want == [b".", b"a", b"a/f", b"z", b"z/f"]
     assert got == [b".", b"a", b"a/f", b"locked", b"z", b"z/f"]
     assert len(warnings) == 1 and "locked" in warnings[0]
+
+
+# --filter-* switch how the patterns after them are read, in command-line order (duplicity 3.x)
+FILTER_CASES = {
+    "literal: wildcards are characters": [("filter-literal", None), ("exclude", "{src}/q[x]"),
+                                          ("exclude", "{src}/star*name"), ("filter-globbing", None),
+                                          ("exclude", "{src}/a/?.txt")],
+    "literal include scans its parents": [("filter-literal", None), ("include", "{src}/sub/deep/er/leaf.txt"),
+                                          ("filter-globbing", None), ("exclude", "**")],
+    "literal: trailing slash is dropped": [("filter-literal", None), ("exclude", "{src}/a/c.txt/")],
+    "literal: ignorecase: is part of it (14)": [("filter-literal", None), ("exclude", "ignorecase:{src}/a")],
+    "literal: ** is two stars (14)": [("filter-literal", None), ("exclude", "**")],
+    "regexp mode": [("filter-regexp", None), ("exclude", r"\.tmp$"), ("include", "deep"),
+                    ("exclude", "^{src}/sub")],
+    "regexp mode: trailing include (16)": [("filter-regexp", None), ("include", "deep")],
+    "ignorecase then strictcase": [("filter-ignorecase", None), ("exclude", "{src}/A/B"),
+                                   ("exclude-regexp", "TOP"), ("filter-strictcase", None),
+                                   ("exclude", "{src}/SUB"), ("exclude-regexp", "NAME")],
+    "ignorecase literal": [("filter-ignorecase", None), ("filter-literal", None), ("exclude", "{src}/A/C.TXT")],
+    "regexp mode leaves --include-regexp alone under literal": [("filter-literal", None),
+                                                                ("exclude-regexp", "x.t")],
+}
+
+
+@pytest.mark.parametrize("rules", FILTER_CASES.values(), ids=list(FILTER_CASES))
+def test_filter_modes_match_duplicity(duplicity_bin, tree, tmp_path, rules):
+    _compare(duplicity_bin, tree, tmp_path, os.path.join(tree, "src"), rules)
+
+
+def test_filter_modes_reach_filelists(duplicity_bin, tree, tmp_path):
+    with open(os.path.join(tree, "flist"), "wb") as f:
+        f.write(b"src/star*name\n- src/q[x]\n+ src/a/b\n")
+    _compare(duplicity_bin, tree, tmp_path, "src", [("filter-literal", None), ("exclude-filelist", "flist")])
+    with open(os.path.join(tree, "rlist"), "wb") as f:
+        f.write(b"\\.tmp$\n- ^src/sub/\n")
+    _compare(duplicity_bin, tree, tmp_path, "src", [("filter-regexp", None), ("exclude-filelist", "rlist")])
+
+
+def _files_from(tree, name, data):
+    with open(os.path.join(tree, name), "wb") as f:
+        f.write(data)
+    return name
+
+
+@pytest.mark.parametrize("data,rules,null", [
+    (b"a/b/x.txt\nsub/deep\nnot/there\nsub-x/f\n", [], False),           # parents implied, dirs not expanded
+    (b"a/b/x.txt\nsub/deep/z\ntop.tmp\n", [("exclude", "**.tmp")], False),  # the rules still apply
+    (b"a/b/x.txt\nsub/deep/z\ntop.tmp\n", [("include", "{src}/sub"), ("exclude", "**")], False),
+    # every character counts (a non-UTF-8 name crashes duplicity 3.2.1 with exit 30; cairn takes it)
+    (b"a/c.txt\0name with spaces.txt\0 sub.txt\0", [], True),
+    (b"link\nsub/dangling\nfifo\nempty\n", [], False),
+])
+def test_files_from_matches_duplicity(duplicity_bin, tree, tmp_path, data, rules, null):
+    name = _files_from(tree, "ff", data)
+    opts = ["--files-from", name] + (["--null-separator"] if null else [])
+    _compare(duplicity_bin, tree, tmp_path, "src", rules, options=opts, files_from=os.path.join(tree, name),
+             null_separator=null)
+
+
+def test_files_from_absolute_path_is_72(duplicity_bin, tree, tmp_path):
+    name = _files_from(tree, "ffabs", os.fsencode(os.path.join(tree, "src", "top.tmp")) + b"\n")
+    want = _compare(duplicity_bin, tree, tmp_path, "src", [], options=["--files-from", name],
+                    files_from=os.path.join(tree, name))
+    assert want[0] == 72
+
+
+def test_copy_links_matches_duplicity(duplicity_bin, tmp_path):
+    src = tmp_path / "src"
+    for p in ("d/f", "real/g", "z"):
+        os.makedirs(src / os.path.dirname(p), exist_ok=True)
+        (src / p).write_bytes(b"x")
+    os.symlink("z", src / "to-file")
+    os.symlink("real", src / "to-dir")
+    os.symlink("nowhere", src / "dangling")
+    want = _oracle(duplicity_bin, str(src), [], str(tmp_path), str(tmp_path / "w"), options=["--copy-links"])
+    got = _ours(str(src), [], str(tmp_path), copy_links=True)
+    assert got == want
+    assert b"to-dir/g" in got[1] and b"dangling" not in got[1]

@@ -21,6 +21,7 @@ _BUILTIN = {
     "paramiko+scp": (".sftp", "from_url"),
     "s3": (".s3", "from_url"),
     "boto3+s3": (".s3", "from_url"),
+    "s3+http": (".s3", "from_url"),     # duplicity 0.7's boto 2 form of s3://
     "gs": (".s3", "from_gs_url"),
     "b2": (".s3", "from_b2_url"),
     "azure": (".azure", "from_url"),
