@@ -1003,7 +1003,7 @@ def _changes(ns, url, out):
                     "%20s   %30s  %20s" % ("Type of backup set:", "Time:", "Type of file change:")]
             # duplicity shows the change as a bytes literal (b'New'): kept, tools may match it
             text += ["%20s   %30s  %20s" % ("Full" if s["type"] == "full" else "Incremental",
-                                             timespec.asctime(s["timestamp"]), repr(k.capitalize().encode()))
+                                            timespec.asctime(s["timestamp"]), repr(k.capitalize().encode()))
                      for s, k in found]
             _say_as(out, text + ["-------------------------"], control)
     return result, ExitCode.OK

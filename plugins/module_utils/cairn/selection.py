@@ -536,7 +536,6 @@ class Selection:
                 frames.append(_Frame(entry, path + b"/", path_str + "/", self._listdir(path, path_str),
                                      d == INCLUDE))
 
-
     def _follow(self, path, path_str, frames):
         """--copy-links: (resolved path, stat) of what the symlink ``path`` points to, stored as
         that file or directory under the link's name; None for a dangling link (left out, as

@@ -279,8 +279,9 @@ def test_old_s3_url_forms_read_as_s3(caplog):
     cli.warn_old_url("s3+http://bucket/path")
     cli.warn_old_url("boto3+s3://bucket/path")
     cli.warn_old_url("s3://bucket/path")
-    assert [m for _l, m in _messages(caplog)] == ["cairn: warning: s3+http:// is duplicity 0.7's form of s3://; read as s3://",
-                     "cairn: warning: boto3+s3:// is duplicity 0.7's form of s3://; read as s3://"]
+    assert [m for _l, m in _messages(caplog)] == [
+        "cairn: warning: s3+http:// is duplicity 0.7's form of s3://; read as s3://",
+        "cairn: warning: boto3+s3:// is duplicity 0.7's form of s3://; read as s3://"]
 
 
 def test_notice_options_take_no_dest_of_their_own(parser):
