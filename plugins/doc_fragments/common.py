@@ -149,7 +149,7 @@ options:
     type: str
   s3_region_name:
     description:
-      - S3 region (for C(b2://), the B2 region, used to build the endpoint).
+      - S3 region (for C(b2://), the B2 region, used to build the endpoint; without it, B2 is asked for the endpoint).
     type: str
   s3_storage_class:
     description:
@@ -251,7 +251,8 @@ options:
   backend_env:
     description:
       - Further environment variables for the backends, by duplicity's names, for example
-        C(GS_ACCESS_KEY_ID), C(B2_APPLICATION_KEY), C(AWS_PROFILE). Values are treated as secrets.
+        C(GS_ACCESS_KEY_ID), C(GOOGLE_APPLICATION_CREDENTIALS), C(B2_APPLICATION_KEY), C(DPBX_ACCESS_TOKEN),
+        C(AWS_PROFILE). Values are treated as secrets.
     type: dict
     default: {}
 requirements:

@@ -27,7 +27,8 @@ MIN_SECRET = 4
 # Environment variables whose values are credentials (duplicity's names and the SDKs').
 SECRET_ENV = ("PASSPHRASE", "SIGN_PASSPHRASE", "FTP_PASSWORD", "AWS_SECRET_ACCESS_KEY",
               "AWS_SESSION_TOKEN", "AZURE_ACCOUNT_KEY", "AZURE_CONNECTION_STRING",
-              "AZURE_SHARED_ACCESS_SIGNATURE", "GS_SECRET_ACCESS_KEY", "B2_APPLICATION_KEY")
+              "AZURE_SHARED_ACCESS_SIGNATURE", "GS_SECRET_ACCESS_KEY", "B2_APPLICATION_KEY",
+              "BACKEND_PASSWORD", "DPBX_ACCESS_TOKEN", "DPBX_REFRESH_TOKEN", "DPBX_APP_SECRET")
 # Environment variables holding URLs whose passwords or signatures are secrets.
 URL_ENV = ("AZURE_ACCOUNT_URL", "AWS_ENDPOINT_URL")
 

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A marker password through every scheme and every error path: it shows nowhere.
 
-For sftp, ftp, ftps, webdav, webdavs, s3, azure, a multi:// config and --mirror (and b2:// on
-some), each of: a successful backup, one that succeeds after injected transient failures, bad
+For sftp, ftp, ftps, webdav, webdavs, s3, azure, gs, dpbx, a multi:// config and --mirror (and
+b2:// on some), each of: a successful backup, one that succeeds after injected transient failures, bad
 credentials (the real server running, expecting another password), an unreachable port, a server
 that drops every connection (retried, then given up), and malformed URLs. The marker goes where
 the scheme takes a password: in the URL (percent-encoded, or raw where the URL is to be
@@ -24,9 +24,11 @@ from urllib.parse import quote
 
 import pytest
 
+from dropbox_standin import DropboxStandIn
+from google_standins import GcsEmulator, TokenServer
 from servers import ROOT, MotoS3, Sshd, free_port
 from test_azure import AZURITE_BLOB, DEV_ACCOUNT, DEV_KEY, Azurite
-from test_ftp import Ftpd
+from test_ftp import Ftpd, make_cert
 from test_webdav import DavServer
 from treeutil import write
 
@@ -98,7 +100,7 @@ class FailOnce(Backend):
         self.inner.close()
 
 
-for scheme in ("sftp", "ftp", "ftps", "webdav", "webdavs", "s3", "azure"):
+for scheme in ("sftp", "ftp", "ftps", "webdav", "webdavs", "s3", "azure", "gs", "dpbx"):
     register("flaky+" + scheme, lambda url, options: FailOnce(open_raw(url[len("flaky+"):], options)))
 from cairn.cli import main
 main(sys.argv[1:])
@@ -189,6 +191,12 @@ def net(tmp_path_factory):
         s["cacert"] = str(cacert)
         s["dead"] = free_port()
         s["drop"] = Dropper()
+        # gs:// with a service account (the emulator, Google's token endpoint stood in for) and
+        # dpbx:// (the Dropbox API stand-in, HTTPS) whose token is the marker
+        s["gs"] = start(GcsEmulator(d("gcs"))).start()
+        s["tokens"] = TokenServer()
+        s["dpbx"] = DropboxStandIn(*make_cert(str(d("dpbx"))))
+        s["dpbx"].tokens.add(MARKER)
         s["base"] = base
         yield s
     finally:
@@ -196,6 +204,9 @@ def net(tmp_path_factory):
             server.stop()
         if "drop" in s:
             s["drop"].close()
+        for name in ("tokens", "dpbx"):
+            if name in s:
+                s[name].close()
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +283,26 @@ def case(net, scheme, path, where):
         args += ["--s3-endpoint-url", f"http://127.0.0.1:{port}"]
         password = {"badurl": MARKER, "badcreds": WRONG_ENC}.get(path, ENC)
         return f"b2://cairn-sweep:{password}@cairn-sweep-b2/{where.name}", args, env
+    if scheme == "gs":                     # the marker in the key file (its private_key_id)
+        key = where / "sa-key.json"
+        info = net["tokens"].service_account(str(key), email=f"{where.name[:20]}@sweep.iam.gserviceaccount.com",
+                                             known=path != "badcreds")
+        info["private_key_id"] = MARKER
+        key.write_text(json.dumps(info))
+        env.update(GOOGLE_APPLICATION_CREDENTIALS=str(key), HOME=str(where))
+        port = {"unreachable": net["dead"], "retries": net["drop"].port}.get(path) or net["gs"].port
+        args += ["--s3-endpoint-url", f"http://127.0.0.1:{port}"]
+        url = {"badurl": f"gs://KEY:{MARKER}@/prefix", "brackets": f"gs://KEY:{ENC}@[::1/x",
+               "flaky": f"flaky+gs://cairn-sweep-{path}/{where.name}"}.get(path, f"gs://cairn-sweep-{path}/{where.name}")
+        return url, args, env
+    if scheme == "dpbx":                   # the marker as DPBX_ACCESS_TOKEN
+        port = {"unreachable": net["dead"], "retries": net["drop"].port}.get(path) or net["dpbx"].port
+        env.update(DPBX_ACCESS_TOKEN=WRONG if path == "badcreds" else MARKER, DROPBOX_API_HOST=f"127.0.0.1:{port}",
+                   DROPBOX_API_CONTENT_HOST=f"127.0.0.1:{port}")
+        args += ["--ssl-cacert-file", net["dpbx"].server_cert]
+        url = {"badurl": f"dpbx://KEY:{MARKER}@/prefix", "brackets": f"dpbx://KEY:{ENC}@[::1/x",
+               "flaky": f"flaky+dpbx:///sweep/{where.name}"}.get(path, f"dpbx:///sweep/{path}-{where.name}")
+        return url, args, env
     if scheme == "azure":
         if net["azure"] is None:
             pytest.skip(f"Azurite is not installed at {AZURITE_BLOB}; run scripts/setup-azurite.sh")
@@ -310,7 +341,8 @@ def run_cli(args, env):
 
 # b2:// (a password in an S3 URL) on the paths that differ from s3://
 CLI_CASES = [(scheme, path) for scheme in SCHEMES for path in PATHS] + \
-    [("b2", path) for path in ("ok", "badcreds", "retries", "badurl")]
+    [("b2", path) for path in ("ok", "badcreds", "retries", "badurl")] + \
+    [(scheme, path) for scheme in ("gs", "dpbx") for path in PATHS]
 
 
 @pytest.mark.parametrize("scheme,path", CLI_CASES)
@@ -334,7 +366,7 @@ def test_cli(net, scheme, path, tmp_path):
         assert r.stderr.strip().splitlines()[-1].startswith("cairn: ") and "unexpected" not in r.stderr
     if path in ("flaky", "retries"):
         assert "retry 1 of 1" in r.stderr, r.stderr
-    if path in ("badurl", "brackets") and scheme not in ("s3", "azure"):   # the URL is named, redacted
+    if path in ("badurl", "brackets") and scheme not in ("s3", "azure", "gs"):   # the URL is named, redacted
         assert "***" in r.stderr
 
 
@@ -360,7 +392,7 @@ def _run_job(net, pings_url, tmp_path, name, targets, args, env):
     return r, json.loads(state)
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES + ("gs", "dpbx"))
 def test_run_job_failing(net, pings, scheme, tmp_path):
     url, args, env = case(net, scheme, "badcreds", tmp_path)
     pings_url, bodies = pings

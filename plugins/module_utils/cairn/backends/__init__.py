@@ -22,7 +22,7 @@ _BUILTIN = {
     "s3": (".s3", "from_url"),
     "boto3+s3": (".s3", "from_url"),
     "s3+http": (".s3", "from_url"),     # duplicity 0.7's boto 2 form of s3://
-    "gs": (".s3", "from_gs_url"),
+    "gs": (".gcs", "from_url"),        # HMAC keys go on to s3.from_gs_url
     "b2": (".s3", "from_b2_url"),
     "azure": (".azure", "from_url"),
     "webdav": (".webdav", "from_url"),
@@ -32,6 +32,7 @@ _BUILTIN = {
     "lftp+ftp": (".ftp", "from_url"),
     "lftp+ftps": (".ftp", "from_url"),
     "multi": (".multi", "from_url"),
+    "dpbx": (".dpbx", "from_url"),
 }
 _REGISTERED = {}
 
@@ -79,13 +80,20 @@ def open_raw(url, options=None):
         return factory(url, options)
     except CairnError as e:
         # a backend's set-up messages are redacted where they are made; this is the net
-        raise redact_error(e, Secrets(url_secrets(url) + env_secrets(options.env))) from None
+        raise redact_error(e, Secrets(url_secrets(url) + _env_secrets(options.env))) from None
+
+
+def _env_secrets(env):
+    """The credentials in ``env``, with those inside the Google credentials file it leads to."""
+    from .gcs import file_secrets
+    return list(env_secrets(env)) + file_secrets(env)
 
 
 def secrets_of(urls, env):
     """What a front end must never show for a run on ``urls``: their passwords (those of a
-    multi:// config's entries and env values too) and the credentials in ``env``."""
-    values = list(env_secrets(env))
+    multi:// config's entries and env values too) and the credentials in ``env`` (and in the
+    Google credentials file it names)."""
+    values = _env_secrets(env)
     for url in urls:
         values += url_secrets(url)
         if isinstance(url, str) and url.lower().startswith("multi:"):

@@ -106,6 +106,35 @@ def split_url(url, what="target", check_port=True):
     return parts
 
 
+def read_full(f, n):
+    """Up to ``n`` bytes of ``f``, fewer only at its end: upload sources (the rate limit's
+    reader) may return less per read() than asked, and SDKs that take bytes need whole parts."""
+    parts, got = [], 0
+    while got < n:
+        data = f.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class FullReads:
+    """A file whose read(n) returns ``n`` bytes unless at its end (see read_full), for
+    libraries that take a short read for the end of the file."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.f.read(1 << 20), b""))
+        return read_full(self.f, n)
+
+    def __getattr__(self, name):      # tell, seek, name ...
+        return getattr(self.f, name)
+
+
 def error_text(e):
     """A library exception's text for a message, redacted (some quote the URL they were given)."""
     from ..redact import redact_text

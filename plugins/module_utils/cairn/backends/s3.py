@@ -7,11 +7,13 @@ instance role); ``--s3-endpoint-url`` (or ``AWS_ENDPOINT_URL``) for MinIO, Ceph,
 An S3 object appears only when its upload (or multipart upload) is complete, so no temp name
 is needed. boto3's own retries are off: the transfer layer retries, with one policy for all.
 
-``gs://bucket[/prefix]``: Google Cloud Storage's XML API with HMAC keys
-(``GS_ACCESS_KEY_ID`` / ``GS_SECRET_ACCESS_KEY``, as duplicity's old gs backend).
-``b2://keyID[:applicationKey]@bucket[/prefix]``: Backblaze B2's S3 API; the key from the URL or
-``B2_APPLICATION_KEY``; the endpoint from --s3-endpoint-url or ``https://s3.<region>.backblazeb2.com``
-with --s3-region-name (B2 shows both on the bucket's page).
+``gs://bucket[/prefix]`` with HMAC keys: Google Cloud Storage's XML API
+(``GS_ACCESS_KEY_ID`` / ``GS_SECRET_ACCESS_KEY``, as duplicity's old gs backend); gcs.py hands
+these over and takes every other gs:// target (Google sign-in) itself.
+``b2://keyID[:applicationKey]@bucket[/prefix]``: Backblaze B2's S3 API; the key from the URL,
+``B2_APPLICATION_KEY`` or duplicity's ``BACKEND_PASSWORD``/``FTP_PASSWORD``; the endpoint from
+--s3-endpoint-url, ``https://s3.<region>.backblazeb2.com`` with --s3-region-name, or else
+asked from B2's authorize call (duplicity's b2:// names no region).
 
 S3 Object Lock (``--s3-object-lock-mode`` with ``--s3-object-lock-days``): every archive object
 written (put, and the copy of a rename) gets that retention; cairn's own scaffolding (lock
@@ -20,6 +22,7 @@ Object Lock enabled a delete never touches an object still under retention or a 
 kept and reported. What may go is deleted for good, every version of it (a plain delete on a
 versioned bucket would only hide it behind a delete marker).
 """
+import dataclasses
 import datetime
 import logging
 from urllib.parse import unquote
@@ -405,9 +408,11 @@ class S3Backend(Backend):
 
     def _error(self, e, what):
         if isinstance(e, botocore.exceptions.NoCredentialsError):
-            return BackendError(f"{what}: no credentials (set AWS_ACCESS_KEY_ID and "
-                                "AWS_SECRET_ACCESS_KEY, a profile, or an instance role)",
-                                ExitCode.BACKEND_PERMISSION)
+            # each kind names its own variables: AWS_* mean nothing to a gs:// or b2:// user
+            how = {"gs": "GS_ACCESS_KEY_ID and GS_SECRET_ACCESS_KEY (HMAC keys), or GOOGLE_APPLICATION_CREDENTIALS",
+                   "b2": "the key ID and application key in the URL or B2_APPLICATION_KEY"}.get(
+                self.kind, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, or an instance role")
+            return BackendError(f"{what}: no credentials (set {how})", ExitCode.BACKEND_PERMISSION)
         if isinstance(e, botocore.exceptions.ClientError):
             code = _code(e)
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -457,27 +462,81 @@ def from_url(url, options):
 
 
 def from_gs_url(url, options):
+    """gs:// with HMAC keys (gcs.py sends every other gs:// target to Google's own client)."""
+    if IMPORT_ERROR is not None:
+        raise missing_library(IMPORT_ERROR, "gs:// (with HMAC keys)", "boto3", "python3-boto3", "python3-boto3")
     parts, bucket, prefix = _bucket_and_prefix(url)
     env = options.env
+    if not env.get("GS_ACCESS_KEY_ID") or not env.get("GS_SECRET_ACCESS_KEY"):
+        # without both, boto3 would fall back to AWS_* keys and send them to Google
+        raise UserError("gs:// with HMAC keys needs both GS_ACCESS_KEY_ID and GS_SECRET_ACCESS_KEY; or sign in "
+                        "with a service account key file (GOOGLE_APPLICATION_CREDENTIALS) or gcloud's "
+                        "application default credentials instead")
     return S3Backend(url, options, bucket, prefix,
                      endpoint_url=options.s3_endpoint_url or "https://storage.googleapis.com",
                      access_key=env.get("GS_ACCESS_KEY_ID"), secret_key=env.get("GS_SECRET_ACCESS_KEY"),
                      batch_delete=False, kind="gs")     # GCS's XML API has no multi-object delete
 
 
+# B2's native API, asked once for the account's S3 endpoint when the command line names none
+B2_API_URL = "https://api.backblazeb2.com"
+
+
 def from_b2_url(url, options):
     parts = split_url(url, "b2 target")
     bucket = unquote(parts.hostname or "")
-    key_id = unquote(parts.username) if parts.username else None
-    app_key = unquote(parts.password) if parts.password else options.secret("B2_APPLICATION_KEY")
+    key_id = unquote(parts.username) if parts.username else (
+        options.secret("B2_APPLICATION_KEY_ID") or options.secret("B2_ACCOUNT_ID"))
+    # duplicity's b2 backend takes the key from the URL, else BACKEND_PASSWORD or FTP_PASSWORD
+    app_key = unquote(parts.password) if parts.password else (
+        options.secret("B2_APPLICATION_KEY") or options.secret("BACKEND_PASSWORD") or options.secret("FTP_PASSWORD"))
     if not bucket or not key_id or not app_key:
         # (the form is spelled out without "keyID:key@": messages are redacted as URLs)
         raise UserError("a b2 target is b2://KEYID@BUCKET[/prefix] with the application key as the URL's "
-                        "password or in B2_APPLICATION_KEY")
+                        "password or in B2_APPLICATION_KEY (or BACKEND_PASSWORD); the key ID may come "
+                        "from B2_APPLICATION_KEY_ID instead")
     endpoint = options.s3_endpoint_url
-    if not endpoint:
-        if not options.s3_region_name:
-            raise UserError("b2:// needs --s3-region-name (e.g. us-west-004) or --s3-endpoint-url")
+    if not endpoint and options.s3_region_name:
         endpoint = f"https://s3.{options.s3_region_name}.backblazeb2.com"
+    if not endpoint:
+        # duplicity's b2:// needs no region: B2's authorize call names the account's S3 endpoint
+        endpoint = b2_s3_endpoint(key_id, app_key, options)
+    if not options.s3_region_name:
+        # B2 checks the region in the signature: s3.<region>.backblazeb2.com
+        host = (split_url(endpoint, "B2 S3 endpoint").hostname or "").split(".")
+        if len(host) > 3 and host[0] == "s3" and host[-2:] == ["backblazeb2", "com"]:
+            options = dataclasses.replace(options, s3_region_name=host[1])
     return S3Backend(url, options, bucket, unquote(parts.path), endpoint_url=endpoint,
                      access_key=key_id, secret_key=app_key, kind="b2")
+
+
+def b2_s3_endpoint(key_id, app_key, options):
+    """The S3 endpoint of the account the key belongs to (``s3ApiUrl`` of b2_authorize_account).
+    ``CAIRN_B2_API_URL`` points the call elsewhere: the tests' stand-in on loopback."""
+    try:
+        import requests
+    except ImportError as e:
+        raise missing_library(e, "b2:// (without --s3-region-name)", "requests", "python3-requests",
+                              "python3-requests") from None
+    base = (options.env.get("CAIRN_B2_API_URL") or B2_API_URL).rstrip("/")
+    try:
+        r = requests.get(f"{base}/b2api/v3/b2_authorize_account", auth=(key_id, app_key),
+                         timeout=options.timeout)
+    except requests.RequestException as e:
+        raise BackendError(f"cannot reach Backblaze B2 to find the bucket's S3 endpoint: {error_text(e)}; "
+                           "or give it with --s3-endpoint-url or --s3-region-name", transient=True) from None
+    if r.status_code in (401, 403):
+        raise BackendError("Backblaze B2 refused the application key (key ID and key do not match, or the "
+                           "key was deleted)", ExitCode.BACKEND_PERMISSION)
+    try:
+        r.raise_for_status()
+        answer = r.json()
+        endpoint = answer["apiInfo"]["storageApi"]["s3ApiUrl"] if "apiInfo" in answer else answer["s3ApiUrl"]
+    except (ValueError, KeyError, TypeError, requests.RequestException):
+        raise BackendError(f"Backblaze B2's authorize call answered {r.status_code} without an S3 endpoint; "
+                           "give it with --s3-endpoint-url or --s3-region-name",
+                           transient=r.status_code >= 500) from None
+    if answer.get("accountId") and answer.get("accountId") == key_id:
+        raise UserError("B2's S3 API does not take the account's master application key: create an "
+                        "application key (Backblaze web UI, App Keys) and use its key ID and key")
+    return endpoint
