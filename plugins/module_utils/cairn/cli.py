@@ -1255,6 +1255,9 @@ def main(argv=None):
     if argv[:1] == ["run-job"]:
         from .job import main as run_job
         raise SystemExit(run_job(argv[1:]))
+    if argv[:1] == ["duply-import"]:
+        from .duply import main as duply_import
+        raise SystemExit(duply_import(argv[1:]))
     # everything this run prints, logs or lets a library log passes the redaction with the
     # secrets of this run; undone at the end, so nothing of it outlives the run
     try:
