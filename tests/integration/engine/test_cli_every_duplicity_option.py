@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Every option of duplicity 3.2.1's own table, run through `cairn` with a sensible value.
 
-None may be a usage error, except the few cli.DUPLICITY_OPTIONS refuses (each with its reason);
+None may be a usage error, except the few cli_compat.DUPLICITY_OPTIONS refuses (each with its reason);
 options of no effect print their one notice line. The table is read from the installed duplicity.
 """
 import json
@@ -61,7 +61,7 @@ def _values(tmp_path):
 
 
 def test_each_duplicity_option_runs_through_cairn(tmp_path, duplicity_options):
-    from cairn import cli
+    from cairn import cli_compat
     src, url = tmp_path / "src", f"file://{tmp_path / 'target'}"
     write(src / "a.txt", b"alpha\n")
     cairn("full", "--no-encryption", src, url)
@@ -72,8 +72,8 @@ def test_each_duplicity_option_runs_through_cairn(tmp_path, duplicity_options):
         given = [] if nargs == 0 else (value if isinstance(value, list) else [value] * nargs)
         r = cairn("collection-status", option, *given, url, check=False)
         err = r.stderr.decode(errors="replace")
-        kind = cli.DUPLICITY_OPTIONS[option][0]
-        if kind == cli.REFUSED:
+        kind = cli_compat.DUPLICITY_OPTIONS[option][0]
+        if kind == cli_compat.REFUSED:
             if r.returncode != 23 or f"{option} is not supported by cairn" not in err:
                 failures[option] = f"expected a refusal, got {r.returncode}: {err[-300:]}"
             refused.append(option)
@@ -82,7 +82,7 @@ def test_each_duplicity_option_runs_through_cairn(tmp_path, duplicity_options):
                 failures[option] = r.stdout
         elif r.returncode != 0:
             failures[option] = f"exit {r.returncode}: {err[-300:]}"
-        elif kind == cli.NOTICE and err.count(f"cairn: notice: {option} has no effect in cairn: ") != 1:
+        elif kind == cli_compat.NOTICE and err.count(f"cairn: notice: {option} has no effect in cairn: ") != 1:
             failures[option] = f"no single notice line: {err[-300:]}"
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
     assert len(refused) <= 8, refused

@@ -2,7 +2,7 @@
 """cairn's command line against duplicity 3.2.1's own tables, read from the installed duplicity.
 
 Every option of duplicity's (cli_data.OptionKwargs and OptionAliases) must be accepted with
-duplicity's arity and be classified in cli.DUPLICITY_OPTIONS; every command alias must map to
+duplicity's arity and be classified in cli_compat.DUPLICITY_OPTIONS; every command alias must map to
 the command duplicity maps it to; the removed 0.7/0.8-era options are accepted with a warning.
 """
 import argparse
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from cairn import cli
+from cairn import cli, cli_compat
 from cairn.errors import ExitCode, UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -69,27 +69,27 @@ def _arity(action):
 
 def test_the_table_holds_duplicity_3_2_1(duplicity_table):
     assert len(duplicity_table["options"]) == 124
-    assert cli.DUPLICITY_VERSION == "3.2.1"
+    assert cli_compat.DUPLICITY_VERSION == "3.2.1"
 
 
 def test_every_duplicity_option_is_classified(duplicity_table):
-    missing = sorted(set(duplicity_table["options"]) - set(cli.DUPLICITY_OPTIONS))
-    assert not missing, f"classify these in cli.DUPLICITY_OPTIONS: {missing}"
-    removed = sorted(set(duplicity_table["removed"]) - set(cli.DUPLICITY_OPTIONS))
+    missing = sorted(set(duplicity_table["options"]) - set(cli_compat.DUPLICITY_OPTIONS))
+    assert not missing, f"classify these in cli_compat.DUPLICITY_OPTIONS: {missing}"
+    removed = sorted(set(duplicity_table["removed"]) - set(cli_compat.DUPLICITY_OPTIONS))
     assert not removed
     for option in duplicity_table["removed"]:
-        assert cli.DUPLICITY_OPTIONS[option][0] == cli.REMOVED, option
+        assert cli_compat.DUPLICITY_OPTIONS[option][0] == cli_compat.REMOVED, option
     for option in duplicity_table["changed"]:
-        assert cli.DUPLICITY_OPTIONS[option][0] == cli.IMPLEMENTED, option
+        assert cli_compat.DUPLICITY_OPTIONS[option][0] == cli_compat.IMPLEMENTED, option
 
 
 def test_the_table_names_only_known_options_and_kinds(duplicity_table):
     known = set(duplicity_table["options"]) | set(duplicity_table["removed"]) | set(duplicity_table["changed"])
-    assert set(cli.DUPLICITY_OPTIONS) == known
-    for option, entry in cli.DUPLICITY_OPTIONS.items():
-        assert entry[0] in (cli.IMPLEMENTED, cli.NOTICE, cli.REFUSED, cli.REMOVED), option
+    assert set(cli_compat.DUPLICITY_OPTIONS) == known
+    for option, entry in cli_compat.DUPLICITY_OPTIONS.items():
+        assert entry[0] in (cli_compat.IMPLEMENTED, cli_compat.NOTICE, cli_compat.REFUSED, cli_compat.REMOVED), option
         assert entry[1], f"{option}: say why"
-        if entry[0] != cli.IMPLEMENTED:
+        if entry[0] != cli_compat.IMPLEMENTED:
             assert entry[2] in (0, 1, 2), option
 
 
@@ -112,8 +112,8 @@ def test_duplicitys_short_and_alias_option_names_are_accepted(duplicity_table, p
 
 def test_the_removed_options_are_accepted_with_their_old_arity(parser):
     old_arity = {"--exclude-globbing-filelist": 1, "--include-globbing-filelist": 1, "--s3-multipart-max-timeout": 1}
-    for option, entry in cli.DUPLICITY_OPTIONS.items():
-        if entry[0] == cli.REMOVED:
+    for option, entry in cli_compat.DUPLICITY_OPTIONS.items():
+        if entry[0] == cli_compat.REMOVED:
             assert _arity(parser._option_string_actions[option]) == old_arity.get(option, 0), option
 
 
@@ -153,7 +153,7 @@ def test_each_option_parses_alone_or_is_refused_with_exit_23(duplicity_table, tm
             continue
         assert ns.args == ["collection-status", "file:///nowhere"], option
     assert not unknown, f"not accepted: {unknown}"
-    assert sorted(refused) == sorted(o for o, e in cli.DUPLICITY_OPTIONS.items() if e[0] == cli.REFUSED
+    assert sorted(refused) == sorted(o for o, e in cli_compat.DUPLICITY_OPTIONS.items() if e[0] == cli_compat.REFUSED
                                      and o in duplicity_table["options"])
     # the refusals are few and each says why
     assert len(refused) <= 8
@@ -169,8 +169,8 @@ def test_a_notice_is_one_line_naming_the_option_never_its_value(capsys, caplog):
     ns = cli.build_parser().parse_intermixed_args(["--webdav-headers", secret, "--webdav-headers", secret,
                                                    "--use-agent", "st", "file:///x"])
     assert capsys.readouterr().err == "" and not _messages(caplog)     # not before the run's logging is set
-    cli.flush_compat_messages(ns)
-    cli.flush_compat_messages(ns)       # once only
+    cli_compat.flush_compat_messages(ns)
+    cli_compat.flush_compat_messages(ns)       # once only
     messages = _messages(caplog)
     assert all(level == logging.INFO for level, _m in messages)     # duplicity's notice: quiet below -v3
     lines = [m for _l, m in messages]
@@ -201,7 +201,7 @@ def test_globbing_filelists_of_0_7_are_selection_filelists_in_order(parser, capl
                                        "bu", "/src", "file:///x"])
     assert ns.rules == [("include", "/a"), ("exclude-filelist", "ex.txt"), ("include-filelist", "in.txt"),
                         ("exclude", "**")]
-    cli.flush_compat_messages(ns)
+    cli_compat.flush_compat_messages(ns)
     (level, message), (_l, other) = _messages(caplog)
     assert level == logging.WARNING and "--exclude-globbing-filelist was removed in duplicity 2.0" in message
     assert "--include-globbing-filelist" in other
@@ -247,7 +247,7 @@ def test_underscore_command_names_are_not_commands_as_in_duplicity():
 ])
 def test_version_line_by_program_name(program, line):
     from cairn import __version__
-    assert cli.version_line(program) == line.format(v=__version__)
+    assert cli_compat.version_line(program) == line.format(v=__version__)
 
 
 def test_version_under_duplicitys_name_is_what_duply_reads(tmp_path):
@@ -276,9 +276,9 @@ def test_old_s3_url_forms_read_as_s3(caplog):
     from cairn import backends
     assert backends._BUILTIN["s3+http"] == backends._BUILTIN["s3"]
     assert backends._BUILTIN["boto3+s3"] == backends._BUILTIN["s3"]
-    cli.warn_old_url("s3+http://bucket/path")
-    cli.warn_old_url("boto3+s3://bucket/path")
-    cli.warn_old_url("s3://bucket/path")
+    cli_compat.warn_old_url("s3+http://bucket/path")
+    cli_compat.warn_old_url("boto3+s3://bucket/path")
+    cli_compat.warn_old_url("s3://bucket/path")
     assert [m for _l, m in _messages(caplog)] == [
         "cairn: warning: s3+http:// is duplicity 0.7's form of s3://; read as s3://",
         "cairn: warning: boto3+s3:// is duplicity 0.7's form of s3://; read as s3://"]
@@ -294,16 +294,16 @@ def test_notice_options_take_no_dest_of_their_own(parser):
 def test_docs_list_every_option_of_the_table():
     with open(os.path.join(ROOT, "docs", "cli.md"), encoding="utf-8") as f:
         doc = f.read()
-    missing = [o for o in cli.DUPLICITY_OPTIONS if f"`{o}` |" not in doc]
+    missing = [o for o in cli_compat.DUPLICITY_OPTIONS if f"`{o}` |" not in doc]
     assert not missing, f"docs/cli.md lacks: {missing}"
-    labels = {cli.IMPLEMENTED: "implemented", cli.NOTICE: "notice only", cli.REFUSED: "refused (exit 23)",
-              cli.REMOVED: "removed in 2.0: warning"}
+    labels = {cli_compat.IMPLEMENTED: "implemented", cli_compat.NOTICE: "notice only", cli_compat.REFUSED: "refused (exit 23)",
+              cli_compat.REMOVED: "removed in 2.0: warning"}
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and cells[1] in labels.values():
             rows[cells[0].split("`")[-2]] = cells[1:]
-    for option, entry in cli.DUPLICITY_OPTIONS.items():
+    for option, entry in cli_compat.DUPLICITY_OPTIONS.items():
         assert rows[option][0] == labels[entry[0]], option
-        if entry[0] != cli.IMPLEMENTED:     # what the notice or refusal says, the page says
+        if entry[0] != cli_compat.IMPLEMENTED:     # what the notice or refusal says, the page says
             assert rows[option][1] == entry[1], option
