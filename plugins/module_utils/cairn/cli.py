@@ -129,6 +129,9 @@ def build_parser():
                    help="prune: older chains than the N newest keep only their full backup")
     p.add_argument("--cleanup", action="store_true", help="prune: also what cleanup removes")
     p.add_argument("--compare-data", action="store_true")
+    p.add_argument("--stored-size", action="store_true",
+                   help="collection-status --json: also the bytes each chain takes at the target "
+                        "(one size request per file)")
     p.add_argument("--numeric-owner", action="store_true")
     p.add_argument("--no-restore-ownership", "--do-not-restore-ownership", dest="no_restore_ownership",
                    action="store_true")
@@ -363,7 +366,7 @@ def _collection_status(command, ns, args, out, progress):
     (url,) = _want(args, 1, "collection-status TARGET_URL")
     if ns.show_changes_in_set is not None or ns.file_changed is not None:
         return _changes(ns, url, out)
-    result = api.status(_target(ns, url))
+    result = api.status(_target(ns, url), stored_size=ns.stored_size)
     if not ns.json:
         out.write(format_status(result), logformat.FILES,
                   f"{logformat.CODE_COLLECTION_STATUS} {_status_control(result)}")
@@ -934,6 +937,9 @@ def main(argv=None):
     if argv[:1] == ["duply-import"]:
         from .duply import main as duply_import
         raise SystemExit(duply_import(argv[1:]))
+    if argv[:1] == ["job"]:
+        from .hostjob import main as host_job
+        raise SystemExit(host_job(argv[1:]))
     # everything this run prints, logs or lets a library log passes the redaction with the
     # secrets of this run; undone at the end, so nothing of it outlives the run
     try:

@@ -61,12 +61,16 @@ class Job:
         self.c = config
         self.name = config["name"]
         self.env = dict(os.environ if env is None else env)
+        # the names (never the values) of what the job itself sets: `cairn job --preview` lists them
+        self.env_from_job = set()
         cred = config.get("credentials_file")
         if cred and os.path.exists(cred):
             for k, v in load_env_file(cred).items():
                 self.env.setdefault(k, v)
+                self.env_from_job.add(k)
         if config.get("gnupg_home"):
             self.env.setdefault("GNUPGHOME", config["gnupg_home"])
+            self.env_from_job.add("GNUPGHOME")
         if cairn is None:       # this very engine, wherever it is installed
             cairn = [sys.executable, "-m", "cairn.cli"]
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,10 +87,48 @@ class Job:
 
     # --- steps ---------------------------------------------------------------------------------
 
-    def common(self):
-        args = ["--archive-dir", self.c.get("archive_dir", "/var/cache/cairn"), "--name", self.name,
-                "--no-progress", "--json"]
+    # The job's command lines, built here only: `run-job` runs them with --json, `cairn job`
+    # (hostjob.py) as they are, so both read the same archive dir, cache name, args and selection.
+
+    def common(self, machine=True):
+        args = ["--archive-dir", self.c.get("archive_dir", "/var/cache/cairn"), "--name", self.name]
+        if machine:
+            args += ["--no-progress", "--json"]
         return args + list(self.c.get("args", []))
+
+    def selection_args(self):
+        return ["--exclude-filelist", self.c["filelist"]] if self.c.get("filelist") else []
+
+    def backup_args(self, mode=None, target=None, machine=True):
+        """The backup: to the first target with the others as mirrors, or to ``target`` alone."""
+        targets = self.c["targets"]
+        mode = mode or self.c.get("mode")
+        args = ([mode] if mode else []) + self.common(machine)
+        if self.c.get("full_if_older_than"):
+            args += ["--full-if-older-than", self.c["full_if_older_than"]]
+        args += self.selection_args()
+        if target is None:
+            for mirror in targets[1:]:
+                args += ["--mirror", mirror]
+        return [*args, self.c["source"], target or targets[0]]
+
+    def retention_args(self):
+        """The job's retention as `cairn prune` options (empty: none configured)."""
+        keep = self.c.get("retention") or {}
+        args = []
+        for key in ("older_than", "keep_full", "keep_full_with_incrementals"):
+            if keep.get(key):
+                args += [f"--{key.replace('_', '-')}", str(keep[key])]
+        if keep.get("cleanup"):
+            args.append("--cleanup")
+        return args
+
+    def verify_args(self, target=None, compare_data=None, machine=True):
+        """Verify with the job's selection, so that what the job excludes is no difference."""
+        args = ["verify", *self.common(machine)]
+        if self.c.get("verify_compare_data") if compare_data is None else compare_data:
+            args.append("--compare-data")
+        return [*args, *self.selection_args(), target or self.c["targets"][0], self.c["source"]]
 
     def cli(self, *args):
         r = subprocess.run([*self.cairn, *args], env=self.env, capture_output=True, text=True, check=False)
@@ -101,37 +143,25 @@ class Job:
             result = {"output": r.stdout[-2000:]}
         return r.returncode, result
 
-    def hook(self, which, status=None):
+    def hook(self, which, status=None, exit_code=None):
         cmd = self.c.get(which)
         if not cmd:
             return 0
         env = dict(self.env, CAIRN_JOB=self.name)
         if status is not None:
             env["CAIRN_JOB_STATUS"] = status
+        if exit_code is not None:       # the run's exit status so far (duply's CMD_ERR for post scripts)
+            env["CAIRN_JOB_EXIT"] = str(int(exit_code))
         self.log(f"{which}: {cmd}")
         return subprocess.run(["/bin/sh", "-c", cmd], env=env, check=False).returncode
 
     def backup(self):
-        targets = self.c["targets"]
-        args = ([self.c["mode"]] if self.c.get("mode") else []) + self.common()
-        if self.c.get("full_if_older_than"):
-            args += ["--full-if-older-than", self.c["full_if_older_than"]]
-        if self.c.get("filelist"):
-            args += ["--exclude-filelist", self.c["filelist"]]
-        for mirror in targets[1:]:
-            args += ["--mirror", mirror]
-        return self.cli(*args, self.c["source"], targets[0])
+        return self.cli(*self.backup_args())
 
     def prune(self, skip=()):
         """The job's retention, as one policy per target (`cairn prune`: the engine's one
         RetentionPolicy, which the prune module applies too); not on the lagging ``skip``."""
-        keep = self.c.get("retention") or {}
-        args = []
-        for key in ("older_than", "keep_full", "keep_full_with_incrementals"):
-            if keep.get(key):
-                args += [f"--{key.replace('_', '-')}", str(keep[key])]
-        if keep.get("cleanup"):
-            args.append("--cleanup")
+        args = self.retention_args()
         if not args:
             return ExitCode.OK
         for target in self.c["targets"]:
@@ -150,18 +180,17 @@ class Job:
         return bool(every) and now - (state.get("last_verify") or 0) >= every
 
     def verify(self):
-        args = ["verify", *self.common()]
-        if self.c.get("verify_compare_data"):
-            args.append("--compare-data")
-        if self.c.get("filelist"):
-            args += ["--exclude-filelist", self.c["filelist"]]
-        return self.cli(*args, self.c["targets"][0], self.c["source"])
+        return self.cli(*self.verify_args())
 
     # --- reporting -----------------------------------------------------------------------------
 
     def read_state(self):
+        return self.read_state_of(self.c)
+
+    @staticmethod
+    def read_state_of(config):
         try:
-            with open(self.state_file, encoding="utf-8") as f:
+            with open(config.get("state_file") or f"/var/lib/cairn/{config['name']}.json", encoding="utf-8") as f:
                 return json.load(f)
         except (OSError, ValueError):
             return {}
@@ -241,7 +270,7 @@ class Job:
             return self._run()
         finally:
             if not agent_was_running:
-                stop_agent(home)
+                stop_and_wait_agent(home)
             lock.close()
 
     def _run(self):
@@ -275,7 +304,7 @@ class Job:
         if code == ExitCode.MIRROR_LAGGING:
             message = "lagging target(s): " + "; ".join(f"{u}: {e}" for u, e in lagging.items())
         status = "success" if code in COMPLETED else "failure"
-        if self.hook("post_hook", status) != 0 and status == "success":
+        if self.hook("post_hook", status, code) != 0 and status == "success":
             code, message, status = ExitCode.JOB_HOOK_FAILED, "the post-hook failed", "failure"
         finished = time.time()
         state.update(last_exit_code=code, last_duration=round(finished - started, 3), failed=status != "success",
@@ -319,6 +348,24 @@ class Job:
                 entry.update(status="ok", error=None, lagging_since=None, last_success=now)
             out[url] = entry
         state["targets"] = out
+
+
+def stop_and_wait_agent(home, wait=5.0):
+    """Stop the keyring's gpg-agent and wait until its process is gone, not only its sockets:
+    an agent still exiting when the run ends keeps the systemd unit waiting for its cgroup to
+    empty, which on hosts with cgroup v1 systemd may learn only at TimeoutStopSec (unit failed)."""
+    try:
+        r = subprocess.run(["gpg-connect-agent", "--no-autostart", "getinfo pid", "/bye"],
+                           env=dict(os.environ, **({"GNUPGHOME": home} if home else {})),
+                           capture_output=True, text=True, check=False, timeout=10)
+        out = r.stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    pids = [int(line[2:]) for line in out.splitlines() if line.startswith("D ") and line[2:].strip().isdigit()]
+    stop_agent(home)
+    deadline = time.monotonic() + wait
+    while pids and os.path.exists(f"/proc/{pids[0]}") and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _log_stderr(msg):

@@ -58,7 +58,7 @@ def _job(tmp_path, url, **over):
         "metrics_file": str(tmp_path / "metrics" / "cairn_web.prom"),
         "heartbeat_url": f"{url}/ok", "failure_url": f"{url}/fail", "verify_interval": "1s",
         "retention": {"keep_full": 2}, "args": ["--volsize", "1"],
-        "pre_hook": f"echo pre >> {tmp_path}/hooks", "post_hook": f"echo post $CAIRN_JOB_STATUS >> {tmp_path}/hooks",
+        "pre_hook": f"echo pre >> {tmp_path}/hooks", "post_hook": f"echo post $CAIRN_JOB_STATUS $CAIRN_JOB_EXIT >> {tmp_path}/hooks",
     }
     config.update(over)
     path = tmp_path / "web.json"
@@ -83,7 +83,7 @@ def test_job_backs_up_prunes_verifies_and_reports(tmp_path, pings):
         r = cairn("run-job", path, passphrase=None, check=False)
         assert r.returncode == 0, r.stderr
     assert [h[0] for h in hits] == ["/ok"] * 3 and "success" in hits[0][1]
-    assert (tmp_path / "hooks").read_text().split("\n")[:2] == ["pre", "post success"]
+    assert (tmp_path / "hooks").read_text().split("\n")[:2] == ["pre", "post success 0"]
     assert json.loads(open(config["state_file"]).read())["last_message"] == ""
     # both targets, three fulls, two kept by retention
     env = {"PASSPHRASE": 'job pass "quoted"'}
@@ -181,3 +181,27 @@ def test_failed_ping_is_logged_without_the_checks_token(tmp_path, pings):
     assert r.returncode == 0, r.stderr
     assert b"could not reach http://127.0.0.1:1/" in r.stderr
     assert token.encode() not in r.stdout + r.stderr and b"pingpass" not in r.stdout + r.stderr
+
+
+def _processes_of(home):
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if os.fsencode(home) in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def test_run_ends_with_the_agents_process_gone(tmp_path, pings):
+    """Not only its sockets: an agent still exiting when run-job ends keeps a systemd unit waiting
+    for its cgroup to empty (on cgroup v1 until TimeoutStopSec, and the unit fails)."""
+    url, hits = pings
+    home = tmp_path / "gnupg-fresh"
+    home.mkdir(mode=0o700)
+    path, config = _job(tmp_path, url, gnupg_home=str(home), pre_hook=None, post_hook=None)
+    r = cairn("run-job", path, passphrase=None, check=False, env={"GNUPGHOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert _processes_of(str(home)) == []
