@@ -300,7 +300,7 @@ class HostJob:
         st["chain_length"] = len(st["chains"][-1]["sets"]) if st["chains"] else 0
         state = self.job.read_state()
         st["state"] = {k: state.get(k) for k in ("last_run", "last_success", "last_verify", "failed",
-                                                  "last_exit_code", "last_message", "last_type")}
+                                                 "last_exit_code", "last_message", "last_type")}
         self.results.append({"step": "info", "target": redact_url(t), "exit_code": 0, "result": st})
         if not self.o.json:
             self.out.write(json.dumps(st, indent=2, default=str) + "\n")
