@@ -110,8 +110,14 @@ def build_parser():
                    help="S3 Object Lock retention of every object written (with --s3-object-lock-days)")
     p.add_argument("--s3-object-lock-days", metavar="N", help="days of S3 Object Lock retention")
     p.add_argument("--azure-blob-tier")
+    p.add_argument("--azure-max-connections", type=int, metavar="N")
+    p.add_argument("--azure-max-block-size", type=int, metavar="BYTES")
+    p.add_argument("--azure-max-single-put-size", type=int, metavar="BYTES")
+    p.add_argument("--webdav-headers", metavar="NAME,VALUE,...",
+                   help="extra WebDAV request headers as CSV pairs, e.g. 'Cookie,session=...'")
     p.add_argument("--ssl-no-check-certificate", action="store_true")
     p.add_argument("--ssl-cacert-file")
+    p.add_argument("--ssl-cacert-path", metavar="DIR", help="a directory of c_rehash'ed CA certificates")
     p.add_argument("--ftp-passive", dest="ftp_passive", action="store_true", default=True)
     p.add_argument("--ftp-regular", dest="ftp_passive", action="store_false")
     p.add_argument("--no-print-statistics", action="store_true")
@@ -884,13 +890,28 @@ def _say(stream, text):
 def run_secrets(argv, env):
     """What this run must never show: the passwords of the URLs on its command line (the
     target, --mirror, a multi:// config's entries) and the credentials in its environment."""
-    urls = []
-    for arg in argv:
+    urls, header_values = [], []
+    for i, arg in enumerate(argv):
+        if arg == "--webdav-headers" and i + 1 < len(argv):
+            header_values += _webdav_header_values(argv[i + 1])   # a cookie or token is a credential
         if arg.startswith("--") and "=" in arg:
-            arg = arg.split("=", 1)[1]
+            option, arg = arg.split("=", 1)
+            if option == "--webdav-headers":
+                header_values += _webdav_header_values(arg)
         if "://" in arg:
             urls.append(arg)
-    return secrets_of(urls, env)
+    return secrets_of(urls, env) | Secrets(header_values)
+
+
+def _webdav_header_values(text):
+    """A header's value and, for cookies (``a=1; b=2``), each value in it."""
+    from .backends.webdav import parse_headers
+    try:
+        values = list(parse_headers(text).values())
+    except UserError:       # refused with its own message when the target opens
+        return []
+    parts = [p.split("=", 1)[1].strip() for v in values for p in v.split(";") if "=" in p]
+    return values + [p for p in parts if len(p) >= 4]
 
 
 def _print_prune(result, out):

@@ -55,10 +55,10 @@ DUPLICITY_OPTIONS = {
     "--archive-dir": (IMPLEMENTED, "the local cache of manifests and signatures"),
     "--asynchronous-upload": (IMPLEMENTED, "uploads always run concurrently (--upload-concurrency)"),
     "--azure-blob-tier": (IMPLEMENTED, "tier of each blob written"),
-    "--azure-max-block-size": (NOTICE, "cairn's Azure backend uploads in 4 MiB blocks", 1),
-    "--azure-max-connections": (NOTICE, "cairn's Azure backend runs 4 requests per blob, --upload-concurrency "
-                                        "blobs at once", 1),
-    "--azure-max-single-put-size": (NOTICE, "cairn's Azure backend splits blobs over 8 MiB into blocks", 1),
+    "--azure-max-block-size": (IMPLEMENTED, "bytes per block of a blob uploaded in blocks (default 4 MiB)"),
+    "--azure-max-connections": (IMPLEMENTED, "requests per blob transfer (default 4; blobs at once: "
+                                             "--upload-concurrency)"),
+    "--azure-max-single-put-size": (IMPLEMENTED, "one Put Blob up to this many bytes, blocks above (default 8 MiB)"),
     "--b2-hide-files": (NOTICE, "cairn deletes B2 files for good; it is refused by the commands that delete "
                                 "(cleanup, remove-*, prune)", 0),
     "--backend-retry-delay": (IMPLEMENTED, "first wait before a retry (doubles up to 30 s)"),
@@ -175,7 +175,7 @@ DUPLICITY_OPTIONS = {
                               "FTP_PASSWORD", 0),
     "--ssh-options": (IMPLEMENTED, "-oIdentityFile, -oPort, -oUserKnownHostsFile ..."),
     "--ssl-cacert-file": (IMPLEMENTED, "CA bundle for webdavs/ftps"),
-    "--ssl-cacert-path": (NOTICE, "cairn takes a CA bundle file: use --ssl-cacert-file", 1),
+    "--ssl-cacert-path": (IMPLEMENTED, "a directory of c_rehash'ed CA files for webdavs/ftps"),
     "--ssl-no-check-certificate": (IMPLEMENTED, "no certificate check (webdavs, ftps)"),
     "--swift-storage-policy": (NOTICE, "cairn has no Swift backend", 1),
     "--tempdir": (IMPLEMENTED, "where temporary files go"),
@@ -188,7 +188,7 @@ DUPLICITY_OPTIONS = {
     "--verbosity": (IMPLEMENTED, "output"),
     "--version": (IMPLEMENTED, "duplicity's form under the name duplicity"),
     "--volsize": (IMPLEMENTED, "volume size in MiB"),
-    "--webdav-headers": (NOTICE, "cairn's WebDAV backend sends no extra headers", 1),
+    "--webdav-headers": (IMPLEMENTED, "extra request headers, CSV name,value pairs (e.g. Cookie,name=value)"),
     # renamed in duplicity 2.0 (it refuses the old names); cairn keeps the old spelling working
     "--file-to-restore": (IMPLEMENTED, "the 0.8 name of --path-to-restore (duply's fetch uses it)"),
     "--do-not-restore-ownership": (IMPLEMENTED, "the 0.8 name of --no-restore-ownership"),

@@ -320,3 +320,21 @@ def test_error_classification():
         assert (err.exit_code, err.transient) == (code, transient), (exc, err)
         assert "SeCrEtSiGnAtUrE" not in err.message and sas not in err.message, err.message
     be.close()
+
+
+def test_max_sizes_and_connections_shape_the_uploads(azurite, tmp_path):
+    """duplicity's --azure-max-single-put-size/--azure-max-block-size/--azure-max-connections:
+    a 3 MiB volume goes up as 512 KiB blocks (the default would be one Put Blob)."""
+    src = tmp_path / "src"
+    write(str(src / "big.bin"), os.urandom(3 << 20))
+    common = ["--no-encryption", "--archive-dir", tmp_path / "c", "--no-adaptive-compression",
+              "--compress-level", "0", "--azure-max-single-put-size", str(1 << 20),
+              "--azure-max-block-size", str(512 << 10), "--azure-max-connections", "2"]
+    cairn("full", *common, src, "azure://cairn-maxsizes/h", env=azurite.cli_env)
+    with azurite.service() as svc:
+        cc = svc.get_container_client("cairn-maxsizes")
+        vol = [n for n in azurite.blobs("cairn-maxsizes") if ".vol1." in n][0]
+        committed, _uncommitted = cc.get_blob_client(vol).get_block_list("committed")
+    assert len(committed) >= 6 and max(b.size for b in committed) <= 512 << 10
+    r = cairn("restore", *common, "azure://cairn-maxsizes/h", tmp_path / "r", env=azurite.cli_env)
+    assert r.returncode == 0 and (tmp_path / "r" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()

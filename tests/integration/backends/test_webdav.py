@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """webdav:// and webdavs:// against real WsgiDAV servers (on cheroot) on loopback."""
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -38,6 +40,14 @@ config = {
     "lock_storage": True,
 }
 app = WsgiDAVApp(config)
+if mode == "cookie":        # a server behind a gateway that wants a session cookie (--webdav-headers)
+    dav = app
+
+    def app(environ, start_response):
+        if "session=gw-Cookie-7781" not in environ.get("HTTP_COOKIE", ""):
+            start_response("403 Forbidden", [("Content-Length", "0")])
+            return [b""]
+        return dav(environ, start_response)
 server = wsgi.Server(("127.0.0.1", port), app, numthreads=16)
 if mode == "tls":
     from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -165,3 +175,45 @@ def test_unreachable_fails_clearly(tmp_path):
     assert r.returncode == 50, r.stderr
     assert b"cannot connect to 127.0.0.1" in r.stderr and b"after 2 attempts" in r.stderr
     assert PASSWORD.encode() not in r.stderr
+
+
+COOKIE = "session=gw-Cookie-7781"
+
+
+@pytest.fixture(scope="module")
+def cookied(tmp_path_factory):
+    server = _server(tmp_path_factory, "cookie")
+    yield server
+    server.stop()
+
+
+def test_webdav_headers_reach_the_server_and_stay_secret(cookied, tmp_path):
+    """duplicity's --webdav-headers 'Cookie,session=...': sent with every request; the value, a
+    credential, shows nowhere (not even at debug)."""
+    env = {"FTP_PASSWORD": PASSWORD}
+    src = tmp_path / "src"
+    write(str(src / "a"), b"a" * 100)
+    common = ["--no-encryption", "--archive-dir", tmp_path / "c", "-v", "debug"]
+    r = cairn("full", *common, src, cookied.url("gw"), env=env, check=False)
+    assert r.returncode != 0, "the gateway lets nobody in without the cookie"
+    check_cycle(cookied.url("gw"), ["--no-encryption", "--webdav-headers", f"Cookie,{COOKIE}"], tmp_path,
+                env=env)
+    r = cairn("collection-status", *common, "--webdav-headers", f"Cookie,{COOKIE}", cookied.url("gw"), env=env)
+    assert COOKIE.encode() not in r.stdout + r.stderr
+    for bad in ("Cookie", "Bad Name,x", "X-A,line\nbreak"):
+        r = cairn("collection-status", *common, "--webdav-headers", bad, cookied.url("gw"), env=env, check=False)
+        assert r.returncode == 23 and b"--webdav-headers" in r.stderr, r.stderr
+
+
+def test_ssl_cacert_path_a_hashed_directory(davsd, tmp_path):
+    """duplicity's --ssl-cacert-path: a directory of CA certificates under their hash names."""
+    cadir = tmp_path / "cas"
+    cadir.mkdir()
+    shutil.copy(davsd.cert, cadir / "dav.pem")
+    subprocess.run(["openssl", "rehash", str(cadir)], check=True)
+    check_cycle(davsd.url("capath"), ["--ssl-cacert-path", str(cadir)], tmp_path, env={"FTP_PASSWORD": PASSWORD})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cairn("collection-status", "--archive-dir", tmp_path / "c2", "--ssl-cacert-path", str(empty),
+              davsd.url("capath"), env={"FTP_PASSWORD": PASSWORD}, check=False)
+    assert r.returncode == 52 and b"certificate" in r.stderr, r.stderr

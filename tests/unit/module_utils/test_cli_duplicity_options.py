@@ -120,7 +120,9 @@ def test_the_removed_options_are_accepted_with_their_old_arity(parser):
 # a sensible value for the options whose value is checked when parsed
 _VALUES = {"--verbosity": "4", "--log-fd": "2", "--volsize": "25", "--timeout": "30", "--num-retries": "1",
            "--max-blocksize": "2048", "--concurrency": "1", "--full-if-n-inc": "3", "--show-changes-in-set": "1",
-           "--backend-retry-delay": "1", "--s3-multipart-chunk-size": "20", "--s3-multipart-max-procs": "2"}
+           "--backend-retry-delay": "1", "--s3-multipart-chunk-size": "20", "--s3-multipart-max-procs": "2",
+           "--azure-max-connections": "2", "--azure-max-block-size": "4194304",
+           "--azure-max-single-put-size": "8388608", "--webdav-headers": "X-Test,1"}
 
 
 def _argv_for(option, arity, tmp_path):
@@ -165,8 +167,8 @@ def _messages(caplog):
 
 def test_a_notice_is_one_line_naming_the_option_never_its_value(capsys, caplog):
     caplog.set_level(logging.DEBUG)
-    secret = "Cookie,session=S3CR3T-VALUE"
-    ns = cli.build_parser().parse_intermixed_args(["--webdav-headers", secret, "--webdav-headers", secret,
+    secret = "scp -i /S3CR3T-VALUE"
+    ns = cli.build_parser().parse_intermixed_args(["--scp-command", secret, "--scp-command", secret,
                                                    "--use-agent", "st", "file:///x"])
     assert capsys.readouterr().err == "" and not _messages(caplog)     # not before the run's logging is set
     cli_compat.flush_compat_messages(ns)
@@ -176,7 +178,7 @@ def test_a_notice_is_one_line_naming_the_option_never_its_value(capsys, caplog):
     lines = [m for _l, m in messages]
     assert not any("S3CR3T" in m for m in lines)
     assert len(lines) == 2
-    assert lines[0].startswith("cairn: notice: --webdav-headers has no effect in cairn: ")
+    assert lines[0].startswith("cairn: notice: --scp-command has no effect in cairn: ")
     assert lines[1].startswith("cairn: notice: --use-agent has no effect in cairn: ")
 
 

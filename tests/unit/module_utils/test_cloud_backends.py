@@ -170,3 +170,20 @@ def test_gs_keys_with_object_rights_only_still_upload(tmp_path):
     src.write_bytes(b"data")
     be.put(str(src), "duplicity-x")
     assert uploaded == [("p/duplicity-x", b"data")]
+
+
+def test_webdav_headers_parse_as_duplicity_s_csv_pairs():
+    from cairn.backends.webdav import parse_headers
+    assert parse_headers(None) == {}
+    assert parse_headers('Cookie,"a=1, b=2",X-Token,abc') == {"Cookie": "a=1, b=2", "X-Token": "abc"}
+    for bad in ("Cookie", "Cookie,a,X", "Bad Name,v", "X,a\r\nInjected: 1"):
+        with pytest.raises(UserError):
+            parse_headers(bad)
+
+
+def test_webdav_header_values_are_secrets_of_the_run():
+    from cairn.cli import run_secrets
+    secrets = run_secrets(["--webdav-headers", "Cookie,session=s3cr3t-cookie; lang=en",
+                           "--webdav-headers=X-T,tok-4491"], {})
+    assert secrets.hide("s3cr3t-cookie and tok-4491") == "*** and ***"
+    assert secrets.hide("Cookie: session=s3cr3t-cookie; lang=en") == "Cookie: ***"

@@ -61,6 +61,7 @@ class AzureBackend(Backend):
                  connection_string=None, secrets=()):
         self.url = url
         self.options = options
+        self._concurrency = options.azure_max_connections or BLOB_CONCURRENCY   # per blob transfer
         self.container = container
         self.prefix = prefix.strip("/")
         self._account_url = account_url
@@ -95,7 +96,7 @@ class AzureBackend(Backend):
         # one session per client with a pool big enough for every upload's concurrent requests,
         # and urllib3's retries off like the SDK's (the transfer layer retries)
         session = Session()
-        pool = max(10, BLOB_CONCURRENCY * max(1, self.options.upload_concurrency) + 2)
+        pool = max(10, self._concurrency * max(1, self.options.upload_concurrency) + 2)
         adapter = HTTPAdapter(
             pool_connections=4, pool_maxsize=pool,
             max_retries=Retry(total=False, redirect=False, raise_on_status=False))
@@ -103,7 +104,8 @@ class AzureBackend(Backend):
         session.mount("https://", adapter)
         kwargs = dict(session=session, retry_total=0, connection_timeout=self.options.timeout,
                       read_timeout=self.options.timeout, logging_enable=False,
-                      max_single_put_size=SINGLE_PUT_MAX, max_block_size=BLOCK_SIZE,
+                      max_single_put_size=self.options.azure_max_single_put_size or SINGLE_PUT_MAX,
+                      max_block_size=self.options.azure_max_block_size or BLOCK_SIZE,
                       max_single_get_size=32 * MiB, max_chunk_get_size=BLOCK_SIZE)
         try:
             if self._connection_string is not None:
@@ -192,14 +194,14 @@ class AzureBackend(Backend):
                 # A block blob is committed only when complete (Put Blob, or Put Block List once
                 # every block is uploaded): readers never see a partial volume under its name.
                 blob.upload_blob(src, length=size, blob_type=BlobType.BLOCKBLOB, overwrite=True,
-                                 max_concurrency=BLOB_CONCURRENCY, standard_blob_tier=self.tier)
+                                 max_concurrency=self._concurrency, standard_blob_tier=self.tier)
         except AzureError as e:
             raise self._error(e, f"cannot upload {name} to {self._where()}") from None
 
     def get(self, name, local_path):
         blob_name = self._blob_name(name)
         try:
-            downloader = self._container_client().download_blob(blob_name, max_concurrency=BLOB_CONCURRENCY)
+            downloader = self._container_client().download_blob(blob_name, max_concurrency=self._concurrency)
             try:
                 f = open(local_path, "wb")
             except OSError as e:

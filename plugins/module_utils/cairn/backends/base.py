@@ -184,8 +184,13 @@ class BackendOptions:
     s3_object_lock_mode: str = None      # --s3-object-lock-mode governance|compliance
     s3_object_lock_days: int = None      # --s3-object-lock-days: retention of every object written
     azure_blob_tier: str = None          # --azure-blob-tier: Hot, Cool, Archive
+    azure_max_connections: int = None    # --azure-max-connections: requests per blob transfer
+    azure_max_block_size: int = None     # --azure-max-block-size: bytes per block of a large blob
+    azure_max_single_put_size: int = None   # --azure-max-single-put-size: one Put Blob up to this
+    webdav_headers: str = None           # --webdav-headers "Name,value,Name,value" (CSV pairs)
     ssl_verify: bool = True              # False: --ssl-no-check-certificate (webdavs, ftps)
     ssl_cacert_file: str = None          # --ssl-cacert-file: CA bundle for webdavs/ftps
+    ssl_cacert_path: str = None          # --ssl-cacert-path: a directory of hashed CA files (c_rehash)
     ftp_passive: bool = True             # --ftp-passive (default) / --ftp-regular
 
     def secret(self, name):

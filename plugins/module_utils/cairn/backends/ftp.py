@@ -95,7 +95,8 @@ class FTPBackend(Backend):
             log.warning("not verifying the TLS certificate of %s (--ssl-no-check-certificate)", self.host)
             return ctx
         try:
-            return ssl.create_default_context(cafile=opts.ssl_cacert_file or None)
+            return ssl.create_default_context(cafile=opts.ssl_cacert_file or None,
+                                              capath=None if opts.ssl_cacert_file else opts.ssl_cacert_path or None)
         except FileNotFoundError:
             raise UserError(f"--ssl-cacert-file {opts.ssl_cacert_file} does not exist") from None
         except (ssl.SSLError, OSError) as e:

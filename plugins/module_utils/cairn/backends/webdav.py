@@ -11,6 +11,7 @@ certificate against the system CAs, or only against ``--ssl-cacert-file``, or no
 Uploads go to a temporary name with PUT and are then renamed with MOVE (``Overwrite: T``), so
 a file appears under its final name only when complete. Each thread has its own HTTP session.
 """
+import csv
 import logging
 import os
 import re
@@ -37,6 +38,26 @@ PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?>'
                  b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>'
                  b'</D:prop></D:propfind>')
 
+
+
+def parse_headers(text):
+    """duplicity's --webdav-headers: comma-separated name,value pairs, CSV-quoted ('Cookie,"a=1,
+    b=2"'). A header that could split the request (CR, LF) or an odd count is a usage error; the
+    values are never quoted back (a cookie is a credential)."""
+    if not text:
+        return {}
+    try:
+        fields = next(csv.reader([text], skipinitialspace=True, strict=True))
+    except (csv.Error, StopIteration):
+        raise UserError("--webdav-headers: not comma-separated name,value pairs") from None
+    if len(fields) % 2:
+        raise UserError(f"--webdav-headers: {len(fields)} fields, not name,value pairs")
+    headers = {}
+    for name, value in zip(fields[::2], fields[1::2]):
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or any(c in value for c in "\r\n\0"):
+            raise UserError(f"--webdav-headers: {name!r} is not a header name, or its value has a line break")
+        headers[name] = value
+    return headers
 
 class WebDAVBackend(Backend):
     def __init__(self, url, options):
@@ -81,6 +102,11 @@ class WebDAVBackend(Backend):
                 if not os.path.isfile(options.ssl_cacert_file):
                     raise UserError(f"--ssl-cacert-file {options.ssl_cacert_file} is not a file")
                 self.verify = options.ssl_cacert_file
+            elif options.ssl_cacert_path:
+                if not os.path.isdir(options.ssl_cacert_path):
+                    raise UserError(f"--ssl-cacert-path {options.ssl_cacert_path} is not a directory")
+                self.verify = options.ssl_cacert_path        # requests: a c_rehash'ed directory
+        self.headers = parse_headers(options.webdav_headers)
         self.timeout = (options.timeout, options.timeout)
         self._lock = threading.Lock()
         self._sessions = ThreadConnections()
@@ -102,6 +128,7 @@ class WebDAVBackend(Backend):
         s.verify = self.verify
         s.trust_env = False          # no proxies or .netrc picked up behind the user's back
         s.headers["User-Agent"] = "cairn"
+        s.headers.update(self.headers)
         s.auth = self._auth()
         return s
 
