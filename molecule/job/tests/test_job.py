@@ -20,6 +20,19 @@ def test_timers_enabled_with_spread_and_catch_up(host):
     assert "RandomizedDelaySec=1h" in unit and "FixedRandomDelay=true" in unit
 
 
+def test_classic_setup_has_its_own_timers(host):
+    for unit, calendar in (("pubkey", "Mon..Sat *-*-* 01:00"), ("pubkey-full", "Sun *-*-* 01:00"),
+                           ("pubkey-verify", "*-*-01 05:00")):
+        timer = host.service(f"cairn-{unit}.timer")
+        assert timer.is_enabled and timer.is_running, unit
+        assert f"OnCalendar={calendar}" in host.file(f"/etc/systemd/system/cairn-{unit}.timer").content_string
+    assert not host.file("/etc/systemd/system/cairn-pubkey-prune.timer").exists
+    # the full and the verify ran through systemd; only the backup steps ping the heartbeat
+    assert _runs(host)["pubkey-full"] == 0 and _runs(host)["pubkey-verify"] == 0
+    state = json.loads(host.file("/var/lib/cairn/pubkey.json").content_string)
+    assert state["last_verify"] and state["verify_failed"] is False
+
+
 def test_secrets_only_in_root_only_credentials(host):
     cred = host.file("/etc/cairn/credentials/files.env")
     assert cred.user == "root" and cred.mode == 0o600
@@ -71,13 +84,15 @@ def test_pings_recorded():
         pytest.skip("run through tests/molecule/test_scenarios.py to record pings")
     with open(log) as f:
         paths = [json.loads(line)["path"] for line in f]
-    assert paths.count("/ok/files") == 2 and paths.count("/ok/pubkey") == 1
+    # pubkey: its backup and its full (the verify step sends no heartbeat)
+    assert paths.count("/ok/files") == 2 and paths.count("/ok/pubkey") == 2
     assert "/fail/brokenhook" in paths and "/fail/unreachable" in paths
     assert not [p for p in paths if p.startswith("/fail/files")]
 
 
 def test_retired_job_leaves_nothing_behind(host):
     for path in ("/etc/systemd/system/cairn-retired.service", "/etc/systemd/system/cairn-retired.timer",
+                 "/etc/systemd/system/cairn-retired-full.timer", "/etc/systemd/system/cairn-retired-prune.service",
                  "/etc/cairn/jobs/retired.json", "/etc/cairn/jobs/retired.filelist",
                  "/etc/cairn/credentials/retired.env", "/var/lib/cairn/retired.json",
                  "/var/lib/prometheus/node-exporter/cairn_retired.prom", "/var/cache/cairn/retired"):
@@ -98,7 +113,8 @@ def test_cron_fallback(host):
     line = [x for x in entry.content_string.splitlines() if " root " in x][0]
     minute, hour, *_rest = line.split()
     assert 0 <= int(minute) <= 59 and hour == "3"
-    assert "cairn run-job /etc/cairn/jobs/cronjob.json" in line and "logger -t cairn-cronjob" in line
+    assert "cairn run-job --step backup --wait 6h /etc/cairn/jobs/cronjob.json" in line
+    assert "logger -t cairn-cronjob" in line
     assert host.package("cron").is_installed
     # the run the side effect started the way cron would: archive written, metrics say success
     names = host.file("/var/backups/cairn/cronjob").listdir()

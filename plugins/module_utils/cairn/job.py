@@ -12,18 +12,30 @@ Exit status: 0 when the backup succeeded (or finished with unreadable files: 9 i
 in the metrics and the heartbeat, not as a failure), else the failing step's code; 64 when the
 backup completed but a mirror target lags (retention and verify still run on the others, the
 failure URL is pinged naming it); 70 when a hook failed; 75 when another run of the job holds
-the lock (errors.ExitCode). The state file's ``targets`` and the ``cairn_backup_target_*``
-metrics say per target (redacted URL) whether it is up to date or lagging, and since when.
+the lock (errors.ExitCode) past ``--wait``; 23 for a bad command line or config. The state file's
+``targets`` and the ``cairn_backup_target_*`` metrics say per target (redacted URL) whether it is
+up to date or lagging, and since when.
+
+    cairn run-job [--step backup|full|verify|prune] [--wait DURATION] CONFIG.json
+
+``--step`` (the job role's timers, one per schedule): ``backup`` (default) is the whole run above;
+``full`` the same with a forced full; ``verify`` only the verify (with the job's
+``verify_compare_data``); ``prune`` only the retention. Hooks, the ``/start`` ping and the
+heartbeat on success belong to the backup steps; every step pings the failure URL and mails
+(``mail_on``) its result. ``--wait``: a run that finds the job's lock held waits for it this long
+(seconds, or 30m, 6h) before giving up with 75 (default 0: give up at once), so that the job's
+timers, which may fire together, run one after the other instead of failing.
 """
+import collections
 import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from urllib.parse import urlsplit
 
+from . import notify
 from .backends import secrets_of
 from .crypto import agent_running, stop_agent
 from .errors import ExitCode, TimeStringError
@@ -32,6 +44,9 @@ from .timespec import parse_duration
 
 SUCCEEDED = (ExitCode.OK, ExitCode.SKIPPED_FILES)   # 9: complete, some files unreadable (reported)
 COMPLETED = SUCCEEDED + (ExitCode.MIRROR_LAGGING,)   # 64: complete on the primary, a mirror lags
+STEPS = ("backup", "full", "verify", "prune")
+BACKUP_STEPS = ("backup", "full")
+LOG_TAIL = 40       # the run's last log lines a mail carries
 
 
 def load_env_file(path):
@@ -80,10 +95,13 @@ class Job:
         self._sink = log or _log_stderr
         self.state_file = config.get("state_file") or f"/var/lib/cairn/{self.name}.json"
         self.last_error = ""
+        self.tail = collections.deque(maxlen=LOG_TAIL)
 
     def log(self, message):
         """Every line the job writes (journal, syslog) passes the redaction with its secrets."""
-        self._sink(redact_text(message, self.secrets))
+        line = redact_text(message, self.secrets)
+        self.tail.append(line)
+        self._sink(line)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -179,8 +197,17 @@ class Job:
         every = parse_duration(self.c.get("verify_interval"))
         return bool(every) and now - (state.get("last_verify") or 0) >= every
 
-    def verify(self):
-        return self.cli(*self.verify_args())
+    def verify(self, state):
+        """Verify; record the result in ``state``; return (exit code, failure message or "")."""
+        code, res = self.cli(*self.verify_args())
+        now = int(time.time())
+        state.update(last_verify_run=now, last_verify_exit_code=code, verify_failed=code != ExitCode.OK)
+        if code == ExitCode.OK:
+            state["last_verify"] = now
+            return code, ""
+        n_diff = len(res.get("differences", []))
+        return code, (f"verify failed with exit {code}: {n_diff} difference(s)" if n_diff
+                      else self._failed("verify", code))
 
     # --- reporting -----------------------------------------------------------------------------
 
@@ -217,6 +244,12 @@ class Job:
             ("cairn_backup_last_warnings", "gauge", "Files the last backup could not read.", state.get("last_warnings")),
             ("cairn_verify_last_success_timestamp_seconds", "gauge", "End of the last successful verify.",
              state.get("last_verify")),
+            ("cairn_verify_failed", "gauge", "1 when the last verify failed.",
+             None if state.get("verify_failed") is None else int(bool(state["verify_failed"]))),
+            ("cairn_prune_last_success_timestamp_seconds", "gauge", "End of the last successful prune step.",
+             state.get("last_prune")),
+            ("cairn_prune_failed", "gauge", "1 when the last prune step failed.",
+             None if state.get("prune_failed") is None else int(bool(state["prune_failed"]))),
         ]
         out = []
         for metric, kind, help_text, value in rows:
@@ -241,25 +274,47 @@ class Job:
     def ping(self, url, body):
         if not url:
             return
-        try:
-            body = redact_text(body, self.secrets)
-            req = urllib.request.Request(url, data=body.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain", "User-Agent": "cairn-job"})
-            with urllib.request.urlopen(req, timeout=10) as resp:   # noqa: S310 - the admin's URL
-                resp.read(1024)
-        except Exception as e:   # noqa: BLE001 - a failed ping must not fail or hide the backup's result
-            self.log(f"could not reach {redact_url(url, keep_path=False)}: {e}")
+        error = notify.ping(url, redact_text(body, self.secrets), self.c.get("ping_method") or "POST")
+        if error is not None:
+            self.log(f"could not reach {redact_url(url, keep_path=False)}: {error}")
+
+    def report(self, step, kind, code, summary):
+        """The end of a run: pings and mail. ``kind``: success, failure or verify_failure."""
+        hb = self.c.get("heartbeat_url")
+        if self.c.get("ping_exit_code") and hb:
+            # healthchecks.io: <url>/0 is success, any other number a failure with that status;
+            # the verify and prune steps report only their failures (their success is no heartbeat)
+            if kind != "success" or step in BACKUP_STEPS:
+                self.ping(notify.ping_url(hb, str(int(code))), summary)
+        elif kind == "success":
+            if step in BACKUP_STEPS:
+                self.ping(hb, summary)
+        else:
+            self.ping(self.c.get("failure_url"), summary)
+        self.mail(step, kind, summary)
+
+    def mail(self, step, kind, summary):
+        to = self.c.get("mail_to") or []
+        if not to or kind not in (self.c.get("mail_on") or notify.DEFAULT_MAIL_ON):
+            return
+        label = {"success": "success", "failure": "FAILURE", "verify_failure": "verify FAILED"}[kind]
+        subject = f"[cairn] {os.uname().nodename} {self.name}: {label}" + ("" if step == "backup" else f" ({step})")
+        body = summary + "\n\nThe run's last log lines:\n\n" + "\n".join(self.tail) + "\n"
+        msg = notify.build_mail(self.c, redact_text(subject, self.secrets), redact_text(body, self.secrets))
+        error = notify.send_mail(self.c, self.env, msg)
+        if error is not None:
+            self.log(f"could not send the mail to {', '.join(to)}: {error}")
 
     # --- the run -------------------------------------------------------------------------------
 
-    def run(self):
+    def run(self, step="backup", wait=0):
         lock_path = self.c.get("lock_file") or f"/run/lock/cairn-{self.name}.lock"
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         lock = open(lock_path, "w")      # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(lock, wait, lambda: self.log(
+                f"job {self.name}: another run holds {lock_path}; the {step} step waits up to {wait} s for it")):
             self.log(f"job {self.name}: another run holds {lock_path}; not starting a second one")
+            lock.close()
             return ExitCode.JOB_LOCKED
         # gpg starts a gpg-agent for the keyring and leaves it running. One this run started is
         # this run's to end: under systemd it would keep the unit "deactivating" until systemd
@@ -267,22 +322,25 @@ class Job:
         home = self.env.get("GNUPGHOME")
         agent_was_running = agent_running(home)
         try:
-            return self._run()
+            return self._run(step) if step in BACKUP_STEPS else self._run_step(step)
         finally:
             if not agent_was_running:
                 stop_and_wait_agent(home)
             lock.close()
 
-    def _run(self):
+    def _run(self, step="backup"):
         started = time.time()
+        if self.c.get("ping_start") and self.c.get("heartbeat_url"):
+            self.ping(notify.ping_url(self.c["heartbeat_url"], "start"), f"cairn job {self.name}: {step} started")
         state = self.read_state()
         state.update(last_run=int(started))
         code, message, result = 0, "", {}
+        verify_failed = False
         if self.hook("pre_hook") != 0:
             code, message = ExitCode.JOB_HOOK_FAILED, "the pre-hook failed"
         lagging = {}
         if code == 0:
-            code, result = self.backup()
+            code, result = self.cli(*self.backup_args(mode="full" if step == "full" else None))
             if code not in COMPLETED:
                 message = self._failed("backup", code)
         if code in COMPLETED:
@@ -294,13 +352,9 @@ class Job:
             if prune_code != ExitCode.OK:
                 code, message = prune_code, self._failed("retention", prune_code)
         if code in COMPLETED and self.verify_due(state, started):
-            vcode, vres = self.verify()
-            if vcode == ExitCode.OK:
-                state["last_verify"] = int(time.time())
-            else:
-                n_diff = len(vres.get("differences", []))
-                code, message = vcode, (f"verify failed with exit {vcode}: {n_diff} difference(s)" if n_diff
-                                        else self._failed("verify", vcode))
+            vcode, vmessage = self.verify(state)
+            if vcode != ExitCode.OK:
+                code, message, verify_failed = vcode, vmessage, True
         if code == ExitCode.MIRROR_LAGGING:
             message = "lagging target(s): " + "; ".join(f"{u}: {e}" for u, e in lagging.items())
         status = "success" if code in COMPLETED else "failure"
@@ -320,8 +374,33 @@ class Job:
                    + f", {result.get('type', '-')} backup, {result.get('bytes_stored', 0)} bytes, "
                    f"{state['last_duration']} s")
         self.log(summary)
-        self.ping(self.c.get("heartbeat_url") if status == "success" else self.c.get("failure_url"), summary)
-        return ExitCode.OK if status == "success" else code or ExitCode.GENERIC
+        code = ExitCode.OK if status == "success" else code or ExitCode.GENERIC
+        self.report(step, "success" if status == "success" else "verify_failure" if verify_failed else "failure",
+                    code, summary)
+        return code
+
+    def _run_step(self, step):
+        """The verify or the prune step alone (their own timers): no hooks, no backup."""
+        started = time.time()
+        state = self.read_state()
+        if step == "verify":
+            code, message = self.verify(state)
+        else:
+            lagging = {url for url, t in (state.get("targets") or {}).items() if t.get("status") == "lagging"}
+            code = self.prune(skip=lagging)
+            message = "" if code == ExitCode.OK else self._failed("retention", code)
+            now = int(time.time())
+            state.update(last_prune_run=now, last_prune_exit_code=code, prune_failed=code != ExitCode.OK)
+            if code == ExitCode.OK:
+                state["last_prune"] = now
+        self.write_state(state)
+        self.write_metrics(state)
+        ok = code == ExitCode.OK
+        summary = (f"cairn job {self.name} on {os.uname().nodename}: {step} {'success' if ok else 'failure'}"
+                   + (f" ({message})" if message else "") + f", {round(time.time() - started, 3)} s")
+        self.log(summary)
+        self.report(step, "success" if ok else "verify_failure" if step == "verify" else "failure", code, summary)
+        return code
 
     def _lagging(self, reported):
         """{redacted URL of the job's target: error} of the targets the backup reports lagging
@@ -368,6 +447,24 @@ def stop_and_wait_agent(home, wait=5.0):
         time.sleep(0.02)
 
 
+def _lock_within(lock, wait, on_wait):
+    """flock ``lock``, waiting up to ``wait`` seconds (polling: flock itself has no timeout);
+    ``on_wait`` is called once when it has to wait. False when it did not get the lock."""
+    deadline = time.monotonic() + (wait or 0)
+    waited = False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if not waited:
+                on_wait()
+                waited = True
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+
 def _log_stderr(msg):
     # the journal (systemd) or syslog (cron) takes stderr
     sys.stderr.write(msg + "\n")
@@ -384,6 +481,7 @@ def _job_secrets(config, env):
     (heartbeat services put the check's secret token there)."""
     targets = [t for t in config.get("targets") or [] if isinstance(t, str)]
     pings = [u for u in (config.get("heartbeat_url"), config.get("failure_url")) if isinstance(u, str) and u]
+    smtp_password = env.get(notify.SMTP_PASSWORD_ENV)
     values = []
     for url in pings:
         values.append(url)
@@ -392,7 +490,7 @@ def _job_secrets(config, env):
             values += [part for part in (parts.path, parts.query) if len(part) >= 8]   # shorter: no token
         except ValueError:
             pass
-    return secrets_of(targets + pings, env) | Secrets(values)
+    return secrets_of(targets + pings, env) | Secrets(values + ([smtp_password] if smtp_password else []))
 
 
 def _atomic_write(path, text, mode):
@@ -404,22 +502,59 @@ def _atomic_write(path, text, mode):
     os.replace(tmp, path)
 
 
+USAGE = "usage: cairn run-job [--step backup|full|verify|prune] [--wait DURATION] /etc/cairn/jobs/NAME.json"
+
+
+def parse_args(argv):
+    """(step, wait seconds, config path); raises ValueError with the message for the admin."""
+    step, wait, rest = "backup", 0, []
+    it = iter(argv)
+    for a in it:
+        key, eq, value = a.partition("=")
+        if key in ("--step", "--wait"):
+            value = value if eq else next(it, None)
+            if not value:
+                raise ValueError(f"{key} needs a value")
+            if key == "--step":
+                if value not in STEPS:
+                    raise ValueError(f"--step must be one of {', '.join(STEPS)}, not {value!r}")
+                step = value
+            else:
+                try:
+                    wait = parse_duration(value)
+                except TimeStringError as e:
+                    raise ValueError(f"--wait: {e}") from None
+        elif a.startswith("-"):
+            raise ValueError(f"unknown option {a}")
+        else:
+            rest.append(a)
+    if len(rest) != 1:
+        raise ValueError("one job config is needed")
+    return step, wait, rest[0]
+
+
 def main(argv):
-    if len(argv) != 1:
-        _log_stderr("usage: cairn run-job /etc/cairn/jobs/NAME.json")
+    try:
+        step, wait, path = parse_args(argv)
+    except ValueError as e:
+        _log_stderr(f"cairn run-job: {e}\n{USAGE}")
         return ExitCode.USER_ERROR
     try:
-        with open(argv[0], encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
-        _log_stderr(redact_text(f"cairn run-job: cannot read {argv[0]}: {e}"))
+        _log_stderr(redact_text(f"cairn run-job: cannot read {path}: {e}"))
         return ExitCode.USER_ERROR
     try:
         parse_duration(config.get("verify_interval"))
     except TimeStringError as e:
-        _log_stderr(f"cairn run-job: {argv[0]}: verify_interval: {e}")
+        _log_stderr(f"cairn run-job: {path}: verify_interval: {e}")
         return ExitCode.USER_ERROR
-    return Job(config).run()
+    problems = notify.check_config(config)
+    if problems:
+        _log_stderr(f"cairn run-job: {path}: " + "; ".join(problems))
+        return ExitCode.USER_ERROR
+    return Job(config).run(step, wait)
 
 
 __all__ = ["Job", "load_env_file", "main"]
