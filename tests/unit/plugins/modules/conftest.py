@@ -12,7 +12,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.d
 sys.path.insert(0, os.path.join(ROOT, ".ansible", "collections"))
 
 from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.common import warnings as ansible_warnings  # noqa: E402
 
 
 class ModuleExit(Exception):
@@ -31,14 +30,18 @@ def run_module(monkeypatch):
         if hasattr(basic, "_ANSIBLE_PROFILE"):
             monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
 
+        # the module's own warnings, recorded per run: Ansible's global list behaves otherwise
+        # once a test in the same process has loaded the controller's templating
+        warnings = []
+        monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+
         def exit_json(self, **kw):
-            raise ModuleExit(dict(kw, warnings=list(ansible_warnings.get_warning_messages())), False)
+            raise ModuleExit(dict(kw, warnings=list(warnings)), False)
 
         def fail_json(self, msg, **kw):
             raise ModuleExit(dict(kw, msg=msg), True)
         monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
         monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-        ansible_warnings._global_warnings.clear()    # one module run's warnings, not the session's
         with pytest.raises(ModuleExit) as done:
             module.main()
         return done.value
