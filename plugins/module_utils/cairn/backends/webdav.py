@@ -39,7 +39,6 @@ PROPFIND_BODY = (b'<?xml version="1.0" encoding="utf-8"?>'
                  b'</D:prop></D:propfind>')
 
 
-
 def parse_headers(text):
     """duplicity's --webdav-headers: comma-separated name,value pairs, CSV-quoted ('Cookie,"a=1,
     b=2"'). A header that could split the request (CR, LF) or an odd count is a usage error; the
@@ -58,6 +57,7 @@ def parse_headers(text):
             raise UserError(f"--webdav-headers: {name!r} is not a header name, or its value has a line break")
         headers[name] = value
     return headers
+
 
 class WebDAVBackend(Backend):
     def __init__(self, url, options):
