@@ -17,6 +17,8 @@ import yaml
 
 from treeutil import ROOT, cairn, duplicity, write
 
+from cairn.crypto import stop_agent
+
 pytestmark = pytest.mark.duplicity
 
 DUPLY = shutil.which("duply")
@@ -40,7 +42,8 @@ def duply(duplicity_bin, tmp_path):
                            text=True, check=False)
         assert r.returncode == 0, r.stdout + r.stderr
         return r
-    return run
+    yield run
+    stop_agent(str(gnupg))      # duply's gpg started one; it is the test's to end
 
 
 def _import(profile, *args):

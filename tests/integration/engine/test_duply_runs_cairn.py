@@ -9,10 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from treeutil import PASSPHRASE, ROOT, duplicity, snapshot, write
+
+from cairn.crypto import stop_agent
 
 DUPLY = shutil.which("duply")
 # Debian's duplicity, installed with duply: the 0.8 oracle (absent where duply is not installed)
@@ -54,6 +57,14 @@ def _profile(tmp_path, source, target_url, gpg=f"GPG_PW='{PASSPHRASE}'\n"):
         'DUPL_PARAMS="$DUPL_PARAMS --volsize $VOLSIZE "\n')
     (profile / "exclude").write_text(f"- {source}/skipped\n- **/*.tmp\n")
     return profile
+
+
+
+@pytest.fixture(autouse=True)
+def _agent_stopped(tmp_path):
+    """duply's gpg starts an agent in the test's HOME (tmp_path/.gnupg): the test's to end."""
+    yield
+    stop_agent(str(tmp_path / ".gnupg"))
 
 
 def _duply(bindir, profile, *args, check=True):
@@ -133,7 +144,8 @@ def test_duply_runs_every_command_through_cairn_as_duplicity(tmp_path, duplicity
     assert "Found 0 secondary backup chain(s)" in _duply(bindir, profile, "status").stdout
     _duply(bindir, profile, "cleanup", "--force")
 
-    write(src / "notes.md", b"# notes, changed\n")
+    # a later mtime: like duplicity, an incremental sees a change by mtime (whole seconds)
+    write(src / "notes.md", b"# notes, changed\n", mtime=time.time() + 60)
     chain = _duply(bindir, profile, "backup_verify_purge", "--force")
     assert chain.stdout.count("Finished state OK") >= 5, chain.stdout   # pre, bkp, post, verify, purge
 
@@ -155,7 +167,7 @@ def test_duply_without_encryption(tmp_path, duplicity_bin):
     bindir = _cairn_as_duplicity(tmp_path)
     profile = _profile(tmp_path, src, url, gpg="GPG_KEY='disabled'\n")
     _duply(bindir, profile, "backup")
-    write(src / "notes.md", b"# changed\n")
+    write(src / "notes.md", b"# changed\n", mtime=time.time() + 60)     # (see above)
     _duply(bindir, profile, "incr")
     assert not any(n.endswith(".gpg") for n in os.listdir(tmp_path / "target"))
     restored = tmp_path / "restored"
