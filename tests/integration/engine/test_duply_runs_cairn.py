@@ -59,7 +59,6 @@ def _profile(tmp_path, source, target_url, gpg=f"GPG_PW='{PASSPHRASE}'\n"):
     return profile
 
 
-
 @pytest.fixture(autouse=True)
 def _agent_stopped(tmp_path):
     """duply's gpg starts an agent in the test's HOME (tmp_path/.gnupg): the test's to end."""
