@@ -304,16 +304,23 @@ def agent_running(home):
 
 
 def stop_agent(home, wait=5.0):
-    """Stop this keyring's gpg-agent and wait (up to ``wait`` s) until its sockets are gone:
-    ``gpgconf --kill`` returns before the agent has removed them, and a caller that must leave
-    the GnuPG home as it found it (check mode) looks right after."""
+    """Stop this keyring's gpg-agent and wait (up to ``wait`` s) until its sockets and its
+    process are gone: ``gpgconf --kill`` returns before the agent has removed them. A caller
+    that must leave the GnuPG home as it found it (check mode) looks right after, and an agent
+    still exiting when a job's run ends keeps its systemd unit waiting for the cgroup to empty,
+    which hosts with cgroup v1 may learn only at TimeoutStopSec (the unit then fails)."""
     import glob
+    import os
     import time
     r = _run_quietly(["gpgconf", *_homedir(home), "--list-dirs", "agent-socket"])
     socket_path = r.stdout.strip() if r is not None and r.returncode == 0 else ""
+    r = _run_quietly(["gpg-connect-agent", *_homedir(home), "--no-autostart", "getinfo pid", "/bye"])
+    pids = [line[2:].strip() for line in (r.stdout if r is not None else "").splitlines() if line.startswith("D ")]
+    proc = f"/proc/{pids[0]}" if pids and pids[0].isdigit() else None
     _run_quietly(["gpgconf", *_homedir(home), "--kill", "gpg-agent"])
     deadline = time.monotonic() + wait
-    while socket_path and glob.glob(glob.escape(socket_path) + "*") and time.monotonic() < deadline:
+    while time.monotonic() < deadline and ((socket_path and glob.glob(glob.escape(socket_path) + "*"))
+                                           or (proc and os.path.exists(proc))):
         time.sleep(0.02)
 
 

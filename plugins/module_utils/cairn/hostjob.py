@@ -39,9 +39,9 @@ import subprocess
 import sys
 import time
 
-from .crypto import agent_running
+from .crypto import agent_running, stop_agent
 from .errors import CairnError, ExitCode, UserError
-from .job import COMPLETED, Job, stop_and_wait_agent
+from .job import COMPLETED, Job
 from .redact import redact_text, redact_url
 
 DEFAULT_DIR = "/etc/cairn/jobs"
@@ -368,7 +368,7 @@ def run(argv, out=None):
             worst = worst or code
     finally:
         if not agent_was_running:
-            stop_and_wait_agent(home)
+            stop_agent(home)
         if lock is not None:
             lock.close()
     if o.json:

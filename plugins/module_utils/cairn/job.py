@@ -325,7 +325,7 @@ class Job:
             return self._run(step) if step in BACKUP_STEPS else self._run_step(step)
         finally:
             if not agent_was_running:
-                stop_and_wait_agent(home)
+                stop_agent(home)
             lock.close()
 
     def _run(self, step="backup"):
@@ -427,24 +427,6 @@ class Job:
                 entry.update(status="ok", error=None, lagging_since=None, last_success=now)
             out[url] = entry
         state["targets"] = out
-
-
-def stop_and_wait_agent(home, wait=5.0):
-    """Stop the keyring's gpg-agent and wait until its process is gone, not only its sockets:
-    an agent still exiting when the run ends keeps the systemd unit waiting for its cgroup to
-    empty, which on hosts with cgroup v1 systemd may learn only at TimeoutStopSec (unit failed)."""
-    try:
-        r = subprocess.run(["gpg-connect-agent", "--no-autostart", "getinfo pid", "/bye"],
-                           env=dict(os.environ, **({"GNUPGHOME": home} if home else {})),
-                           capture_output=True, text=True, check=False, timeout=10)
-        out = r.stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    pids = [int(line[2:]) for line in out.splitlines() if line.startswith("D ") and line[2:].strip().isdigit()]
-    stop_agent(home)
-    deadline = time.monotonic() + wait
-    while pids and os.path.exists(f"/proc/{pids[0]}") and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def _lock_within(lock, wait, on_wait):
