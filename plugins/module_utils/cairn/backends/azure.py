@@ -42,7 +42,7 @@ else:
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
 from ..redact import Secrets, redact_text, redact_url
-from .base import Backend, check_name, local_write_error, missing_library, split_url
+from .base import Backend, local_write_error, missing_library, object_key, split_url
 
 log = logging.getLogger("cairn")
 
@@ -137,8 +137,7 @@ class AzureBackend(Backend):
     # --- names --------------------------------------------------------------------------------
 
     def _blob_name(self, name):
-        check_name(name)
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     def _where(self):
         return f"azure://{self.container}/{self.prefix}".rstrip("/")

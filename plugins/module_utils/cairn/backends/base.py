@@ -261,6 +261,12 @@ class Backend:
         self.close()
 
 
+def object_key(prefix, name):
+    """An object store's key of file ``name`` under the target's ``prefix`` (s3, gs, azure)."""
+    check_name(name)
+    return f"{prefix}/{name}" if prefix else name
+
+
 def check_name(name):
     """Remote names are plain file names: never a path, never empty."""
     from ..errors import BackendError

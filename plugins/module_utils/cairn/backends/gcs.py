@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
 from ..redact import redact_url
-from .base import Backend, FullReads, check_name, error_text, local_write_error, split_url
+from .base import Backend, FullReads, error_text, local_write_error, object_key, split_url
 
 log = logging.getLogger("cairn")
 
@@ -122,8 +122,7 @@ class GcsBackend(Backend):
         return self._conn()[1]
 
     def _key(self, name):
-        check_name(name)
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     def _where(self):
         return f"gs://{self.bucket_name}/{self.prefix}".rstrip("/")

@@ -40,7 +40,7 @@ else:
 from ..errors import BackendError, BackendNotFound, ExitCode, UserError
 from ..redact import redact_text, redact_url
 from ..naming import UNFINISHED_MARK
-from .base import TEMP_PREFIX, Backend, check_name, error_text, missing_library, split_url
+from .base import TEMP_PREFIX, Backend, error_text, missing_library, object_key, split_url
 
 log = logging.getLogger("cairn")
 
@@ -119,8 +119,7 @@ class S3Backend(Backend):
         self.extra = extra
 
     def _key(self, name):
-        check_name(name)
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return object_key(self.prefix, name)
 
     def _where(self):
         return f"{self.kind}://{self.bucket}/{self.prefix}".rstrip("/")
