@@ -6,7 +6,6 @@ import email
 import email.policy
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from test_job import _job
 from treeutil import ROOT, cairn, write
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "backends"))
+from servers import free_port  # noqa: E402
 from test_ftp import make_cert  # noqa: E402
 
 SMTP_USER, SMTP_PASSWORD = "cairn-relay", "smtp-Secret-4711"
@@ -49,12 +49,6 @@ def pings():
     server.server_close()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtpd(tmp_path):
     """A real SMTP server on loopback that requires STARTTLS, and AUTH (only over TLS)."""
@@ -80,7 +74,7 @@ def smtpd(tmp_path):
         ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
         return AuthResult(success=ok, handled=False)      # handled=False: aiosmtpd answers 535 itself
 
-    port = _free_port()
+    port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
                             authenticator=auth, auth_require_tls=True, auth_required=True)
     controller.start()
@@ -278,7 +272,7 @@ def test_failed_mail_is_logged_and_keeps_the_exit_code(tmp_path, pings, smtpd):
     assert b"could not send the mail to ops@example.net" in r.stderr and smtpd["received"] == []
     assert SMTP_PASSWORD.encode() not in r.stderr
     # no relay listening at all: the same
-    config["smtp_port"] = _free_port()
+    config["smtp_port"] = free_port()
     path.write_text(json.dumps(config))
     r = _run(path)
     assert r.returncode == 0 and b"could not send the mail" in r.stderr
