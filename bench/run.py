@@ -1,18 +1,42 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""`make bench`: cairn against stock duplicity on the shared dataset, in one run, as ratios.
+"""`make bench`: cairn against duplicity, restic and borg in one run, as ratios.
 
-Same tree, same settings (symmetric gpg, default volume size, fresh archive dirs): full backup,
-incremental after `make-dataset.sh DIR mutate`, restore of the latest point. Prints seconds for
-each tool, cairn/duplicity ratios, and the stored bytes; then the backup module against the CLI
-on the same backup (module/CLI, which must stay at or below 1.05).
+Three parts (``--only`` picks some of them; all by default):
+
+``tools``
+    The shared dataset (``make-dataset.sh``), each tool with encryption on and its default
+    compression, a fresh cache and a fresh local target: full backup, incremental after
+    ``make-dataset.sh DIR mutate``, restore of the latest point into an empty directory (best of
+    ``--restore-tries`` in mirrored order, as this disk's write speed drifts). Every restore is
+    compared with the source (entries, types, sizes, symlink targets, SHA-256 of every regular
+    file), so a tool that restored nothing cannot look fast. Seconds, peak RSS and stored bytes
+    for each tool, and the ratios cairn/duplicity, cairn/restic, cairn/borg.
+``module``
+    The backup module against the CLI on the same backup (module/CLI, which must stay at or
+    below 1.05).
+``small-files``
+    ``--small-files N`` files of a few hundred bytes (1000 per directory, random.Random(seed)),
+    cairn against duplicity: full backup, incremental after rewriting 1 % of them (a later mtime),
+    ``list-current-files``, restore of one changed file. Seconds and peak RSS each: the cost
+    should grow with the work, not with the archive.
+
+Peak RSS is ``ru_maxrss`` of ``os.wait4`` on the tool's process: the largest single process of
+its tree (the tool itself, or one gpg it waited for), not a sum. ``--runs N`` repeats each part
+with fresh targets and reports the median (and min-max when N > 1); ``--json FILE`` writes every
+measurement, the machine and the settings.
 """
 import argparse
+import hashlib
 import json
 import os
+import platform
+import random
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,113 +44,419 @@ ROOT = os.path.dirname(HERE)
 DATASET = os.environ.get("CAIRN_DATASET_SCRIPT",
                          os.path.join(os.path.dirname(ROOT), "shared", "bench", "make-dataset.sh"))
 PASSPHRASE = "bench passphrase, not a secret"
+MiB = 1 << 20
+ALL_TOOLS = ("duplicity", "cairn", "restic", "borg")
+PARTS = ("tools", "module", "small-files")
+RSS_LIMIT_MIB = 256
 
 
 def du(path):
     total = 0
     for d, _dirs, files in os.walk(path):
         for f in files:
-            total += os.path.getsize(os.path.join(d, f))
+            total += os.lstat(os.path.join(d, f)).st_size
     return total
 
 
-def timed(cmd, env):
-    t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - t
+class Failed(Exception):
+    pass
+
+
+def measured(cmd, env, cwd=None, stdout=None):
+    """Run ``cmd``; its wall seconds, peak RSS (KiB) and CPU seconds (user + system, with the
+    children it waited for). Raises Failed with the end of its stderr on a non-zero exit."""
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                             stdout=stdout if stdout is not None else out, stderr=err)
+        _pid, status, ru = os.wait4(p.pid, 0)
+        elapsed = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            text = ""
+            for f in (out, err):    # a module reports its failure as JSON on stdout
+                f.seek(0)
+                text += f.read().decode(errors="replace")[-3000:]
+            raise Failed(f"failed ({p.returncode}): {' '.join(map(str, cmd))}\n{text}")
+    return {"s": elapsed, "rss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}
+
+
+def quiet(cmd, env=None, cwd=None):
+    r = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.decode(errors='replace')}")
-    return elapsed
+        raise Failed(f"failed ({r.returncode}): {' '.join(map(str, cmd))}\n"
+                     f"{r.stderr.decode(errors='replace')[-3000:]}")
+    return r.stdout.decode(errors="replace")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
-    ap.add_argument("--duplicity", default=os.environ.get("CAIRN_DUPLICITY",
-                                                          os.path.join(ROOT, ".venv-duplicity", "bin", "duplicity")))
-    ap.add_argument("--cairn", default=os.path.join(ROOT, ".venv", "bin", "cairn"))
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    args = ap.parse_args()
-    if not os.path.exists(DATASET):
-        sys.exit(f"dataset script not found: {DATASET} (set CAIRN_DATASET_SCRIPT)")
-    work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    data = os.path.join(work, "data")
-    print("building the dataset ...", flush=True)
-    subprocess.run(["bash", DATASET, data], check=True)
-    env = dict(os.environ, PASSPHRASE=PASSPHRASE, GNUPGHOME=os.path.join(work, "gnupg"))
-    os.makedirs(env["GNUPGHOME"], mode=0o700)
-    tools = {
-        "duplicity": lambda *a: [args.duplicity, *a],
-        "cairn": lambda *a: [args.cairn, "--no-progress", *a],
-    }
-    times = {t: {} for t in tools}
-    for tool, cmd in tools.items():
-        os.makedirs(os.path.join(work, tool, "cache"))
-    subprocess.run(["tar", "cf", "/dev/null", data], check=False)    # warm the page cache for both alike
-
-    def phase(name, tool, *a):
-        os.sync()      # no tool pays for the previous one's dirty pages
-        time.sleep(1)
-        times[tool][name] = timed(tools[tool](*a), env)
-        print(f"  {name:12s} {tool:10s} {times[tool][name]:7.2f} s", flush=True)
-
-    def url(tool):
-        return f"file://{work}/{tool}/target"
-
-    def cache(tool, n=""):
-        return ["--archive-dir", os.path.join(work, tool, "cache" + n), "--name", "bench"]
-
-    print("full backup", flush=True)
-    for tool in ("duplicity", "cairn"):
-        phase("full", tool, "full", *cache(tool), data, url(tool))
-    full_bytes = {t: du(os.path.join(work, t, "target")) for t in tools}
-    subprocess.run(["bash", DATASET, data, "mutate"], check=True, stdout=subprocess.DEVNULL)
-    print("incremental after mutate", flush=True)
-    for tool in ("cairn", "duplicity"):
-        time.sleep(1)
-        phase("incremental", tool, "incremental", *cache(tool), data, url(tool))
-    total_bytes = {t: du(os.path.join(work, t, "target")) for t in tools}
-    # restore twice each, in the order d c c d, keeping the faster: this disk's write speed
-    # drifts from run to run, and neither tool should get the better slot
-    print("restore of the latest point", flush=True)
-    best = {}
-    for tool in ("duplicity", "cairn", "cairn", "duplicity"):
-        dest = os.path.join(work, tool, "restored")
-        shutil.rmtree(dest, ignore_errors=True)
-        phase("restore", tool, "restore", *cache(tool), url(tool), dest)
-        best[tool] = min(best.get(tool, float("inf")), times[tool]["restore"])
-    for tool in tools:
-        times[tool]["restore"] = best[tool]
-    # both restores must equal the source
-    for tool in tools:
-        r = subprocess.run(["diff", "-r", "--no-dereference", "-q", data, os.path.join(work, tool, "restored")],
-                           capture_output=True, check=False)
-        # diff reports fifos as "is a fifo while ... is a fifo": not a difference
-        real = [ln for ln in r.stdout.decode(errors="replace").splitlines() if "is a fifo while" not in ln]
-        if r.returncode > 1 or real:
-            sys.exit(f"{tool} restore differs from the source:\n" + "\n".join(real[:20]))
-
-    module_vs_cli = _module_vs_cli(work, data, env)
-
-    print()
-    print(f"{'':24s}{'duplicity':>12s}{'cairn':>12s}{'cairn/dup':>12s}")
-    for name in ("full", "incremental", "restore"):
-        d, c = times["duplicity"][name], times["cairn"][name]
-        print(f"{name + ' (s)':24s}{d:12.2f}{c:12.2f}{c / d:12.2f}")
-    for label, b in (("stored after full (MB)", full_bytes), ("stored after inc (MB)", total_bytes)):
-        d, c = b["duplicity"] / 1e6, b["cairn"] / 1e6
-        print(f"{label:24s}{d:12.1f}{c:12.1f}{c / d:12.3f}")
-    cli_s, module_s = module_vs_cli
-    print()
-    print(f"{'':24s}{'CLI':>12s}{'module':>12s}{'module/CLI':>12s}")
-    print(f"{'full backup (s)':24s}{cli_s:12.2f}{module_s:12.2f}{module_s / cli_s:12.2f}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+def remove(path):
+    subprocess.run(["rm", "-rf", "--", path], check=False)    # faster than shutil.rmtree on a million files
 
 
-def _module_vs_cli(work, data, env, rounds=5):
+def settle():
+    os.sync()      # no tool pays for the previous one's dirty pages
+    time.sleep(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the tools: each prepares a fresh target in its own directory and gives the command of a step
+
+class Duplicity:
+    name = "duplicity"
+    settings = ("symmetric gpg (PASSPHRASE), default --volsize, its default compression "
+                "(gpg's zlib), fresh --archive-dir, file:// target")
+
+    def __init__(self, exe, base, env):
+        self.exe, self.base, self.env = exe, base, env
+        self.target = os.path.join(base, "target")
+        self.url = "file://" + self.target
+
+    def argv(self, *a):
+        return [self.exe, *a]
+
+    def _cache(self):
+        return ["--archive-dir", os.path.join(self.base, "cache"), "--name", "bench"]
+
+    def prepare(self):
+        os.makedirs(os.path.join(self.base, "cache"))
+
+    def backup(self, kind, data):
+        return self.argv(kind, *self._cache(), data, self.url), None
+
+    def restore(self, dest, data):
+        """Command, cwd and where the restored copy of ``data`` will be."""
+        return self.argv("restore", *self._cache(), self.url, dest), None, dest
+
+    def list_files(self):
+        return self.argv("list-current-files", *self._cache(), self.url)
+
+    def restore_file(self, rel, dest):
+        return self.argv("restore", *self._cache(), "--path-to-restore", rel, self.url, dest)
+
+    def version(self):
+        return quiet([self.exe, "--version"], self.env).strip().splitlines()[0]
+
+
+class Cairn(Duplicity):
+    name = "cairn"
+    settings = ("symmetric encryption (PASSPHRASE), default --volsize, its default compression, "
+                "fresh --archive-dir, file:// target")
+
+    def argv(self, *a):
+        return [self.exe, "--no-progress", *a]
+
+
+class Restic:
+    name = "restic"
+    settings = "local repo, RESTIC_PASSWORD, default compression (auto), fresh --cache-dir"
+
+    def __init__(self, exe, base, env):
+        self.exe, self.base = exe, base
+        self.target = os.path.join(base, "repo")
+        self.env = dict(env, RESTIC_PASSWORD=PASSPHRASE)
+
+    def _argv(self, *a):
+        return [self.exe, "--quiet", "--repo", self.target, "--cache-dir", os.path.join(self.base, "cache"), *a]
+
+    def prepare(self):
+        os.makedirs(self.base, exist_ok=True)
+        quiet(self._argv("init"), self.env)
+        config = json.loads(quiet(self._argv("cat", "config"), self.env))
+        self.settings = f"{Restic.settings}, repository version {config.get('version')}"
+
+    def backup(self, kind, data):
+        return self._argv("backup", data), None
+
+    def restore(self, dest, data):
+        return self._argv("restore", "latest", "--target", dest), None, dest + data
+
+    def version(self):
+        return quiet([self.exe, "version"]).strip()
+
+
+class Borg:
+    name = "borg"
+    settings = "`borg init -e repokey`, BORG_PASSPHRASE, default compression (lz4), fresh BORG_BASE_DIR"
+
+    def __init__(self, exe, base, env):
+        self.exe, self.base = exe, base
+        self.target = os.path.join(base, "repo")
+        self.env = dict(env, BORG_PASSPHRASE=PASSPHRASE, BORG_BASE_DIR=os.path.join(base, "home"))
+
+    def prepare(self):
+        os.makedirs(self.env["BORG_BASE_DIR"])
+        quiet([self.exe, "init", "-e", "repokey", self.target], self.env)
+
+    def backup(self, kind, data):
+        return [self.exe, "create", f"{self.target}::{kind}", data], None
+
+    def restore(self, dest, data):
+        os.makedirs(dest)
+        return [self.exe, "extract", f"{self.target}::incremental"], dest, os.path.join(dest, data.lstrip("/"))
+
+    def version(self):
+        return quiet([self.exe, "--version"]).strip()
+
+
+TOOL_CLASSES = {"duplicity": Duplicity, "cairn": Cairn, "restic": Restic, "borg": Borg}
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets and restore checks
+
+def tree(root):
+    """Every entry under ``root``: relative path -> (type, size, sha256 or symlink target)."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    out[rel] = ("file", st.st_size, hashlib.file_digest(f, "sha256").hexdigest())
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", 0, os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", 0, "")
+            elif stat.S_ISFIFO(st.st_mode):
+                out[rel] = ("fifo", 0, "")
+            else:
+                out[rel] = ("other", 0, "")
+    return out
+
+
+def differences(expected, root):
+    if not os.path.isdir(root):
+        return [f"nothing restored at {root}"]
+    got = tree(root)
+    diff = [f"missing: {p}" for p in sorted(set(expected) - set(got))]
+    diff += [f"extra: {p}" for p in sorted(set(got) - set(expected))]
+    diff += [f"differs: {p} {expected[p][:2]} != {got[p][:2]}" if expected[p][:2] != got[p][:2] else
+             f"differs: {p} {'target' if expected[p][0] == 'symlink' else 'contents'}"
+             for p in sorted(set(expected) & set(got)) if expected[p] != got[p]]
+    return diff
+
+
+def small_dataset(dst):
+    """A few MB with make-dataset.sh's shape (so that its `mutate` applies): small text files,
+    bin/archive.bin (random) and bin/libs.bin (shared-library bytes), a symlink, a fifo, an
+    empty dir."""
+    stdlib = os.path.dirname(os.__file__)
+    srcs = sorted(os.path.join(d, f) for d, dirs, fs in os.walk(stdlib) for f in fs
+                  if f.endswith(".py") and "site-packages" not in d and "test" not in d)[:600]
+    for p in srcs:
+        q = os.path.join(dst, "src", os.path.relpath(p, stdlib))
+        os.makedirs(os.path.dirname(q), exist_ok=True)
+        shutil.copyfile(p, q)
+    os.makedirs(os.path.join(dst, "bin"))
+    with open(os.path.join(dst, "bin", "archive.bin"), "wb") as f:
+        f.write(random.Random(7).randbytes(4 * MiB))
+    libs = sorted(os.path.join(d, f) for d, _, fs in os.walk("/usr/lib") for f in fs if ".so" in f)
+    with open(os.path.join(dst, "bin", "libs.bin"), "wb") as out:
+        for p in libs:
+            if out.tell() >= 2 * MiB:
+                break
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    out.write(f.read(2 * MiB - out.tell()))
+    os.symlink("../bin/libs.bin", os.path.join(dst, "src", "link-to-libs"))
+    os.makedirs(os.path.join(dst, "empty-dir"))
+    os.mkfifo(os.path.join(dst, "fifo"))
+
+
+def build_dataset(args, dst):
+    if args.data:
+        subprocess.run(["cp", "-a", args.data, dst], check=True)
+    elif args.dataset_scale == "small":
+        small_dataset(dst)
+    else:
+        if not os.path.exists(DATASET):
+            sys.exit(f"dataset script not found: {DATASET} (set CAIRN_DATASET_SCRIPT)")
+        subprocess.run(["bash", DATASET, dst], check=True, stdout=subprocess.DEVNULL)
+
+
+def warm(root):
+    """Read every file once, so that no tool pays for the first read from disk."""
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    while fh.read(MiB):
+                        pass
+
+
+def count_files(root):
+    return sum(len(fs) for _d, _ds, fs in os.walk(root))
+
+
+# ---------------------------------------------------------------------------------------------
+# summaries
+
+def summary(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def medians(values):
+    """Median of a list of numbers, or of each field of a list of measurements (failed runs left out)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    if isinstance(values[0], dict):
+        return {k: statistics.median(m[k] for m in values) for k in values[0]}
+    return statistics.median(values)
+
+
+def fmt(s, scale=1.0, digits=2):
+    return "-" if s is None else f"{s['median'] / scale:.{digits}f}"
+
+
+def spread(s, scale=1.0, digits=2):
+    if s is None or s["n"] < 2:
+        return "-"
+    return f"{s['min'] / scale:.{digits}f}-{s['max'] / scale:.{digits}f}"
+
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or not b["median"]:
+        return "-"
+    return f"{a['median'] / b['median']:.{digits}f}"
+
+
+def machine(tools, env):
+    info = {"cpu": "", "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+        with open("/proc/meminfo") as f:
+            kib = next(int(ln.split()[1]) for ln in f if ln.startswith("MemTotal"))
+        info["memory_gib"] = round(kib / (1 << 20), 1)
+        with open("/etc/os-release") as f:
+            info["os"] = next((ln.split("=", 1)[1].strip().strip('"') for ln in f if ln.startswith("PRETTY_NAME")), "")
+    except (OSError, StopIteration, ValueError):
+        pass
+    info["gpg"] = quiet(["gpg", "--version"]).splitlines()[0]
+    info["versions"] = {}
+    for name, tool in tools.items():
+        try:
+            info["versions"][name] = tool.version()
+        except (Failed, OSError) as e:
+            info["versions"][name] = f"unknown ({str(e).splitlines()[0]})"
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# part 1: the four tools on the shared dataset
+
+def tools_part(args, work, data, env, names):
+    """Runs ``args.runs`` rounds; returns results[tool][step] = [measurement per round]."""
+    results = {t: {"full": [], "incremental": [], "restore": [], "stored_full": [], "stored_total": []}
+               for t in names}
+    problems = []
+    pristine = data + ".pristine"
+    if args.runs > 1:
+        os.rename(data, pristine)
+    settings, files = {}, 0
+    for n in range(args.runs):
+        print(f"tools, round {n + 1}/{args.runs}", flush=True)
+        if args.runs > 1:
+            shutil.rmtree(data, ignore_errors=True)
+            subprocess.run(["cp", "-a", pristine, data], check=True)
+        base = os.path.join(work, f"round{n}")
+        tools = {t: TOOL_CLASSES[t](args.exe[t], os.path.join(base, t), env) for t in names}
+        for t in tools.values():
+            t.prepare()
+            settings[t.name] = t.settings
+        warm(data)
+        order = names[n % len(names):] + names[:n % len(names)]    # each round another tool goes first
+
+        def step(name, tool, cmd, cwd=None):
+            settle()
+            try:
+                m = measured(cmd, tool.env, cwd)
+            except Failed as e:
+                problems.append(f"{tool.name} {name}: {e}")
+                print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
+                return None
+            print(f"  {name:12s} {tool.name:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
+            return m
+
+        print("full backup", flush=True)
+        for t in order:
+            results[t]["full"].append(step("full", tools[t], *tools[t].backup("full", data)))
+            results[t]["stored_full"].append(du(tools[t].target))
+        subprocess.run(["bash", DATASET, data, "mutate"], check=True, stdout=subprocess.DEVNULL)
+        files = count_files(data)
+        expected = tree(data)
+        warm(data)
+        print("incremental after mutate", flush=True)
+        for t in reversed(order):
+            time.sleep(1)    # mtime granularity: a change and a backup in the same second
+            results[t]["incremental"].append(step("incremental", tools[t], *tools[t].backup("incremental", data)))
+            results[t]["stored_total"].append(du(tools[t].target))
+        print("restore of the latest point", flush=True)
+        best = {}
+        sequence = []
+        for k in range(args.restore_tries):
+            sequence += order if k % 2 == 0 else list(reversed(order))
+        for t in sequence:
+            dest = os.path.join(base, t, "restored")
+            shutil.rmtree(dest, ignore_errors=True)
+            cmd, cwd, root = tools[t].restore(dest, data)
+            m = step("restore", tools[t], cmd, cwd)
+            if m is None:
+                best[t] = None
+                continue
+            diff = differences(expected, root)
+            if diff:
+                problems.append(f"{t} restore differs from the source ({len(diff)}):\n  " + "\n  ".join(diff[:20]))
+                print(f"  {'':12s} {t:10s} restore DIFFERS from the source", flush=True)
+                best[t] = None
+            elif t not in best or (best[t] is not None and m["s"] < best[t]["s"]):
+                best[t] = m
+        for t in names:
+            results[t]["restore"].append(best.get(t))
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    if args.runs > 1:
+        shutil.rmtree(pristine, ignore_errors=True)
+    return results, settings, problems, files
+
+
+def print_tools_table(results, names, runs, restore_tries):
+    def s(t, step, key):
+        return summary([m[key] for m in results[t][step] if m is not None]) if results[t][step] else None
+
+    def stored(t, key):
+        return summary(results[t][key])
+
+    others = [t for t in names if t != "cairn"]
+    head = f"{'':28s}" + "".join(f"{t:>11s}" for t in names) + "".join(f"{'cairn/' + t:>16s}" for t in others)
+    print(head)
+    rows = [(f"{step} (s){' best of ' + str(restore_tries) if step == 'restore' else ''}", step, "s", 1, 2)
+            for step in ("full", "incremental", "restore")]
+    rows += [("stored after full (MB)", "stored_full", None, 1e6, 1),
+             ("stored after incr. (MB)", "stored_total", None, 1e6, 1)]
+    rows += [(f"peak RSS {step} (MiB)", step, "rss_kib", 1024, 1) for step in ("full", "incremental", "restore")]
+    rows += [(f"CPU {step} (s)", step, "cpu_s", 1, 2) for step in ("full", "incremental", "restore")]
+    for label, step, key, scale, digits in rows:
+        vals = {t: (s(t, step, key) if key else stored(t, step)) for t in names}
+        line = f"{label:28s}" + "".join(f"{fmt(vals[t], scale, digits):>11s}" for t in names)
+        if "cairn" in names:
+            line += "".join(f"{ratio(vals['cairn'], vals[t], 3 if key is None else 2):>16s}" for t in others)
+        print(line)
+        if runs > 1:
+            print(f"{'  min-max':28s}" + "".join(f"{spread(vals[t], scale, digits):>11s}" for t in names))
+
+
+# ---------------------------------------------------------------------------------------------
+# part 2: the backup module against the CLI
+
+def _module_vs_cli(work, data, env, cairn, rounds=5):
     """The backup module against the CLI on the same backup: a full backup of the dataset into
     a fresh target, the module as Ansible runs it on a host (the module file with its arguments;
     no controller), with min_interval set as playbooks use it. Alternating, median seconds."""
@@ -138,15 +468,271 @@ def _module_vs_cli(work, data, env, rounds=5):
             base = os.path.join(work, f"{kind}-{n}")
             url, cache = f"file://{base}/target", os.path.join(base, "cache")
             if kind == "cli":
-                cmd = [os.path.join(ROOT, ".venv", "bin", "cairn"), "--no-progress", "full", "--archive-dir", cache,
-                       data, url]
+                cmd = [cairn, "--no-progress", "full", "--archive-dir", cache, data, url]
             else:
                 args_file = base + ".json"
                 with open(args_file, "w") as f:
                     json.dump({"ANSIBLE_MODULE_ARGS": {"source": data, "target": url, "passphrase": PASSPHRASE,
                                                        "archive_dir": cache, "mode": "full", "min_interval": "1h"}}, f)
                 cmd = [sys.executable, os.path.join(ROOT, "plugins", "modules", "backup.py"), args_file]
-            os.sync()
-            time.sleep(1)
-            seconds[kind].append(timed(cmd, module_env if kind == "module" else env))
+            settle()
+            seconds[kind].append(measured(cmd, module_env if kind == "module" else env)["s"])
+            shutil.rmtree(base, ignore_errors=True)
     return statistics.median(seconds["cli"]), statistics.median(seconds["module"])
+
+
+# ---------------------------------------------------------------------------------------------
+# part 3: many small files, cairn against duplicity
+
+PER_DIR = 1000
+
+
+def small_files(root, n, seed):
+    """``n`` files of 100-700 bytes of text, ``PER_DIR`` per directory, all with the same mtime
+    an hour in the past; deterministic contents. Returns the relative paths in order."""
+    rnd = random.Random(seed)
+    then = time.time() - 3600
+    paths = []
+    for i in range(n):
+        d = f"d{i // PER_DIR:04d}"
+        if i % PER_DIR == 0:
+            os.makedirs(os.path.join(root, d))
+        rel = f"{d}/f{i % PER_DIR:04d}.txt"
+        p = os.path.join(root, rel)
+        size = rnd.randint(100, 700)
+        with open(p, "wb") as f:
+            f.write(rnd.randbytes(size // 2 + 1).hex()[:size].encode())
+        os.utime(p, (then, then))
+        paths.append(rel)
+    return paths
+
+
+def change_small_files(root, paths, seed):
+    """Rewrite 1 % of the files (new contents, mtime now); returns the changed relative paths."""
+    rnd = random.Random(seed + 1)
+    changed = sorted(rnd.sample(paths, max(1, len(paths) // 100)))
+    for rel in changed:
+        size = rnd.randint(100, 700)
+        with open(os.path.join(root, rel), "wb") as f:
+            f.write(b"changed " + rnd.randbytes(size // 2 + 1).hex()[:size].encode())
+    return changed
+
+
+def small_files_part(args, work, env, names):
+    names = [t for t in ("duplicity", "cairn") if t in names]
+    steps = ("full", "incremental", "list-current-files", "restore one file")
+    results = {t: {s: [] for s in steps} | {"stored_total": []} for t in names}
+    problems = []
+    info = {}
+    for n in range(args.small_runs):
+        print(f"small files, round {n + 1}/{args.small_runs}: creating {args.small_files:,} files", flush=True)
+        base = os.path.join(work, f"small{n}")
+        data = os.path.join(base, "data")
+        t0 = time.perf_counter()
+        paths = small_files(data, args.small_files, args.seed)
+        info["create_s"] = round(time.perf_counter() - t0, 2)
+        print(f"  created in {info['create_s']:.1f} s", flush=True)
+        tools = {t: TOOL_CLASSES[t](args.exe[t], os.path.join(base, t), env) for t in names}
+        for t in tools.values():
+            t.prepare()
+        order = names if n % 2 == 0 else list(reversed(names))
+
+        def step(name, t, cmd, stdout=None):
+            settle()
+            try:
+                m = measured(cmd, tools[t].env, stdout=stdout)
+            except Failed as e:
+                problems.append(f"small files: {t} {name}: {e}")
+                print(f"  {name:20s} {t:10s} FAILED", flush=True)
+                return None
+            print(f"  {name:20s} {t:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
+            results[t][name].append(m)
+            return m
+
+        for t in order:
+            step("full", t, tools[t].backup("full", data)[0])
+        changed = change_small_files(data, paths, args.seed)
+        for t in reversed(order):
+            step("incremental", t, tools[t].backup("incremental", data)[0])
+            results[t]["stored_total"].append(du(tools[t].target))
+        for t in order:
+            listing = os.path.join(base, t, "list.txt")
+            with open(listing, "wb") as out:
+                m = step("list-current-files", t, tools[t].list_files(), stdout=out)
+            if m is not None:
+                with open(listing, "rb") as f:
+                    lines = sum(1 for _ in f)
+                if lines < len(paths):
+                    problems.append(f"small files: {t} list-current-files printed {lines} lines for {len(paths)} files")
+                os.remove(listing)
+        rel = changed[len(changed) // 2]
+        info["restored_file"] = rel
+        with open(os.path.join(data, rel), "rb") as f:
+            want = f.read()
+        for t in reversed(order):
+            dest = os.path.join(base, t, "one-file")
+            m = step("restore one file", t, tools[t].restore_file(rel, dest))
+            if m is not None:
+                got = open(dest, "rb").read() if os.path.isfile(dest) else None
+                if got != want:
+                    problems.append(f"small files: {t} restored {rel} wrong ({'missing' if got is None else 'contents'})")
+        if not args.keep:
+            t0 = time.perf_counter()
+            remove(base)
+            info["remove_s"] = round(time.perf_counter() - t0, 2)
+    return results, problems, info, steps
+
+
+def print_small_table(results, names, steps, runs):
+    names = [t for t in ("duplicity", "cairn") if t in names]
+    both = len(names) == 2
+    print(f"{'':24s}" + "".join(f"{t + ' s':>13s}" for t in names) + (f"{'cairn/dup':>11s}" if both else "")
+          + "".join(f"{t + ' MiB':>15s}" for t in names) + (f"{'cairn/dup':>11s}" if both else ""))
+    for name in steps:
+        secs = {t: summary([m["s"] for m in results[t][name]]) for t in names}
+        rss = {t: summary([m["rss_kib"] for m in results[t][name]]) for t in names}
+        line = f"{name:24s}" + "".join(f"{fmt(secs[t]):>13s}" for t in names)
+        line += f"{ratio(secs['cairn'], secs['duplicity']):>11s}" if both else ""
+        line += "".join(f"{fmt(rss[t], 1024, 1):>15s}" for t in names)
+        line += f"{ratio(rss['cairn'], rss['duplicity']):>11s}" if both else ""
+        print(line)
+        if runs > 1:
+            print(f"{'  min-max':24s}" + "".join(f"{spread(secs[t]):>13s}" for t in names))
+    stored = {t: summary(results[t]["stored_total"]) for t in names}
+    print(f"{'stored, full+incr. (MB)':24s}" + "".join(f"{fmt(stored[t], 1e6, 1):>13s}" for t in names)
+          + (f"{ratio(stored['cairn'], stored['duplicity'], 3):>11s}" if both else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--duplicity", default=os.environ.get("CAIRN_DUPLICITY",
+                                                          os.path.join(ROOT, ".venv-duplicity", "bin", "duplicity")))
+    ap.add_argument("--cairn", default=os.path.join(ROOT, ".venv", "bin", "cairn"))
+    ap.add_argument("--restic", default=shutil.which("restic") or "restic")
+    ap.add_argument("--borg", default=shutil.which("borg") or "borg")
+    ap.add_argument("--tools", default=",".join(ALL_TOOLS),
+                    help="comma-separated tools for the first table (default: all four; a missing one is skipped)")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run, of {', '.join(PARTS)}")
+    ap.add_argument("--runs", type=int, default=1, help="rounds of the tools table (median, min-max when > 1)")
+    ap.add_argument("--restore-tries", type=int, default=2,
+                    help="restores per tool and round, in mirrored order; the best one counts")
+    ap.add_argument("--data", help="copy this tree instead of running make-dataset.sh (it needs the "
+                                   "dataset's shape for `make-dataset.sh DIR mutate`: bin/archive.bin, bin/libs.bin)")
+    ap.add_argument("--dataset-scale", choices=("full", "small"), default="full",
+                    help="small: a few MB of the dataset's shape, to try the harness")
+    ap.add_argument("--module-rounds", type=int, default=5, help="alternating rounds of module against CLI")
+    ap.add_argument("--small-files", type=int, default=1_000_000, help="files for the small-files table")
+    ap.add_argument("--small-runs", type=int, default=1, help="rounds of the small-files table")
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--json", help="write every measurement, the machine and the settings to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    args = ap.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS] + [t for t in args.tools.split(",") if t not in ALL_TOOLS]
+    if bad:
+        ap.error(f"unknown: {', '.join(bad)}")
+    own_data = args.data or args.dataset_scale == "small"
+    if not os.path.exists(DATASET) and ("tools" in parts or ("module" in parts and not own_data)):
+        sys.exit(f"dataset script not found: {DATASET} (set CAIRN_DATASET_SCRIPT)")
+    args.exe = {"duplicity": args.duplicity, "cairn": args.cairn, "restic": args.restic, "borg": args.borg}
+    names = []
+    for t in ALL_TOOLS:
+        if t not in args.tools.split(","):
+            continue
+        if shutil.which(args.exe[t]) is None:
+            if t == "cairn":
+                sys.exit(f"cairn not found: {args.cairn} (make setup)")
+            print(f"{t} not found ({args.exe[t]}): left out (scripts/setup-bench.sh installs restic and borg)",
+                  file=sys.stderr)
+            continue
+        names.append(t)
+
+    work = os.path.abspath(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    env = dict(os.environ, PASSPHRASE=PASSPHRASE, GNUPGHOME=os.path.join(work, "gnupg"))
+    os.makedirs(env["GNUPGHOME"], mode=0o700)
+    report = {"machine": machine({t: TOOL_CLASSES[t](args.exe[t], work, env) for t in names}, env),
+              "parts": parts, "tools": names}
+    problems = []
+    try:
+        data = os.path.join(work, "data")
+        if "tools" in parts or "module" in parts:
+            print("building the dataset ...", flush=True)
+            build_dataset(args, data)
+            source = "--data" if args.data else "make-dataset.sh" if args.dataset_scale == "full" else "small"
+            report["dataset"] = {"bytes": du(data), "files": count_files(data), "source": source}
+            print(f"  {report['dataset']['bytes'] / 1e6:.1f} MB, {report['dataset']['files']:,} files", flush=True)
+        if "tools" in parts:
+            results, settings, probs, files = tools_part(args, work, data, env, names)
+            problems += probs
+            report["tools_table"] = {"runs": args.runs, "restore_tries": args.restore_tries, "settings": settings,
+                                     "files_after_mutate": files, "results": results}
+        if "module" in parts:
+            try:
+                cli_s, module_s = _module_vs_cli(work, data, env, args.cairn, args.module_rounds)
+                report["module_vs_cli"] = {"cli_s": cli_s, "module_s": module_s, "ratio": module_s / cli_s}
+            except Failed as e:
+                problems.append(f"module against the CLI: {e}")
+        if "small-files" in parts:
+            small, probs, info, steps = small_files_part(args, work, env, names)
+            problems += probs
+            report["small_files_table"] = {"files": args.small_files, "per_dir": PER_DIR, "runs": args.small_runs,
+                                           "changed": max(1, args.small_files // 100), **info, "results": small}
+    finally:
+        subprocess.run(["gpgconf", "--homedir", env["GNUPGHOME"], "--kill", "gpg-agent"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not args.keep:
+            remove(work)
+
+    m = report["machine"]
+    print()
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib', '?')} GiB, Linux {m['kernel']}, "
+          f"{m.get('os', '')}")
+    print("versions: " + "; ".join(m["versions"][t] for t in names) + f"; {m['gpg']}")
+    if "tools" in parts:
+        t = report["tools_table"]
+        print()
+        print(f"dataset: {report['dataset']['bytes'] / 1e6:.1f} MB, {report['dataset']['files']:,} files "
+              f"({report['dataset']['source']}); {t['files_after_mutate']:,} files after mutate; "
+              f"{args.runs} round(s), median{' and min-max' if args.runs > 1 else ''}")
+        for name in names:
+            print(f"  {name}: {t['settings'][name]}")
+        print()
+        print_tools_table(t["results"], names, args.runs, args.restore_tries)
+        if "cairn" in names:
+            worst = max((m["rss_kib"] for step in ("full", "incremental", "restore")
+                         for m in t["results"]["cairn"][step] if m is not None), default=0) / 1024
+            print(f"cairn's peak RSS {worst:.1f} MiB <= {RSS_LIMIT_MIB} MiB: {'yes' if worst <= RSS_LIMIT_MIB else 'NO'}")
+    if "module_vs_cli" in report:
+        mc = report["module_vs_cli"]
+        print()
+        print(f"{'':28s}{'CLI':>11s}{'module':>11s}{'module/CLI':>11s}")
+        print(f"{'full backup (s)':28s}{mc['cli_s']:11.2f}{mc['module_s']:11.2f}{mc['ratio']:11.2f}")
+    if "small-files" in parts:
+        sf = report["small_files_table"]
+        print()
+        print(f"{sf['files']:,} small files ({sf['per_dir']} per directory, 100-700 bytes), incremental after "
+              f"rewriting {sf['changed']:,} (1 %), restore of one changed file; {sf['runs']} round(s)")
+        print_small_table(sf["results"], names, steps, args.small_runs)
+    report["problems"] = problems
+    for key in ("tools_table", "small_files_table"):
+        if key in report:    # medians beside the raw measurements, for the README's tables
+            report[key]["median"] = {t: {step: medians(v) for step, v in steps.items()}
+                                     for t, steps in report[key]["results"].items()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if problems:
+        print()
+        print("PROBLEMS:")
+        for p in problems:
+            print(p)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
