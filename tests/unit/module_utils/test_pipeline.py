@@ -239,11 +239,13 @@ def test_a_lock_lost_while_the_volumes_upload(tmp_path, src):
         sess.opts.backend = replace(sess.opts.backend, upload_concurrency=1)
 
         def on_put(name):
-            if ".vol1." in name:         # what the lock's refresh thread finds out
+            # the first volume uploaded (volumes are encrypted two at a time, so on a busy
+            # machine that may be volume 2): what the lock's refresh thread finds out
+            if ".vol" in name:
                 sess.target_lock.lost = "it was taken over by the test"
         sess.backend = FaultyBackend(sess.backend, on_put)
     names = _stopped(tmp_path, src, inject, LockLost)
-    assert not [n for n in names if ".vol2." in n or ".vol3." in n]
+    assert len([n for n in names if ".vol" in n]) == 1, names
 
 
 def test_a_lock_lost_is_found_at_the_commit(tmp_path, src):
