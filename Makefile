@@ -6,7 +6,7 @@ DUPLICITY_VERSION := 3.2.1
 export CAIRN_DUPLICITY ?= $(CURDIR)/$(DUPVENV)/bin/duplicity
 COLL_LINK := .ansible/collections/ansible_collections/cairn/backup
 
-.PHONY: setup test unit demo bench bench-remote duplicity azurite podman molecule sanity clean
+.PHONY: setup test unit demo bench bench-remote bench-converge duplicity azurite podman molecule sanity clean
 
 setup: $(VENV)/.done $(COLL_LINK)
 
@@ -66,6 +66,11 @@ bench: setup duplicity
 # sftp and S3 upload throughput against duplicity, and --max-upload-rate accuracy
 bench-remote: setup duplicity
 	$(VENV)/bin/python bench/remote.py
+
+# a 3-host site.yml converge and re-converge on podman containers, timed, the engine's install apart
+# (BEFORE/AFTER: bench/converge.py --collection before=git:REV --collection after=.)
+bench-converge: setup podman
+	$(VENV)/bin/python bench/converge.py
 
 clean:
 	rm -rf $(VENV) $(DUPVENV) .ansible

@@ -1,4 +1,18 @@
 """What cairn.backup.agent leaves on a host: a working cairn CLI, and no Ansible needed."""
+import hashlib
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+LIB = "/usr/local/lib/cairn"
+
+
+def _expected_sha256():
+    """The SHA-256 of the archive this checkout's lookup builds (the same bytes anywhere)."""
+    spec = importlib.util.spec_from_file_location("engine_archive", os.path.join(ROOT, "plugins", "lookup", "engine_archive.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return hashlib.sha256(mod.build_archive(mod.engine_dir())).hexdigest()
 
 
 def test_cli_runs_a_backup_and_restore(host):
@@ -11,11 +25,39 @@ def test_cli_runs_a_backup_and_restore(host):
     assert cmd.stdout.strip().endswith("hello")
 
 
-def test_engine_and_command_are_root_owned(host):
+def test_engine_is_one_archive_with_the_checkout_hash(host):
+    digest = _expected_sha256()
+    archive = host.file(f"{LIB}/cairn-engine.zip")
+    assert archive.is_file and archive.user == "root" and archive.mode == 0o644
+    assert archive.sha256sum == digest
+    # unpacked and compiled once, under the archive's hash; nothing else left in the directory
+    engine = f"{LIB}/engine-{digest[:16]}"
+    assert sorted(host.file(LIB).listdir()) == ["cairn-engine.zip", f"engine-{digest[:16]}"]
+    assert host.file(f"{engine}/cairn/cli.py").exists
+    assert host.file(f"{engine}/cairn/backends/sftp.py").exists
+    assert any(n.startswith("cli.") and n.endswith(".pyc") for n in host.file(f"{engine}/cairn/__pycache__").listdir())
+    assert host.file(f"{engine}/cairn").user == "root" and host.file(f"{engine}/cairn").mode == 0o755
+    assert host.file(f"{engine}/cairn/cli.py").mode == 0o644
+    assert digest in host.file("/usr/local/bin/cairn").content_string
+
+
+def test_file_by_file_layout_is_gone(host):
+    # prepare.yml left /usr/local/lib/cairn/cairn/ (with a module the engine no longer has)
+    assert not host.file(f"{LIB}/cairn").exists
+
+
+def test_archive_runs_by_itself(host):
+    # zipimport: the command falls back to the archive while the unpacked copy is missing
+    out = host.check_output(f"python3 -s {LIB}/cairn-engine.zip --version")
+    assert out.startswith("cairn "), out
+    out = host.check_output(f"python3 -s -c 'import sys; sys.path.insert(0, \"{LIB}/cairn-engine.zip\"); "
+                            "import cairn.cli, cairn.backends.sftp; print(cairn.cli.__file__)'")
+    assert out == f"{LIB}/cairn-engine.zip/cairn/cli.py", out
+
+
+def test_command_is_root_owned(host):
     cli = host.file("/usr/local/bin/cairn")
     assert cli.user == "root" and cli.mode == 0o755
-    assert host.file("/usr/local/lib/cairn/cairn/cli.py").exists
-    assert host.file("/usr/local/lib/cairn/cairn/backends/sftp.py").exists
 
 
 def test_secret_directories_are_root_only(host):
