@@ -55,6 +55,17 @@ options:
       - The gpg program (duplicity's C(--gpg-binary)).
     type: str
     default: gpg
+  openpgp_engine:
+    description:
+      - Who writes and reads symmetric (passphrase-only) volumes, manifests and signatures.
+      - C(builtin) does it in the engine's own process (no gpg process, no pipes, one key
+        derivation per run); the messages are ordinary OpenPGP that gpg and duplicity read.
+        Public-key and signed messages, and any run with O(gpg_options) or another O(gpg_binary),
+        always go through gpg.
+      - C(gpg) sends every message through gpg, as duplicity does.
+    type: str
+    choices: [builtin, gpg]
+    default: builtin
   no_encryption:
     description:
       - Write gzip instead of gpg (duplicity's C(--no-encryption)).

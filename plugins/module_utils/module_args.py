@@ -33,6 +33,7 @@ def common_argument_spec():
         sign_passphrase=dict(type="str", no_log=True),
         gpg_options=dict(type="str"),
         gpg_binary=dict(type="str", default="gpg"),
+        openpgp_engine=dict(type="str", choices=["builtin", "gpg"], default="builtin"),
         no_encryption=dict(type="bool", default=False),
         gnupg_home=dict(type="path"),
         archive_dir=dict(type="path"),

@@ -9,7 +9,6 @@ encryption, uploads, the commit) is pipeline.BackupRun.
 import dataclasses
 import errno
 import gzip
-import hashlib
 import heapq
 import os
 import stat
@@ -621,11 +620,3 @@ def sample_compressible(fd, size, samples=8, piece=32768):
         raw += len(data)
         comp += len(zlib.compress(data, 1))
     return raw == 0 or comp < 0.9 * raw
-
-
-def sha1_file(path):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

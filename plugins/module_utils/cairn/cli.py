@@ -67,6 +67,9 @@ def build_parser():
     p.add_argument("--sign-key")
     p.add_argument("--gpg-options", default="")
     p.add_argument("--gpg-binary", default="gpg")
+    p.add_argument("--openpgp-engine", choices=("builtin", "gpg"), default="builtin",
+                   help="who writes and reads symmetric messages: cairn itself (default; no gpg process, "
+                        "one key derivation per run) or gpg")
     p.add_argument("--passphrase-file", help="read the passphrase from this file (first line)")
     # backup
     p.add_argument("--volsize", type=int, default=200)

@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The crypto layer: whole files through the real gpg (python-gnupg), or gzip when unencrypted.
 
+Symmetric messages (no signature, no custom gpg) are written and read in this process by
+``openpgp`` instead: no gpg process, no pipes, and one S2K per run for the volumes cairn writes.
+Everything else, and anything ``openpgp`` does not read, goes through gpg.
+
 Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), never argv or the
 environment, and never appear in messages. Outputs appear under their final name only when
 complete.
@@ -9,14 +13,16 @@ import contextlib
 import errno
 import functools
 import gzip
+import hashlib
 import os
 import shutil
 import threading
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertext, CryptoError, LocalIOError,
-                     NoSecretKey, UserError, WrongSigner)
+from . import openpgp
+from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
+                     LocalIOError, NoSecretKey, UserError, WrongSigner)
 from .naming import encoding
 
 try:
@@ -67,6 +73,7 @@ class CryptoOptions:
     gpg_options: tuple = ()
     gpg_binary: str = "gpg"
     compress: bool = True                 # False: --no-compression (gpg -z none; plain, not gzip, unencrypted)
+    openpgp_engine: str = "builtin"       # 'gpg': symmetric messages through gpg too (--openpgp-engine gpg)
 
 
 def _norm_key(k):
@@ -85,7 +92,10 @@ class Crypto:
                                 "passphrase file descriptor")
         if options.mode == "pubkey" and not (options.recipients or options.hidden_recipients):
             raise UserError("public-key encryption needs at least one --encrypt-key")
+        if options.openpgp_engine not in ("builtin", "gpg"):
+            raise UserError(f"unknown OpenPGP engine {options.openpgp_engine!r} (builtin or gpg)")
         self._gpg = None
+        self._keys = None                # openpgp.KeyCache: this run's passphrase and derived keys
         self._setup = threading.Lock()
         self._agent_was_running = None   # known once gpg has been set up
         self._unlocked = set()           # secret keys gpg unlocked with a passphrase cairn gave
@@ -126,6 +136,7 @@ class Crypto:
         an agent that was not running before this run is stopped; otherwise it stays, as it
         does after duplicity (stopping it could cut off another run using the same keyring).
         """
+        self._keys = None                # the derived keys go with the run
         if self._gpg is None:
             return
         home = self._home()
@@ -140,22 +151,55 @@ class Crypto:
     def _common(self):
         return ["--no-secmem-warning", "--no-symkey-cache", *self.o.gpg_options]
 
+    # --- the built-in OpenPGP path ---------------------------------------------------------
+
+    def _builtin(self):
+        """Whether this run may read and write symmetric messages itself: not when the user
+        chose gpg, another gpg binary or gpg options (those mean gpg's behaviour), nor with a
+        signing key (signatures are gpg's)."""
+        o = self.o
+        return (o.openpgp_engine == "builtin" and o.gpg_binary == "gpg" and not o.gpg_options
+                and not o.sign_key and bool(o.passphrase))
+
+    def builtin_decodes(self, name):
+        """Whether ``decode_file`` tries the built-in path for ``name`` (and so checks a SHA1
+        while it decrypts, handing out the plaintext only whole)."""
+        return encoding(name) == "gpg" and self._builtin()
+
+    def _key_cache(self):
+        with self._setup:
+            if self._keys is None:
+                self._keys = openpgp.KeyCache(self.o.passphrase)
+            return self._keys
+
     # --- files ---------------------------------------------------------------------------
 
     def encrypt_file(self, src, dst, *, compress=True, compress_level=None, gzip_when_plain=True):
         """Encrypt ``src`` (a path, or a file object read until it returns b"") into ``dst``,
         which appears only when complete; unencrypted, it is gzipped (volumes, signatures) or
-        copied (manifests, which duplicity never gzips)."""
+        copied (manifests, which duplicity never gzips). Returns the SHA1 (hex) of ``dst``,
+        computed as it is written where this process writes it."""
         tmp = dst + ".tmp"
         try:
-            if self.encrypted:
+            digest = None
+            if self.encrypted and self.o.mode == "symmetric" and self._builtin():
+                level = None if not compress or not self.o.compress else (
+                    GPG_LEVEL if compress_level is None else int(compress_level))
+                with _reader(src) as fin, _LocalWriter(tmp) as raw:
+                    out = _HashingWriter(raw)
+                    openpgp.encrypt(fin, out, self._key_cache(), compress_level=level)
+                    digest = out.hexdigest()
+            elif self.encrypted:
                 self._encrypt(src, tmp, compress, compress_level)
             elif gzip_when_plain and self.o.compress:
                 write_gzip(src, tmp)
             else:
                 with _reader(src) as fin, open(tmp, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 20)
+            if digest is None:
+                digest = sha1_file(tmp)
             os.replace(tmp, dst)
+            return digest
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -201,13 +245,26 @@ class Crypto:
             what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
             raise _failure(r, f"could not encrypt {what}")
 
-    def decode_file(self, name, src, dst, *, follow=False):
+    def decode_file(self, name, src, dst, *, follow=False, sha1=None):
         """The plaintext of ``src``, a file fetched from the target as ``name``: decrypted,
         gunzipped or as it is, by the suffix of ``name`` (naming.encoding). ``dst`` appears
         whole or not at all; with ``follow`` it is written in place as it comes, so that a
-        reader can follow it (restore parses a volume while gpg decrypts it)."""
-        out = dst if follow else dst + ".tmp"
+        reader can follow it (restore parses a volume while gpg decrypts it).
+
+        With ``sha1`` (the manifest's), ``src`` must have that hash (HashMismatch). The built-in
+        path hashes it while it decrypts and hands out ``dst`` only whole, once both the hash and
+        the MDC are good (so ``follow`` does not apply there); gpg gets ``src`` only after a
+        separate hash pass."""
         kind = encoding(name)
+        if kind == "gpg" and self._builtin():
+            try:
+                self._decrypt_builtin(name, src, dst, sha1)
+                return
+            except openpgp.Unsupported:
+                pass                         # public-key, signed, or newer packets: gpg reads it
+        if sha1 is not None and sha1_file(src) != sha1:
+            raise _hash_mismatch(name, sha1)
+        out = dst if follow else dst + ".tmp"
         try:
             if kind == "gpg":
                 self._decrypt(src, out)
@@ -220,6 +277,29 @@ class Crypto:
         finally:
             if not follow and os.path.exists(out):
                 os.unlink(out)
+
+    def _decrypt_builtin(self, name, src, dst, sha1):
+        tmp = dst + ".tmp"
+        try:
+            with open(src, "rb") as raw:
+                fin = _HashingReader(raw)
+                try:
+                    with _LocalWriter(tmp) as fout:
+                        openpgp.decrypt(fin, fout, self._key_cache())
+                except openpgp.Unsupported:
+                    raise                    # nothing written: gpg reads it
+                except CryptoError:
+                    # a volume that is not what its manifest says is reported as such, whatever
+                    # broke first in its decryption
+                    if sha1 is not None and fin.rest_hexdigest() != sha1:
+                        raise _hash_mismatch(name, sha1) from None
+                    raise
+                if sha1 is not None and fin.rest_hexdigest() != sha1:
+                    raise _hash_mismatch(name, sha1)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _decrypt(self, src, out):
         with open(src, "rb") as f:
@@ -239,6 +319,82 @@ class Crypto:
                 signer = r.key_id or "nobody"
                 raise WrongSigner(f"{os.path.basename(src)} is not signed by {self.o.sign_key} "
                                   f"(signature: {signer if r.valid else 'missing or invalid'})")
+
+
+class _HashingWriter:
+    """A binary file object's write, with the SHA1 of everything written (hashed once, as it goes)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha1()
+
+    def write(self, data):
+        self.h.update(data)
+        return self.f.write(data)
+
+    def hexdigest(self):
+        return self.h.hexdigest()
+
+
+class _LocalWriter:
+    """A temp file written by the built-in path: a write or close that fails (a full disk) is a
+    LocalIOError that names the temp dir, as gpg's failures to write are."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open(path, "wb")
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            raise self._error(e) from None
+
+    def _error(self, e):
+        return LocalIOError(f"could not write {self.path}: {e.strerror or e} "
+                            "(the temp dir; --tempdir or TMPDIR moves it)")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.f.close()
+        except OSError as e:
+            if exc[0] is None:
+                raise self._error(e) from None
+
+
+class _HashingReader:
+    """A binary file object's read, with the SHA1 of everything read."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha1()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def rest_hexdigest(self):
+        """The SHA1 of the whole file: what was read, then the rest of it."""
+        for block in iter(lambda: self.f.read(1 << 20), b""):
+            self.h.update(block)
+        return self.h.hexdigest()
+
+
+def sha1_file(path):
+    """The SHA1 (hex) of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_mismatch(name, sha1):
+    return HashMismatch(f"volume {name} is corrupt: its SHA1 does not match the manifest (expected {sha1})")
 
 
 def _failure(r, doing):
@@ -339,6 +495,7 @@ def _last_gpg_line(text):
     return lines[-1][4:].strip() if lines else "nothing"
 
 
+GPG_LEVEL = 6        # gpg's default deflate level, for a volume written without -z
 GZIP_LEVEL = 6       # duplicity's (gzip.GzipFile's default), for files duplicity reads as .gz
 
 

@@ -175,6 +175,7 @@ def crypto_options(m, env, *, writing=False, ask=None):
                          recipients=recipients, hidden_recipients=hidden, sign_key=m.get("sign_key") or None,
                          gnupg_home=m.get("gnupg_home") or env.get("GNUPGHOME") or None,
                          gpg_options=tuple(gpg_options), gpg_binary=m.get("gpg_binary") or "gpg",
+                         openpgp_engine=m.get("openpgp_engine") or "builtin",
                          compress=m.get("compression") is not False)
 
 

@@ -41,8 +41,7 @@ from . import archive, naming, timespec
 from .backends import redact_url
 from .backends.base import TEMP_PREFIX
 from .backends.transfer import UploadQueue
-from .backup import (DiffWriter, SigWriter, Stats, VolumeResult, VolumeWriter, merge_with_previous,
-                     merged_signatures, sha1_file)
+from .backup import DiffWriter, SigWriter, Stats, VolumeResult, VolumeWriter, merge_with_previous, merged_signatures
 from .cache import local_manifest_name
 from .crypto import write_gzip
 from .errors import (BackendError, CairnError, ExitCode, ManifestMismatch, NoSecretKey, NoSignatures,
@@ -465,17 +464,16 @@ class BackupRun:
     # --- the stages' work ----------------------------------------------------------------
 
     def _encrypt_volume(self, vol):
-        """The encrypt stage: gpg reads the volume as it grows; then hash it, queue its upload."""
+        """The encrypt stage: encrypt the volume as it grows (hashed as it is written); queue its upload."""
         out = vol.path + ".out"
         # a volume that fails (the run aborts) reads as ended, so gpg ends whatever python-gnupg
         # does with a read error; what it wrote then is not the whole volume, and is dropped
         with vol.data.reader(fail_as_end=True) as reader:
-            self.sess.crypto.encrypt_file(reader, out, compress=vol.compress,
-                                          compress_level=self.opts.compress_level)
+            sha1 = self.sess.crypto.encrypt_file(reader, out, compress=vol.compress,
+                                                 compress_level=self.opts.compress_level)
         if not vol.data.complete:
             raise Aborted()
         os.unlink(vol.path)
-        sha1 = sha1_file(out)
         size = os.path.getsize(out)
         vol.info.hashes["SHA1"] = sha1
         vol.result = VolumeResult(vol.number, vol.name, sha1, size)

@@ -26,7 +26,7 @@ import logging
 import os
 
 from . import naming, timespec
-from .backup import sha1_file
+from .crypto import sha1_file
 from .collection import Collection
 from .errors import BackendError, CryptoError, ManifestError
 from .localdirs import remove_file

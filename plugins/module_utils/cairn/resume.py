@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from . import naming, timespec
-from .backup import sha1_file
+from .crypto import sha1_file
 from .errors import BackendError, CairnError
 from .localdirs import open_new, remove_file
 from .manifest import VolumeInfo
