@@ -281,15 +281,33 @@ class Imported:
         self.entry = {}
         self.secrets = []
         self.notes = []
+        self.profile_dir = None
+        self.scripts = {}           # "pre"/"post": the profile's script the hook runs a copy of
+        self._values = {}           # vault variable -> the secret itself (for credentials_env only)
 
-    def vault(self, job, what, source):
+    def vault(self, job, what, source, value):
         var = vault_name(job, what)
         self.secrets.append((var, source))
+        self._values[var] = value
         return "{{ " + var + " }}"
 
+    def credentials_env(self):
+        """The job's credentials as the job role would write them: the entry's env with its vault
+        references resolved, PASSPHRASE and SIGN_PASSPHRASE. Holds secrets: never print it."""
+        def value(v):
+            m = re.fullmatch(r"\{\{ (vault_cairn_[a-z0-9_]+) \}\}", v) if isinstance(v, str) else None
+            return self._values[m.group(1)] if m and m.group(1) in self._values else v
+        env = {k: value(v) for k, v in self.entry.get("env", {}).items()}
+        for key, var in (("passphrase", "PASSPHRASE"), ("sign_passphrase", "SIGN_PASSPHRASE")):
+            if key in self.entry:
+                env[var] = value(self.entry[key])
+        return env
 
-def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
-    """Read a duply profile directory; return an Imported (raises UserError / ConfError)."""
+
+def import_profile(profile_dir, name=None, environ=None, has_secret_key=None, hook_dir=None):
+    """Read a duply profile directory; return an Imported (raises UserError / ConfError).
+    hook_dir: the hooks run copies of the pre/post scripts there (DIR/pre, DIR/post), made by the
+    job role when it adopts the profile, instead of the profile's own files."""
     if not os.path.isdir(profile_dir):
         raise UserError(f"duply profile {profile_dir!r} is not a directory (give the profile's folder, "
                         "e.g. /etc/duply/NAME or ~/.duply/NAME)")
@@ -311,6 +329,7 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
         raise UserError(f"profile name {job!r} is not a valid job name (letters, digits, '.', '_', '-'): "
                         "give one with --name")
     out = Imported()
+    out.profile_dir = confdir
     e = out.entry
     e["name"] = job
     for ref in sorted(from_env - set(_DUPLY_VARS)):
@@ -349,7 +368,7 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
             if var in exported and var in v:
                 out.notes.append(f"{what} is left out: the conf exports {var}, which the backend uses")
             else:
-                env[var] = out.vault(job, var, what) if _is_secret_name(var) else given
+                env[var] = out.vault(job, var, what, given) if _is_secret_name(var) else given
                 out.notes.append(f"{what} becomes {var}: a {scheme}:// target takes its credentials from there")
     else:
         if user is not None and scheme != "file":
@@ -361,14 +380,15 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
         if has_pass:                                       # as duply: the password by environment
             var = {"imap": "IMAP_PASSWORD", "imaps": "IMAP_PASSWORD", "b2": "B2_APPLICATION_KEY"}.get(
                 scheme, "FTP_PASSWORD")
-            env[var] = out.vault(job, "target_password", pass_from)
+            env[var] = out.vault(job, "target_password", pass_from,
+                                 v["TARGET_PASS"] if "TARGET_PASS" in v else url_pass)
 
     # exported variables: backend credentials and settings
     for ref in exported:
         if ref not in v or ref in duply_env or ref in CONF_VARS:
             continue
         if _is_secret_name(ref):
-            env[ref] = out.vault(job, ref, ref)
+            env[ref] = out.vault(job, ref, ref, v[ref])
         else:
             env[ref] = v[ref]
 
@@ -402,9 +422,9 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
         if sign and sign.lower() != "disabled":
             e["sign_key"] = sign
         if "GPG_PW" in v:
-            e["passphrase"] = out.vault(job, "passphrase", "GPG_PW")
+            e["passphrase"] = out.vault(job, "passphrase", "GPG_PW", v["GPG_PW"])
         if "GPG_PW_SIGN" in v:
-            e["sign_passphrase"] = out.vault(job, "sign_passphrase", "GPG_PW_SIGN")
+            e["sign_passphrase"] = out.vault(job, "sign_passphrase", "GPG_PW_SIGN", v["GPG_PW_SIGN"])
         key_files = sorted(f for f in os.listdir(confdir) if f.startswith("gpgkey.") and f.endswith(".asc"))
         if key_files:
             out.notes.append("key files in the profile, for the cairn.backup.keys role: " + ", ".join(key_files))
@@ -461,8 +481,19 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
             cache_name = f"duply_{profile}"
         args += ["--archive-dir", v["ARCH_DIR"], "--name", cache_name]
     else:
-        out.notes.append(f"duply's cache (~/.cache/duplicity/duply_{profile}) is not reused: copy it to "
-                         f"<cairn_job_archive_dir>/{job} to spare the first run downloading the signatures")
+        # duply's default: duplicity's archive dir ($XDG_CACHE_HOME or ~/.cache)/duplicity, --name duply_PROFILE.
+        # Reused where it is (as for ARCH_DIR): a host with only the public key cannot decrypt the
+        # signatures at the target, so it needs duply's decrypted copies to continue the chain
+        cache_home = environ.get("XDG_CACHE_HOME") or (os.path.join(environ["HOME"], ".cache") if environ.get("HOME") else "")
+        default_dir = os.path.join(cache_home, "duplicity") if cache_home else ""
+        if default_dir and os.path.isdir(os.path.join(default_dir, f"duply_{profile}")):
+            args += ["--archive-dir", default_dir, "--name", f"duply_{profile}"]
+            out.notes.append(f"duply's cache {default_dir}/duply_{profile} is reused where it is (a host with only the "
+                             "public key needs its signatures to continue the chain)")
+        else:
+            out.notes.append(f"duply's cache (~/.cache/duplicity/duply_{profile}) is not here: the job's first run "
+                             f"rebuilds its cache from the target (copy duply's to <cairn_job_archive_dir>/{job} to spare "
+                             "it the download; with public-key encryption the host needs the secret key for that)")
     if args:
         e["args"] = args
 
@@ -497,8 +528,13 @@ def import_profile(profile_dir, name=None, environ=None, has_secret_key=None):
     for which, hook in (("pre", "pre_hook"), ("post", "post_hook")):
         script = os.path.join(confdir, which)
         if os.path.exists(script):
-            e[hook] = hook_command(script, which, e, v, keys, confdir, profile, prot, user, hostpath, has_pass)
-    if any(k in e for k in ("pre_hook", "post_hook")):
+            out.scripts[which] = script
+            run = os.path.join(hook_dir, which) if hook_dir else script
+            e[hook] = hook_command(run, which, e, v, keys, confdir, profile, prot, user, hostpath, has_pass)
+    if hook_dir and out.scripts:
+        out.notes.append(f"the hooks run copies of the profile's {'/'.join(sorted(out.scripts))} script(s) in "
+                         f"{hook_dir} with CONFDIR={confdir}; a failing pre script now stops the backup (exit 70)")
+    elif any(k in e for k in ("pre_hook", "post_hook")):
         out.notes.append("the hooks run the profile's pre/post scripts where they are: keep the profile's "
                          f"folder {confdir} on the host; a failing pre script now stops the backup (exit 70)")
     for var in sorted(set(_NOT_CARRIED) & set(v)):
@@ -572,23 +608,132 @@ def to_yaml(entry, comment=None):
     return "\n".join(lines) + "\n"
 
 
+# --- adoption on the host: the secrets straight into the job's credentials file -----------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def credentials_text(env, job):
+    """The credentials file as the cairn.backup.credentials role writes it (systemd's
+    EnvironmentFile= syntax, KEY="value" with backslash and double quote escaped, sorted as
+    Jinja's dictsort sorts)."""
+    lines = [f"# Managed by Ansible (cairn.backup.job, adopted duply profile {job}); secrets, keep it 0600 root."]
+    for key in sorted(env, key=str.lower):
+        value = str(env[key])
+        if not _ENV_NAME.fullmatch(key):
+            raise UserError(f"{key!r} is not a variable name for the credentials file")
+        if any(c in value for c in "\n\r\0"):
+            raise UserError(f"the value of {key} holds a line break or NUL, which a credentials file cannot "
+                            "hold (the value is not shown)")
+        lines.append(f'{key}="' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "\n".join(lines) + "\n"
+
+
+def write_credentials(path, text, check=False):
+    """Write the credentials file (root's, 0600) when its content or mode differs; True when it
+    did (or, with check, would). Written to a 0600 temporary file in the same directory, then
+    renamed, so the secrets are never in a file anyone else can read."""
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            same = f.read() == text
+        if same and st.st_mode & 0o7777 == 0o600 and st.st_uid == os.geteuid():
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise UserError(f"cannot read the credentials file {path}: {err.strerror or err}") from err
+    if check:
+        return True
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UserError(f"the credentials directory {directory} does not exist")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, text.encode("utf-8", "surrogateescape"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise UserError(f"cannot write the credentials file {path}: {err.strerror or err}") from err
+    return True
+
+
+def adoption(result, credentials_file=None, check=False, base_env=None):
+    """The machine-readable import (`--json`): the entry, the notes, the profile's scripts. With
+    credentials_file the secrets (and the rest of the entry's env) go into that file, and the
+    entry keeps none of them: only their variable names are listed. base_env: more variables for
+    that file (the role's defaults for every job, e.g. CAIRN_SMTP_PASSWORD); the profile's win."""
+    entry = dict(result.entry)
+    doc = {"name": entry["name"], "profile_dir": result.profile_dir, "scripts": result.scripts,
+           "notes": result.notes}
+    if credentials_file:
+        env = {**(base_env or {}), **result.credentials_env()}
+        for key in ("passphrase", "sign_passphrase", "env"):
+            entry.pop(key, None)
+        doc["credentials"] = sorted(env)
+        doc["credentials_file"] = credentials_file
+        doc["credentials_changed"] = write_credentials(credentials_file, credentials_text(env, entry["name"]), check)
+    else:
+        doc["secrets"] = [{"vault": var, "from": what} for var, what in result.secrets]
+    doc["entry"] = entry
+    return doc
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UserError(f"duply-import: {message}")
 
 
-def main(argv, stdout=None, stderr=None):
+def _read_base_env(stream):
+    """{NAME: value} from a JSON object (values shown nowhere, not even when they are wrong)."""
+    try:
+        doc = json.loads(stream.read() or "{}")
+    except ValueError as err:
+        raise UserError("duply-import: --base-env-stdin needs a JSON object on stdin") from err
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and _ENV_NAME.fullmatch(k) for k in doc) \
+            or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in doc.values()):
+        raise UserError("duply-import: --base-env-stdin needs a JSON object of variable names to strings")
+    return {k: str(v) for k, v in doc.items()}
+
+
+def main(argv, stdout=None, stderr=None, stdin=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     p = _Parser(prog="cairn duply-import", description="Print a cairn_jobs entry for a duply profile.")
     p.add_argument("profile_dir")
     p.add_argument("--name", help="job name (default: the profile's folder name)")
+    p.add_argument("--json", action="store_true", help="print one JSON document (entry, notes, scripts) instead")
+    p.add_argument("--hook-dir", help="the hooks run copies of pre/post in this directory (DIR/pre, DIR/post)")
+    p.add_argument("--credentials-file", help="with --json: write the secrets and env to this 0600 file "
+                   "(the job's credentials) instead of referencing vault variables")
+    p.add_argument("--check", action="store_true", help="with --credentials-file: only say whether it would change")
+    p.add_argument("--base-env-stdin", action="store_true", help="with --credentials-file: a JSON object on stdin "
+                   "of more variables for that file (secrets never on the command line); the profile's own win")
     try:
         ns = p.parse_args(argv)
-        result = import_profile(ns.profile_dir, name=ns.name)
+        if (ns.credentials_file or ns.check) and not ns.json:
+            raise UserError("duply-import: --credentials-file and --check need --json")
+        if (ns.check or ns.base_env_stdin) and not ns.credentials_file:
+            raise UserError("duply-import: --check and --base-env-stdin need --credentials-file")
+        base_env = _read_base_env(stdin or sys.stdin) if ns.base_env_stdin else None
+        result = import_profile(ns.profile_dir, name=ns.name, hook_dir=ns.hook_dir)
+        if ns.json:
+            doc = adoption(result, ns.credentials_file, ns.check, base_env)
     except UserError as err:
         stderr.write(f"cairn: {err.message}\n")
         return err.exit_code
+    if ns.json:
+        stdout.write(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        return ExitCode.OK
     stdout.write(to_yaml(result.entry, comment=f"cairn_jobs entry from duply profile {result.entry['name']}"))
     if result.secrets:
         stderr.write("Put these secrets into your vault (values from the profile's conf):\n")
@@ -599,4 +744,5 @@ def main(argv, stdout=None, stderr=None):
     return ExitCode.OK
 
 
-__all__ = ["ConfError", "Imported", "import_profile", "main", "parse_conf", "selection_from_exclude", "to_yaml"]
+__all__ = ["ConfError", "Imported", "adoption", "credentials_text", "import_profile", "main", "parse_conf",
+           "selection_from_exclude", "to_yaml", "write_credentials"]

@@ -198,3 +198,193 @@ def test_imported_job_continues_duplys_chain(duply, duplicity_bin, tmp_path):
     assert b"keep/new.txt" in files and b"keep/a.txt" in files
     assert b"b.log" not in files and b"other" not in files
     assert (dumps / "pre.cairn").read_text() == (dumps / "pre.duply").read_text()
+
+
+# --- adoption on the host: `duply-import --json --hook-dir --credentials-file` (the job role) ----
+
+_SECRETS = ('pw "with" $HOME \\ and \'quotes\'', "p@ss word", "aws secret")
+
+
+def _adoptable(tmp_path, conf_extra=""):
+    profile = tmp_path / "etc-duply" / "web"
+    profile.mkdir(parents=True)
+    (profile / "conf").write_text(
+        f"GPG_PW='{_SECRETS[0].replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'\n"
+        "GPG_OPTS='--pinentry-mode loopback'\n"
+        f"TARGET='file://{tmp_path}/dst'\nTARGET_PASS='{_SECRETS[1]}'\nSOURCE='{tmp_path}/src'\n"
+        f"export AWS_SECRET_ACCESS_KEY='{_SECRETS[2]}'\nexport SOME_SETTING=plain\n" + conf_extra)
+    (profile / "pre").write_text("#!/bin/sh\n" + DUMP.format("pre", "${WHO}"))
+    os.chmod(profile / "pre", 0o700)
+    (profile / "post").write_text(DUMP.format("post", "${WHO}"))
+    return profile
+
+
+def _adopt(profile, creds, *more, check=True):
+    return cairn("duply-import", "--json", "--hook-dir", "/etc/cairn/jobs/web.duply", "--credentials-file", creds,
+                 *more, profile, passphrase=None, check=check)
+
+
+def test_adoption_writes_the_secrets_to_the_credentials_file_only(tmp_path):
+    from cairn.job import load_env_file
+    profile = _adoptable(tmp_path)
+    creds = tmp_path / "cred" / "web.env"
+    creds.parent.mkdir(mode=0o700)
+    r = _adopt(profile, creds)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert not any(s in out for s in _SECRETS) and "vault_" not in out
+    doc = json.loads(r.stdout)
+    assert doc["name"] == "web" and doc["profile_dir"] == str(profile) and doc["credentials_changed"] is True
+    assert doc["credentials"] == ["AWS_SECRET_ACCESS_KEY", "FTP_PASSWORD", "PASSPHRASE", "SOME_SETTING"]
+    assert doc["scripts"] == {"pre": str(profile / "pre"), "post": str(profile / "post")}
+    entry = doc["entry"]
+    assert not {"passphrase", "sign_passphrase", "env"} & set(entry) and entry["full_if_older_than"] == ""
+    # the hooks run the copies the role makes; CONFDIR stays the profile's, as under duply
+    assert entry["pre_hook"].endswith(" /etc/cairn/jobs/web.duply/pre") and f"CONFDIR={profile}" in entry["pre_hook"]
+    assert entry["post_hook"].endswith(" /etc/cairn/jobs/web.duply/post")
+    assert os.stat(creds).st_mode & 0o7777 == 0o600
+    # what systemd's EnvironmentFile= (and run-job for cron) reads back
+    assert load_env_file(creds) == {"PASSPHRASE": _SECRETS[0], "FTP_PASSWORD": _SECRETS[1],
+                                    "AWS_SECRET_ACCESS_KEY": _SECRETS[2], "SOME_SETTING": "plain"}
+    assert [p.name for p in creds.parent.iterdir()] == ["web.env"]           # no temporary file left
+
+
+def test_adoption_is_idempotent_and_check_writes_nothing(tmp_path):
+    profile = _adoptable(tmp_path)
+    creds = tmp_path / "web.env"
+    assert json.loads(_adopt(profile, creds, "--check").stdout)["credentials_changed"] is True
+    assert not creds.exists()
+    assert json.loads(_adopt(profile, creds).stdout)["credentials_changed"] is True
+    written = creds.read_bytes()
+    assert json.loads(_adopt(profile, creds).stdout)["credentials_changed"] is False
+    assert json.loads(_adopt(profile, creds, "--check").stdout)["credentials_changed"] is False
+    os.chmod(creds, 0o644)                                                  # a mode gone wrong is repaired
+    assert json.loads(_adopt(profile, creds, "--check").stdout)["credentials_changed"] is True
+    assert os.stat(creds).st_mode & 0o777 == 0o644
+    assert json.loads(_adopt(profile, creds).stdout)["credentials_changed"] is True
+    assert os.stat(creds).st_mode & 0o777 == 0o600 and creds.read_bytes() == written
+    with open(profile / "conf", "a") as f:                                  # a changed secret is rewritten
+        f.write("GPG_PW='another one'\n")
+    assert json.loads(_adopt(profile, creds).stdout)["credentials_changed"] is True
+    assert b'PASSPHRASE="another one"' in creds.read_bytes()
+
+
+def test_adoption_credentials_in_the_credentials_roles_format(tmp_path):
+    """One format: the file is what roles/credentials renders for the same variables."""
+    profile = _adoptable(tmp_path)
+    creds = tmp_path / "web.env"
+    _adopt(profile, creds)
+    with open(os.path.join(ROOT, "roles", "credentials", "tasks", "main.yml")) as f:
+        task = next(t for t in yaml.safe_load(f) if t["name"].startswith("Write the credential files"))
+    env = jinja2.Environment(trim_blocks=True)
+    env.filters["dictsort"] = lambda d: sorted(d.items(), key=lambda kv: kv[0].lower())
+    rendered = env.from_string(task["ansible.builtin.copy"]["content"]).render(item={"env": {
+        "PASSPHRASE": _SECRETS[0], "FTP_PASSWORD": _SECRETS[1], "AWS_SECRET_ACCESS_KEY": _SECRETS[2],
+        "SOME_SETTING": "plain"}})
+    ours = creds.read_text().splitlines()
+    theirs = rendered.splitlines()
+    assert ours[0].startswith("# Managed by Ansible (") and ours[1:] == theirs[1:], (ours, theirs)
+
+
+@pytest.mark.parametrize("argv", [["--credentials-file", "x.env"], ["--check"], ["--json", "--check"],
+                                  ["--json", "--base-env-stdin"]])
+def test_adoption_usage_errors_exit_23(tmp_path, argv):
+    profile = _adoptable(tmp_path)
+    r = cairn("duply-import", *argv, profile, passphrase=None, check=False)
+    assert r.returncode == 23 and r.stdout == b"", r.stderr
+
+
+def test_adoption_takes_the_roles_defaults_from_stdin_and_the_profile_wins(tmp_path):
+    """cairn_job_defaults' env and smtp_password reach the file by stdin, never argv."""
+    from cairn.job import load_env_file
+    profile = _adoptable(tmp_path)
+    creds = tmp_path / "web.env"
+    base = {"CAIRN_SMTP_PASSWORD": "smtp secret", "PASSPHRASE": "the default's", "X_FLEET": "1"}
+    r = cairn("duply-import", "--json", "--credentials-file", creds, "--base-env-stdin", profile, passphrase=None,
+              input=json.dumps(base).encode())
+    assert b"smtp secret" not in r.stdout + r.stderr
+    env = load_env_file(creds)
+    assert env["CAIRN_SMTP_PASSWORD"] == "smtp secret" and env["X_FLEET"] == "1" and env["PASSPHRASE"] == _SECRETS[0]
+    for bad in (b'["smtp secret"]', b'{"BAD NAME": "smtp secret"}', b'{"A": ["smtp secret"]}', b"smtp secret"):
+        r = cairn("duply-import", "--json", "--credentials-file", tmp_path / "x.env", "--base-env-stdin", profile,
+                  passphrase=None, check=False, input=bad)
+        assert r.returncode == 23 and b"smtp secret" not in r.stdout + r.stderr, r.stderr
+    assert not (tmp_path / "x.env").exists()
+
+
+def test_duplys_default_cache_is_reused_where_it_is(duply, tmp_path):
+    """No ARCH_DIR: duply kept its cache in duplicity's default archive dir under --name
+    duply_PROFILE; the job uses it there (a host with only the public key needs its signatures)."""
+    write(tmp_path / "src" / "f", b"data")
+    profile = tmp_path / "web"
+    profile.mkdir()
+    (profile / "conf").write_text(f"GPG_KEY='disabled'\nTARGET='file://{tmp_path}/dst'\nSOURCE='{tmp_path}/src'\n")
+    home = tmp_path / "home"                                 # the duply fixture's HOME
+    entry, _err = _import(profile)
+    assert "--archive-dir" not in entry.get("args", [])       # another HOME: nothing to reuse
+    duply(profile, "backup")
+    assert (home / ".cache" / "duplicity" / "duply_web").is_dir()
+    r = cairn("duply-import", "--json", profile, passphrase=None, env={"HOME": str(home)})
+    doc = json.loads(r.stdout)
+    assert doc["entry"]["args"][-4:] == ["--archive-dir", str(home / ".cache" / "duplicity"), "--name", "duply_web"]
+    assert any("is reused where it is" in n for n in doc["notes"])
+    r = cairn("duply-import", "--json", profile, passphrase=None, env={"HOME": "/nonexistent",
+                                                                       "XDG_CACHE_HOME": str(home / ".cache")})
+    assert json.loads(r.stdout)["entry"]["args"][-3] == str(home / ".cache" / "duplicity")
+
+
+def test_adoption_refuses_a_secret_with_a_line_break_without_showing_it(tmp_path):
+    profile = _adoptable(tmp_path, conf_extra="GPG_PW_SIGN='line one\nline two'\n")
+    creds = tmp_path / "web.env"
+    r = _adopt(profile, creds, check=False)
+    assert r.returncode == 23 and b"SIGN_PASSPHRASE" in r.stderr and b"line one" not in r.stderr + r.stdout
+    assert not creds.exists()
+
+
+def test_adopted_job_continues_duplys_chain_and_rebuilds_its_cache(duply, duplicity_bin, tmp_path):
+    """What cairn_job_adopt_duply does on a host, end to end: duply made the full (its cache in
+    duply's own ARCH_DIR, which the profile does not name); the job adopted on the host - credentials
+    file written by the engine, hooks run from their copies - adds an incremental to that chain with
+    an empty cache of its own, rebuilt from the target."""
+    src = tmp_path / "src"
+    for name in ("keep/a.txt", "keep/b.log", "other/c.txt"):
+        write(src / name, name.encode())
+    profile = tmp_path / "etc-duply" / "web"
+    profile.mkdir(parents=True)
+    (profile / "conf").write_text(
+        "GPG_PW='adopt \"me\" $HOME'\nGPG_OPTS='--pinentry-mode loopback'\n"
+        f"TARGET='file://{tmp_path}/dst'\nSOURCE='{src}'\nMAX_FULL_BACKUPS=3\n")
+    (profile / "exclude").write_text(f"- **.log\n+ {src}/keep\n- **\n")
+    (profile / "pre").write_text("#!/bin/sh\n" + DUMP.format("pre", "${WHO}") + 'echo "$0" > "$DUMP_DIR/pre.path"\n')
+    os.chmod(profile / "pre", 0o700)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    duply(profile, "backup", extra={"DUMP_DIR": str(dumps), "WHO": "duply"})
+
+    hook_dir = tmp_path / "jobs" / "web.duply"
+    cred = tmp_path / "cred"
+    cred.mkdir(mode=0o700)
+    doc = json.loads(cairn("duply-import", "--json", "--hook-dir", hook_dir, "--credentials-file", cred / "web.env",
+                           profile, passphrase=None).stdout)
+    config = _render_job_config(doc["entry"], tmp_path)
+    hook_dir.mkdir(parents=True)
+    for which, script in doc["scripts"].items():                 # the role's copy (mode preserved)
+        shutil.copy2(script, hook_dir / which)
+    _render_filelist(doc["entry"], config["filelist"])
+    assert config["credentials_file"] == str(cred / "web.env") and not os.path.exists(config["archive_dir"])
+    job_json = tmp_path / "web.json"
+    job_json.write_text(json.dumps(config))
+    write(src / "keep" / "new.txt", b"after the adoption")
+    r = cairn("run-job", job_json, passphrase=None, check=False,
+              env={"DUMP_DIR": str(dumps), "WHO": "cairn", "GNUPGHOME": str(tmp_path / "duply-gnupg")})
+    assert r.returncode == 0, r.stderr.decode()
+    assert 'adopt "me"' not in r.stdout.decode() + r.stderr.decode()
+
+    status = duplicity(duplicity_bin, "collection-status", "--archive-dir", tmp_path / "st", "--name", "s",
+                       f"file://{tmp_path}/dst", passphrase='adopt "me" $HOME').stdout.decode()
+    assert status.count("Full") == 1 and "Incremental" in status, status
+    files = duplicity(duplicity_bin, "list-current-files", "--archive-dir", tmp_path / "st", "--name", "s",
+                      f"file://{tmp_path}/dst", passphrase='adopt "me" $HOME').stdout
+    assert b"keep/new.txt" in files and b"b.log" not in files and b"other" not in files
+    assert any(n.startswith("duplicity-full") for n in os.listdir(os.path.join(config["archive_dir"], "web")))
+    assert (dumps / "pre.cairn").read_text() == (dumps / "pre.duply").read_text()
+    assert (dumps / "pre.path").read_text() == f"{hook_dir}/pre\n"
