@@ -252,7 +252,7 @@ def small_dataset(dst):
     os.makedirs(os.path.join(dst, "bin"))
     with open(os.path.join(dst, "bin", "archive.bin"), "wb") as f:
         f.write(random.Random(7).randbytes(4 * MiB))
-    libs = sorted(os.path.join(d, f) for d, _, fs in os.walk("/usr/lib") for f in fs if ".so" in f)
+    libs = sorted(os.path.join(d, f) for d, _dirs, fs in os.walk("/usr/lib") for f in fs if ".so" in f)
     with open(os.path.join(dst, "bin", "libs.bin"), "wb") as out:
         for p in libs:
             if out.tell() >= 2 * MiB:
@@ -561,7 +561,7 @@ def small_files_part(args, work, env, names):
                 m = step("list-current-files", t, tools[t].list_files(), stdout=out)
             if m is not None:
                 with open(listing, "rb") as f:
-                    lines = sum(1 for _ in f)
+                    lines = sum(1 for _line in f)
                 if lines < len(paths):
                     problems.append(f"small files: {t} list-current-files printed {lines} lines for {len(paths)} files")
                 os.remove(listing)
@@ -606,7 +606,7 @@ def print_small_table(results, names, steps, runs):
 # ---------------------------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
     ap.add_argument("--duplicity", default=os.environ.get("CAIRN_DUPLICITY",
                                                           os.path.join(ROOT, ".venv-duplicity", "bin", "duplicity")))

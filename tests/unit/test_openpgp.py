@@ -288,7 +288,7 @@ def test_without_cryptography_everything_is_left_to_gpg(keys, monkeypatch):
 def test_zero_compress_level_writes_no_compressed_packet(keys):
     """Like gpg's -z 0: the literal packet alone, as with compress_level None."""
     msg = enc(b"abc" * 1000, keys, compress_level=0)
-    tags = [t for t, _ in parse_packets(decrypt_seipd(msg, keys))]
+    tags = [t for t, _body in parse_packets(decrypt_seipd(msg, keys))]
     assert tags == [11]
 
 

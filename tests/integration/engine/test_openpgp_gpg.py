@@ -8,6 +8,7 @@ import io
 import os
 import random
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -17,7 +18,7 @@ from cairn.errors import BadPassphrase, CorruptCiphertext
 
 PASSPHRASE = "correct horse battery staple"
 MiB = 1 << 20
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "gpg"], capture_output=True).returncode != 0,
+pytestmark = pytest.mark.skipif(shutil.which("gpg") is None,
                                 reason="gpg is not installed")
 
 
