@@ -55,12 +55,12 @@ sanity: setup
 demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/demo.sh
 
-# cairn against duplicity, restic and borg (Debian's, scripts/setup-bench.sh) on the shared dataset, the
+# cairn against duplicity, restic and borg (Debian's packages) on the shared dataset, the
 # module against the CLI, then 1,000,000 small files cairn against duplicity (bench/run.py --help);
 # e.g. make bench BENCH_ARGS="--runs 3 --json bench-results.json"
 BENCH_ARGS ?=
 bench: setup duplicity
-	scripts/setup-bench.sh
+	scripts/setup-system.sh restic borgbackup
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # sftp and S3 upload throughput against duplicity, and --max-upload-rate accuracy

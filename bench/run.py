@@ -645,7 +645,7 @@ def main():
         if shutil.which(args.exe[t]) is None:
             if t == "cairn":
                 sys.exit(f"cairn not found: {args.cairn} (make setup)")
-            print(f"{t} not found ({args.exe[t]}): left out (scripts/setup-bench.sh installs restic and borg)",
+            print(f"{t} not found ({args.exe[t]}): left out (make bench installs restic and borg)",
                   file=sys.stderr)
             continue
         names.append(t)
