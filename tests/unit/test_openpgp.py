@@ -826,24 +826,34 @@ def test_fuzz_packet_prefixes(which, tail):
     decrypt_or_documented(msg[:cut] + tail[1:])
 
 
+# up to four edits of a message: (what, where, bytes)
+EDITS = st.lists(st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "cut"]), st.integers(0, 10 ** 6),
+                           st.binary(min_size=1, max_size=8)), min_size=1, max_size=4)
+
+
+def mutated(data, edits):
+    """``data`` with ``edits`` applied in order, positions taken modulo its length."""
+    out = bytearray(data)
+    for op, pos, blob in edits:
+        pos %= len(out) + 1
+        if op == "flip" and pos < len(out):
+            out[pos] ^= blob[0] or 1
+        elif op == "set":
+            out[pos:pos + len(blob)] = blob
+        elif op == "insert":
+            out[pos:pos] = blob
+        elif op == "delete":
+            del out[pos:pos + len(blob)]
+        elif op == "cut":
+            del out[pos:]
+    return out
+
+
 @fuzz_settings(600)
 @given(st.sampled_from(range(len(FUZZ_MESSAGES))),
-       st.lists(st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "cut"]), st.integers(0, 10 ** 6),
-                          st.binary(min_size=1, max_size=8)), min_size=1, max_size=4))
+       EDITS)
 def test_fuzz_mutated_messages(which, edits):
-    msg = bytearray(FUZZ_MESSAGES[which])
-    for op, pos, blob in edits:
-        pos %= len(msg) + 1
-        if op == "flip" and pos < len(msg):
-            msg[pos] ^= blob[0] or 1
-        elif op == "set":
-            msg[pos:pos + len(blob)] = blob
-        elif op == "insert":
-            msg[pos:pos] = blob
-        elif op == "delete":
-            del msg[pos:pos + len(blob)]
-        elif op == "cut":
-            del msg[pos:]
+    msg = mutated(FUZZ_MESSAGES[which], edits)
     # a change can leave an equivalent message (another header format for the same packet):
     # then the plaintext must be the true one
     decrypt_or_documented(bytes(msg))
@@ -858,25 +868,12 @@ FUZZ_INNERS = [literal(FUZZ_DATA), compressed(literal(FUZZ_DATA)), compressed(li
 
 @fuzz_settings(600)
 @given(st.sampled_from(range(len(FUZZ_INNERS))),
-       st.lists(st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "cut"]), st.integers(0, 10 ** 6),
-                          st.binary(min_size=1, max_size=8)), min_size=1, max_size=4))
+       EDITS)
 def test_fuzz_authentic_but_hostile_contents(which, edits):
     """The encryption and its MDC are intact, the packets inside are not: the writer of the
     message (who knows the passphrase) is hostile, or buggy. The inner parser and the inflaters
     see it all; only documented errors come out, and Unsupported only before any output."""
-    inner = bytearray(FUZZ_INNERS[which])
-    for op, pos, blob in edits:
-        pos %= len(inner) + 1
-        if op == "flip" and pos < len(inner):
-            inner[pos] ^= blob[0] or 1
-        elif op == "set":
-            inner[pos:pos + len(blob)] = blob
-        elif op == "insert":
-            inner[pos:pos] = blob
-        elif op == "delete":
-            del inner[pos:pos + len(blob)]
-        elif op == "cut":
-            del inner[pos:]
+    inner = mutated(FUZZ_INNERS[which], edits)
     msg = skesk() + new_packet(18, seipd_body(FUZZ_KEY, bytes(inner)))
     out = io.BytesIO()
     try:

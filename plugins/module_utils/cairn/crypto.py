@@ -386,11 +386,8 @@ class _HashingReader:
 
 def sha1_file(path):
     """The SHA1 (hex) of a file's bytes."""
-    h = hashlib.sha1()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return _HashingReader(f).rest_hexdigest()
 
 
 def _hash_mismatch(name, sha1):
