@@ -951,6 +951,16 @@ def _unexpected(e, logs, secrets):
     return ExitCode.EXCEPTION
 
 
+def _forget_interrupt():
+    """CPython (3.8 to 3.13 at least) remembers a KeyboardInterrupt that ends code run from a
+    string by exec() or eval() -- dataclasses and namedtuple make their methods so, at import
+    time, and cairn imports some modules lazily -- and under ``python -m`` it then ends the
+    process by SIGINT after it has exited, whatever the exit code: "interrupted" would end as
+    signal 2, not exit 4. The next such string run clears that memory (documented exit codes
+    are the contract here, so it is cleared on purpose)."""
+    exec("")  # noqa: S102  # pylint: disable=exec-used  # an empty string: nothing runs; see above
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     quiet_libraries()
@@ -986,6 +996,7 @@ def main(argv=None):
         logs.error(redact_text(e.message, secrets), e.exit_code)
         code = e.exit_code
     except KeyboardInterrupt:
+        _forget_interrupt()
         _say(sys.stderr, "cairn: interrupted")
         logs.error("interrupted", ExitCode.NO_MANIFESTS)
         code = ExitCode.NO_MANIFESTS

@@ -170,22 +170,47 @@ class Terminated(KeyboardInterrupt):
     engine swallows it), and reported as an interrupted run."""
 
 
+# The signals this process got while its handlers were set. A handler raises in the main thread
+# wherever it is; when that is inside a finalizer or a weakref callback, Python prints "Exception
+# ignored" and goes on as if nothing came. The runs' checks (stages.Abort.check) look here too,
+# so such a signal still stops the run and is reported as the interruption it was.
+_received = []
+
+
 def _raise_terminated(signum, _frame):
+    _received.append(signum)
     raise Terminated(f"signal {signum}")
 
 
+def _raise_interrupt(signum, _frame):
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def signal_received():
+    """The interruption (KeyboardInterrupt, or Terminated) for the first signal a handler of
+    terminate_as_interrupt got, or None."""
+    import signal
+    if not _received:
+        return None
+    signum = _received[0]
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"signal {signum}")
+
+
 def terminate_as_interrupt():
-    """Make SIGTERM and SIGHUP unwind the main thread; returns what to restore_signals() with.
-    A no-op outside the main thread (signal handlers can only be set there)."""
+    """Make SIGINT, SIGTERM and SIGHUP unwind the main thread and be seen by signal_received();
+    returns what to restore_signals() with. A no-op outside the main thread (signal handlers can
+    only be set there). A signal the caller ignores or handles itself is left as it is."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return None
     old = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig, handler in ((signal.SIGINT, _raise_interrupt), (signal.SIGTERM, _raise_terminated),
+                         (signal.SIGHUP, _raise_terminated)):
         current = signal.getsignal(sig)
-        if current in (signal.SIG_DFL, None):      # the caller's own handlers stay
-            old[sig] = signal.signal(sig, _raise_terminated)
+        if current in (signal.SIG_DFL, None) or current is signal.default_int_handler:
+            old[sig] = signal.signal(sig, handler)
     return old
 
 
@@ -193,3 +218,5 @@ def restore_signals(old):
     import signal
     for sig, handler in (old or {}).items():
         signal.signal(sig, handler)
+    if old:
+        _received.clear()

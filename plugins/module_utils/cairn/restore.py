@@ -27,7 +27,7 @@ from . import archive, librsync, naming, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .crypto import sha1_file
 from .growing import GrowingFile
-from .localdirs import remove_file
+from .localdirs import remove_file, signal_received
 from .naming import encoding
 from .errors import (BackendError, BackendNotFound, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
                      ManifestError, NoBackupFound, RestoreError, UnsafeArchive, ExitCode, LOCAL_ERRNOS,
@@ -1181,6 +1181,9 @@ def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=N
     """Write the chain's entries below ``prefix`` through ``writer`` (a TreeWriter).
     ``on_file(relpath, type)``, given, hears of each path written below the target's root."""
     def write(index, entries):
+        interrupted = signal_received()     # one that a finalizer swallowed still stops the restore
+        if interrupted is not None:
+            raise interrupted
         writer.write(index, entries)
         if on_file is not None and index and entries[0].kind != "deleted":
             on_file(b"/".join(index), entries[-1].info.type)

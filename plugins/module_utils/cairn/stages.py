@@ -12,6 +12,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
 
+from .localdirs import signal_received
+
 log = logging.getLogger("cairn")
 
 
@@ -62,7 +64,12 @@ class Abort:
         callback()
 
     def check(self):
-        """Raise Aborted once the run has failed (cheap: for every entry of a walk)."""
+        """Raise Aborted once the run has failed (cheap: for every entry of a walk). A signal
+        whose interruption a finalizer swallowed (localdirs.signal_received) is that failure."""
+        if self.error is None:
+            interrupted = signal_received()
+            if interrupted is not None:
+                self.fail(interrupted)
         if self.error is not None:
             raise Aborted()
 

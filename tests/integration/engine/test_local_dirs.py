@@ -107,7 +107,13 @@ def _start_backup(tmp_path, tempdir):
     return subprocess.Popen([sys.executable, "-m", "cairn.cli", "full", "--archive-dir", str(tmp_path / "cache"),
                              "--tempdir", str(tempdir), "--volsize", "4", "--jobs", "1",
                              "--max-upload-rate", "4M", str(src), f"file://{tmp_path / 'target'}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_started_by_a_user)
+
+
+def _as_started_by_a_user():
+    """SIGINT as a shell leaves it for a command it runs: a test runner started in the background
+    (or by nohup) ignores it, and cairn, like any program, keeps an inherited "ignore"."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _has_plaintext(d):
