@@ -14,7 +14,7 @@ from .backup import merged_signatures
 from .errors import ExitCode, ManifestError, RestoreError
 from .lock import DEFAULT_STALE_AFTER
 from .options import BackupOptions, TargetOptions
-from .restore import chain_at, parse_path, restore_chain
+from .restore import chain_at, parse_path, parse_renames, restore_chain
 from .retention import RetentionPolicy
 from .session import Session
 from .verify import Comparer, verify_sets
@@ -47,13 +47,15 @@ def last_backup_age(target):
 # --- restore, list, verify ------------------------------------------------------------------------
 
 def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=False,
-            restore_owner=None, progress=None, on_file=None):
+            restore_owner=None, progress=None, on_file=None, rename=()):
     """Restore the backup at ``time`` (or its ``path``) into ``dest``. A volume that cannot be
     used does not stop it: ``incomplete`` is then true, ``lost_volumes`` names each such
     volume and why, ``lost`` the paths that needed one (not written). ``skipped``: files an
     interrupted restore had completed, found correct and kept (``force``). ``on_file(relpath,
-    type)``: called for each path written (the CLI's verbosity 5 lines)."""
+    type)``: called for each path written (the CLI's verbosity 5 lines). ``rename``: (FROM, TO)
+    pairs, duplicity's --rename: FROM (below ``path``) and what is in it are written at TO."""
     started = _time.time()
+    renames = parse_renames(rename)
     t = time if time is not None else int(_time.time())
     prefix = parse_path(path)
     warnings = []
@@ -61,7 +63,7 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
         _chain, sets = chain_at(sess.collection(), t)
         writer, losses = restore_chain(sess, sets, prefix, dest, force=force, restore_owner=restore_owner,
                                        numeric_owner=numeric_owner, on_warning=warnings.append,
-                                       progress=progress, on_file=on_file)
+                                       progress=progress, on_file=on_file, rename=renames)
     if writer.written == 0 and not losses.volumes:
         if prefix:
             raise RestoreError(f"{path} is not in the backup of {timespec.to_iso(sets[-1].end_time)}",

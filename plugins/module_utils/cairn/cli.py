@@ -260,7 +260,13 @@ def _target(ns, url, writing=False):
 
 
 def _time(ns):
-    return timespec.parse(ns.time) if ns.time else None
+    """-t/--time, or --current-time as duplicity takes it (the time of "now"); None: the clock's."""
+    return _parse_time(ns, ns.time) if ns.time else ns.current_time
+
+
+def _parse_time(ns, value):
+    """A time string, relative ones counted back from --current-time when it is given."""
+    return timespec.parse(value, now=ns.current_time)
 
 
 def _is_url(s):
@@ -311,7 +317,7 @@ def _restore(command, ns, args, out, progress):
         return _restore_dry_run(ns, url, dest, out)
     result = api.restore(_target(ns, url), dest, time=_time(ns), path=ns.path, force=ns.force,
                          numeric_owner=ns.numeric_owner, restore_owner=False if ns.no_restore_ownership else None,
-                         progress=progress, on_file=_file_lines(ns, out, _restore_line))
+                         progress=progress, on_file=_file_lines(ns, out, _restore_line), rename=ns.rename or ())
     if not result["incomplete"]:
         return result, ExitCode.OK
     if not ns.json:     # the JSON document has the same lists
@@ -407,7 +413,7 @@ def _remove(command, ns, args, out, progress):
     """duplicity's remove-older-than, remove-all-but-n-full, remove-all-inc-of-but-n-full."""
     arg, url = _want(args, 2, f"{command} {'TIME' if command == 'remove-older-than' else 'N'} [--force] TARGET_URL")
     if command == "remove-older-than":
-        policy = RetentionPolicy(older_than=timespec.parse(arg))
+        policy = RetentionPolicy(older_than=_parse_time(ns, arg))
     elif command == "remove-all-but-n-full":
         policy = RetentionPolicy(keep_full=_count(command, arg))
     else:
@@ -424,7 +430,7 @@ def _prune(command, ns, args, out, progress):
     """cairn's own: a whole retention policy in one run (what run-job and the prune module do)."""
     (url,) = _want(args, 1, "prune [--older-than TIME] [--keep-full N] [--keep-full-with-incrementals N] "
                             "[--cleanup] [--force] TARGET_URL")
-    policy = RetentionPolicy(older_than=timespec.parse(ns.older_than) if ns.older_than else None,
+    policy = RetentionPolicy(older_than=_parse_time(ns, ns.older_than) if ns.older_than else None,
                              keep_full=ns.keep_full, keep_full_with_incrementals=ns.keep_full_with_incrementals,
                              cleanup=ns.cleanup)
     if policy.empty:
@@ -455,7 +461,7 @@ def _replicate(command, ns, args, out, progress):
                         "restore and back up again for that")
     if ns.mirror:
         raise UserError("replicate copies to one TARGET_URL; --mirror is for backups")
-    newer = timespec.parse(ns.newer_than) if ns.newer_than else None
+    newer = _parse_time(ns, ns.newer_than) if ns.newer_than else None
     result = api.replicate(_target(ns, src_url), _target(ns, dst_url), time=_time(ns), newer_than=newer)
     if not ns.json:
         for s in result["sets_copied"]:
@@ -729,6 +735,9 @@ def run(argv, secrets=None, logs=None):
     logs = _LogSetup(secrets) if own_logs else logs
     try:
         logs.apply(ns)
+        if ns.rename and command != "restore":
+            # duplicity renames in every command, and a backup so loses what FROM names: not here
+            log.info("cairn: notice: --rename applies to restore only; %s ignores it", command)
         out = _RedactedOutput(sys.stdout, secrets, logs)
         try:
             result, rc = HANDLERS[command](command, ns, args, out, progress)

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 
-from . import __version__
+from . import __version__, options
 from .errors import UserError
 
 log = logging.getLogger("cairn")
@@ -70,8 +70,8 @@ DUPLICITY_OPTIONS = {
     "--config-dir": (NOTICE, "cairn keeps no configuration files there (its cache is --archive-dir)", 1),
     "--copy-blocksize": (NOTICE, "cairn's transfers choose their own block sizes", 1),
     "--copy-links": (IMPLEMENTED, "run options"),
-    "--current-time": (REFUSED, "duplicity's test hook; cairn stamps every set with the real time, so a backup "
-                                "would not carry the time asked for", 1),
+    "--current-time": (IMPLEMENTED, "epoch seconds taken as now: the time of the set a backup writes (after "
+                                    "the last set's, or exit 23), and what relative times and restore count from"),
     "--dry-run": (IMPLEMENTED, "run options"),
     "--encrypt-key": (IMPLEMENTED, "public-key encryption to this key (repeatable)"),
     "--encrypt-secret-keyring": (NOTICE, "gpg 2.1 and later keep secret keys in the GnuPG home: set GNUPGHOME",
@@ -144,8 +144,8 @@ DUPLICITY_OPTIONS = {
     "--progress": (IMPLEMENTED, "progress line on stderr"),
     "--progress-rate": (NOTICE, "cairn's progress line is rewritten at most twice a second", 1),
     "--pydevd": (NOTICE, "a debugger hook of duplicity's", 0),
-    "--rename": (REFUSED, "cairn does not rename paths in backups or restores; files would land where "
-                          "--rename said they would not", 2),
+    "--rename": (IMPLEMENTED, "restore writes FROM (and what is below it) at TO, a relative path in the "
+                              "target (TO with '..' or absolute: exit 23); other commands ignore it with a notice"),
     "--restore-ownership": (IMPLEMENTED, "the default (as root); undoes --no-restore-ownership"),
     "--restore-time": (IMPLEMENTED, "-t, --time: restore, verify, list as of that time"),
     "--rsync-options": (NOTICE, "cairn has no rsync backend", 1),
@@ -317,6 +317,13 @@ def version_line(program):
     return f"cairn {__version__} (duplicity {DUPLICITY_VERSION} compatible)"
 
 
+def _epoch_seconds(value):
+    try:
+        return options.current_time({"current_time": value})
+    except UserError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def add_duplicity_compat(p):
     """duplicity's options that cairn takes for its command line's sake only: notices, refusals,
     the removed options, and the few that map onto cairn's options under another shape."""
@@ -325,6 +332,12 @@ def add_duplicity_compat(p):
     p.add_argument("--restore-ownership", dest="no_restore_ownership", action="store_false")
     p.add_argument("--backend-retry-delay", dest="retry_delay", type=float, metavar="SECONDS",
                    help="first wait before retrying a transfer (doubles, up to 30 s)")
+    p.add_argument("--current-time", dest="current_time", type=_epoch_seconds, metavar="SECONDS",
+                   help="take this time (epoch seconds) as now: the new set's time, and what relative times "
+                        "count back from (duplicity's test hook)")
+    p.add_argument("--rename", dest="rename", nargs=2, action="append", metavar=("FROM", "TO"),
+                   help="restore: write the backup's path FROM (and what is in it) at TO, relative to the "
+                        "restore target (repeatable)")
     p.set_defaults(b2_hide_files=False)
     actions = {NOTICE: _Notice, REFUSED: _Refused, REMOVED: _Removed}
     for option, entry in DUPLICITY_OPTIONS.items():

@@ -7,6 +7,7 @@ vocabulary, the module option names: ``target``, ``mirror_targets``, ``passphras
 so an option means the same whichever front end sets it and none of them can lack one.
 Durations (``lock_stale_after``, a job's intervals) and time strings go through timespec.
 """
+import calendar
 import os
 import shlex
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,7 @@ class BackupOptions:
     dry_run: bool = False              # plan and count, write nothing
     ignore_errors: bool = False        # files that could not be read do not make the exit code 9
     files_changed: bool = True         # the manifest lists the files changed (--no-files-changed: not)
+    current_time: int = None           # epoch seconds: the set's time instead of the clock's (--current-time)
 
 
 # option name -> the environment variable duplicity users know the credential by
@@ -227,7 +229,7 @@ def selection_rules(m):
     out = []
     for kind, value in rules:
         if kind == "exclude-older-than" and isinstance(value, str):
-            value = timespec.parse(value)
+            value = timespec.parse(value, now=current_time(m))
         elif kind in ("exclude-device-files", "exclude-other-filesystems") or kind.startswith("filter-"):
             value = None          # flags: the CLI's argparse hands over an empty list
         out.append((kind, value))
@@ -249,27 +251,46 @@ def _count(m, key, minimum):
     return n
 
 
+_NAMES_END = calendar.timegm((2100, 1, 1, 0, 0, 0, 0, 0, 0))
+
+
+def current_time(m):
+    """``current_time`` (epoch seconds), duplicity's --current-time: the time a backup stamps its
+    set with and relative times count back from; None = the clock."""
+    value = m.get("current_time")
+    if value in (None, ""):
+        return None
+    try:
+        t = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"current_time must be whole seconds since the epoch, not {value!r}") from None
+    if not 0 <= t < _NAMES_END:     # a set's time must fit the years file names carry
+        raise UserError(f"current_time {t} is out of range: 0 (1970) to {_NAMES_END - 1} (end of 2099)")
+    return t
+
+
 def backup_options(m):
     """BackupOptions from a mapping: ``source``, ``mode``, ``full_if_older_than`` (a time
     string), ``volsize``, the selection (see selection_rules), ``allow_source_mismatch``,
     ``max_blocksize``, ``jobs``, ``adaptive_compression``, ``compress_level``, ``files_from``,
     ``null_separator``, ``copy_links``, ``full_if_n_inc``, ``skip_if_no_change``, ``dry_run``,
-    ``ignore_errors``."""
+    ``ignore_errors``, ``current_time``."""
     if not _given(m, "source"):
         raise UserError("no source directory")
     defaults = BackupOptions(source="")
     full_if = m.get("full_if_older_than")
+    now = current_time(m)
 
     def pick(key):
         value = m.get(key)
         return getattr(defaults, key) if value is None else value
     return BackupOptions(
         source=m["source"], mode=m.get("mode") or "auto",
-        full_if_older_than=timespec.parse(full_if) if full_if not in (None, "") else None,
+        full_if_older_than=timespec.parse(full_if, now=now) if full_if not in (None, "") else None,
         volsize=pick("volsize"), rules=selection_rules(m), allow_source_mismatch=bool(m.get("allow_source_mismatch")),
         max_blocksize=pick("max_blocksize"), jobs=pick("jobs"), adaptive_compression=pick("adaptive_compression"),
         compress_level=pick("compress_level"), files_from=m.get("files_from") or None,
         null_separator=bool(m.get("null_separator")), copy_links=bool(m.get("copy_links")),
         full_if_n_inc=_count(m, "full_if_n_inc", minimum=0), skip_if_no_change=bool(m.get("skip_if_no_change")),
         dry_run=bool(m.get("dry_run")), ignore_errors=bool(m.get("ignore_errors")),
-        files_changed=m.get("files_changed") is not False)
+        files_changed=m.get("files_changed") is not False, current_time=now)

@@ -45,7 +45,7 @@ from .backup import DiffWriter, SigWriter, Stats, VolumeResult, VolumeWriter, me
 from .cache import local_manifest_name
 from .crypto import write_gzip
 from .errors import (BackendError, CairnError, ExitCode, ManifestMismatch, NoSecretKey, NoSignatures,
-                     ResumeMismatch, SourceError)
+                     ResumeMismatch, SourceError, UserError)
 from .localdirs import remove_file
 from .manifest import Manifest
 from .selection import Selection
@@ -67,16 +67,25 @@ def _now_after(t):
     return now
 
 
-def _unused_time(col, after, prefix):
+def _unused_time(col, after, prefix, at=None):
     """A set time after ``after`` that no set at the target has, not even an incomplete one or one
     whose first upload is still under its temp name: that may be the in-flight set of a writer
-    whose lock this run took over, and its files are never to be overwritten."""
+    whose lock this run took over, and its files are never to be overwritten. ``at``
+    (--current-time): that time, or a UserError when it is not such a time."""
     taken = {s.end_time for s in col.sets}
     in_flight = [name[len(TEMP_PREFIX):] for name in col.foreign if name.startswith(TEMP_PREFIX)]
     for name in in_flight + list(col.unfinished):
         p = naming.parse(naming.finished_name(name, prefix) or name, prefix)
         if p is not None:
             taken.add(p.time if p.time is not None else p.end_time)
+    if at is not None:
+        if after is not None and at <= after:
+            raise UserError(f"--current-time {at} ({timespec.to_iso(at)}) is not after the last backup "
+                            f"({timespec.to_iso(after)}): a set must be newer than the one before it")
+        if at in taken:
+            raise UserError(f"--current-time {at} ({timespec.to_iso(at)}) is the time of a set already "
+                            "at the target (perhaps an unfinished one)")
+        return at
     now = _now_after(after)
     while now in taken:
         now = _now_after(now)
@@ -301,10 +310,10 @@ class BackupRun:
         else:
             self.store.clear()
             if self.kind == "incremental":
-                self.time = _unused_time(col, chain_end, target.file_prefix)
+                self.time = _unused_time(col, chain_end, target.file_prefix, opts.current_time)
                 self.names = dict(start_time=chain_end, end_time=self.time)
             else:
-                self.time = _unused_time(col, col.last_backup_time(), target.file_prefix)
+                self.time = _unused_time(col, col.last_backup_time(), target.file_prefix, opts.current_time)
                 self.names = dict(time=self.time)
             self.record = resume.Record(dict(self.names), self.kind, self.fingerprint)
         log.info("%s backup of %s to %s: %s", self.kind, opts.source, redact_url(target.url), self.reason)

@@ -31,7 +31,7 @@ from .localdirs import remove_file, signal_received
 from .naming import encoding
 from .errors import (BackendError, BackendNotFound, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
                      ManifestError, NoBackupFound, RestoreError, UnsafeArchive, ExitCode, LOCAL_ERRNOS,
-                     LocalIOError)
+                     LocalIOError, UserError)
 
 # What makes one volume unusable without saying anything about the others: a restore records
 # the volume as lost and goes on. Everything else (an entry that tries to escape, a wrong
@@ -612,8 +612,9 @@ class TreeWriter:
     """
 
     def __init__(self, root, *, restore_owner=None, numeric_owner=False, whole_tree=True, tmp_dir=None,
-                 same_content=None):
+                 same_content=None, rename=None):
         self.root = os.fsencode(os.path.abspath(root))
+        self.rename = rename or {}  # {archive index: index written} (parse_renames), for a subtree too
         self.restore_owner = (os.geteuid() == 0) if restore_owner is None else restore_owner
         self.numeric_owner = numeric_owner
         self.whole_tree = whole_tree
@@ -630,7 +631,20 @@ class TreeWriter:
     def path(self, index):
         return os.path.join(self.root, *index) if index else self.root
 
+    def renamed(self, index):
+        """Where the entry ``index`` (relative to what is restored) is written: --rename's FROM
+        matched on the path or its nearest renamed ancestor, as duplicity does; the root never."""
+        if self.rename and index:
+            for n in range(len(index), 0, -1):
+                new = self.rename.get(index[:n])
+                if new is not None:
+                    return new + index[n:]
+        return index
+
     def write(self, index, entries):
+        # renamed entries may come out of path order: _parent_fd reopens (or makes) their
+        # parents from the root down, through the same descriptors, so they stay below it too
+        index = self.renamed(index)
         try:
             self._write(index, entries)
         except OSError as e:
@@ -693,7 +707,10 @@ class TreeWriter:
         """The descriptor of ``index``'s parent: directories we have left are finished, missing
         ancestors are made (0700), and none is entered through a symlink."""
         self._open_root()
-        while len(self.stack) > 1 and self.stack[-1][0] != index[:len(self.stack[-1][0])]:
+        # leave what is not an ancestor; index itself may be open already (made as a parent of a
+        # renamed entry that came first)
+        while len(self.stack) > 1 and (self.stack[-1][0] != index[:len(self.stack[-1][0])]
+                                       or len(self.stack[-1][0]) >= len(index)):
             self._finish(*self.stack.pop())
         for depth in range(len(self.stack[-1][0]) + 1, len(index)):
             fd = self._open_dir(self.stack[-1][1], index[depth - 1], index[:depth])
@@ -912,6 +929,22 @@ def check_target(dest, force):
 
 
 # --- a chain at a point in time ----------------------------------------------------------------
+
+def parse_renames(pairs):
+    """--rename FROM TO pairs -> {FROM's index: TO's index} for TreeWriter. TO is a place in the
+    restore target: a relative path without '..' (duplicity would write '../x' outside it)."""
+    renames = {}
+    for src, dst in pairs or ():
+        old, new = parse_path(src), parse_path(dst)
+        if not old:
+            raise UserError(f"--rename {src!r} {dst!r}: FROM must name a path in the backup, not its root")
+        parts = os.fsencode(dst).split(b"/")
+        if not new or dst.startswith("/") or b".." in parts or b"\0" in os.fsencode(dst):
+            raise UserError(f"--rename {src!r} {dst!r}: TO must be a relative path inside the restore target "
+                            "(not empty, not absolute, no '..')")
+        renames[old] = new
+    return renames
+
 
 def parse_path(path):
     """The index of a --path-to-restore ("etc/nginx", "/etc/nginx/", "./etc"): its components."""
@@ -1186,7 +1219,7 @@ def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=N
             raise interrupted
         writer.write(index, entries)
         if on_file is not None and index and entries[0].kind != "deleted":
-            on_file(b"/".join(index), entries[-1].info.type)
+            on_file(b"/".join(writer.renamed(index)), entries[-1].info.type)
         if progress:
             progress(writer.written)
     try:
@@ -1197,7 +1230,7 @@ def restore_sets(sess, sets, prefix, writer, on_warning, progress=None, losses=N
 
 
 def restore_chain(sess, sets, prefix, dest, *, force=False, restore_owner=None, numeric_owner=False,
-                  on_warning=None, progress=None, on_file=None):
+                  on_warning=None, progress=None, on_file=None, rename=None):
     """Restore ``sets`` below ``prefix`` into ``dest``, going on past volumes that cannot be
     used: returns (TreeWriter, Losses). Restoring into a target that already holds something
     (``force``) keeps the files an interrupted restore completed (TreeWriter.same_content)."""
@@ -1206,7 +1239,8 @@ def restore_chain(sess, sets, prefix, dest, *, force=False, restore_owner=None, 
     try:
         writer = TreeWriter(dest, restore_owner=restore_owner, numeric_owner=numeric_owner,
                             whole_tree=not prefix, tmp_dir=sess.tmpdir,
-                            same_content=SameContent(signatures, prefix) if resuming else None)
+                            same_content=SameContent(signatures, prefix) if resuming else None,
+                            rename=rename)
         losses = Losses(signatures, prefix)
         restore_sets(sess, sets, prefix, writer, on_warning or (lambda w: None), progress, losses, on_file)
     finally:
