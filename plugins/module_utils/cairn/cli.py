@@ -55,6 +55,12 @@ def build_parser():
     p.add_argument("--name")
     p.add_argument("--tempdir")
     p.add_argument("--file-prefix", default="")
+    p.add_argument("--file-prefix-archive", default="", help="after --file-prefix in the names of volumes")
+    p.add_argument("--file-prefix-manifest", default="", help="after --file-prefix in the names of manifests")
+    p.add_argument("--file-prefix-signature", default="", help="after --file-prefix in the names of signatures")
+    p.add_argument("--time-separator", type=_time_separator, default=timespec.TIME_SEPARATOR, metavar="CHAR",
+                   help="stands for ':' in the time strings given (-t, remove-older-than ...) and in the "
+                        "times of old long file names")
     # the target lock of writers (backup, cleanup, remove-*)
     p.add_argument("--break-lock", action="store_true",
                    help="take over the target lock of another run, even a live one (warns naming it)")
@@ -201,6 +207,13 @@ def _output_options(p):
     p.add_argument("--no-files-changed", dest="files_changed", action="store_false")
 
 
+def _time_separator(text):
+    try:
+        return timespec.time_separator(text)
+    except CairnError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def _verbosity(text):
     try:
         return logformat.parse_verbosity(text)
@@ -260,7 +273,7 @@ def _target(ns, url, writing=False):
 
 
 def _time(ns):
-    return timespec.parse(ns.time) if ns.time else None
+    return timespec.parse(ns.time, sep=ns.time_separator) if ns.time else None
 
 
 def _is_url(s):
@@ -407,7 +420,7 @@ def _remove(command, ns, args, out, progress):
     """duplicity's remove-older-than, remove-all-but-n-full, remove-all-inc-of-but-n-full."""
     arg, url = _want(args, 2, f"{command} {'TIME' if command == 'remove-older-than' else 'N'} [--force] TARGET_URL")
     if command == "remove-older-than":
-        policy = RetentionPolicy(older_than=timespec.parse(arg))
+        policy = RetentionPolicy(older_than=timespec.parse(arg, sep=ns.time_separator))
     elif command == "remove-all-but-n-full":
         policy = RetentionPolicy(keep_full=_count(command, arg))
     else:
@@ -424,7 +437,7 @@ def _prune(command, ns, args, out, progress):
     """cairn's own: a whole retention policy in one run (what run-job and the prune module do)."""
     (url,) = _want(args, 1, "prune [--older-than TIME] [--keep-full N] [--keep-full-with-incrementals N] "
                             "[--cleanup] [--force] TARGET_URL")
-    policy = RetentionPolicy(older_than=timespec.parse(ns.older_than) if ns.older_than else None,
+    policy = RetentionPolicy(older_than=timespec.parse(ns.older_than, sep=ns.time_separator) if ns.older_than else None,
                              keep_full=ns.keep_full, keep_full_with_incrementals=ns.keep_full_with_incrementals,
                              cleanup=ns.cleanup)
     if policy.empty:
@@ -455,7 +468,7 @@ def _replicate(command, ns, args, out, progress):
                         "restore and back up again for that")
     if ns.mirror:
         raise UserError("replicate copies to one TARGET_URL; --mirror is for backups")
-    newer = timespec.parse(ns.newer_than) if ns.newer_than else None
+    newer = timespec.parse(ns.newer_than, sep=ns.time_separator) if ns.newer_than else None
     result = api.replicate(_target(ns, src_url), _target(ns, dst_url), time=_time(ns), newer_than=newer)
     if not ns.json:
         for s in result["sets_copied"]:
