@@ -94,6 +94,26 @@ options:
         archives can share one directory or bucket.
     type: str
     default: ''
+  file_prefix_archive:
+    description:
+      - A prefix of the names of volumes, after O(file_prefix) (duplicity's C(--file-prefix-archive));
+        volumes are written and looked for under C(<file_prefix><file_prefix_archive>duplicity-...).
+      - Set it, and O(file_prefix_manifest) and O(file_prefix_signature), as the duplicity that
+        wrote the archive had them, or its files are not found.
+    type: str
+    default: ''
+  file_prefix_manifest:
+    description:
+      - A prefix of the names of manifests, after O(file_prefix) (duplicity's C(--file-prefix-manifest)),
+        at the target and in the local cache.
+    type: str
+    default: ''
+  file_prefix_signature:
+    description:
+      - A prefix of the names of signature files, after O(file_prefix) (duplicity's
+        C(--file-prefix-signature)), at the target and in the local cache.
+    type: str
+    default: ''
   break_lock:
     description:
       - Take over the lock on the target of another run even when it looks live (a warning names

@@ -40,6 +40,9 @@ def common_argument_spec():
         name=dict(type="str"),
         tempdir=dict(type="path"),
         file_prefix=dict(type="str", default=""),
+        file_prefix_archive=dict(type="str", default=""),
+        file_prefix_manifest=dict(type="str", default=""),
+        file_prefix_signature=dict(type="str", default=""),
         break_lock=dict(type="bool", default=False),
         lock_stale_after=dict(type="str"),
         # remote targets and the transfer layer

@@ -266,7 +266,7 @@ def replicate(source_target, dest_target, time=None, newer_than=None):
     from . import replicate as _replicate
     with Session(source_target, lock=False) as src, Session(dest_target) as dst:
         dst.lock_target("replicate")
-        result = _replicate.replicate(src.backend, dst.backend, dest_target.file_prefix, dst.tmpdir,
+        result = _replicate.replicate(src.backend, dst.backend, dest_target.names, dst.tmpdir,
                                       crypto=src.crypto, time=time, newer_than=newer_than,
                                       check=dst.require_target_lock)
     return result

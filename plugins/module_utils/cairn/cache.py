@@ -28,16 +28,19 @@ def default_name(url):
     return hashlib.md5(url.encode("utf-8")).hexdigest()
 
 
-def local_manifest_name(s):
+# the cache names files as the target does, with the archive's prefixes (``names``: its NameScheme)
+# and without .gpg, as duplicity's cache: a manifest plain, a signature gzipped
+
+def local_manifest_name(s, names=""):
     if s.type == "full":
-        return naming.manifest_name(time=s.start_time)
-    return naming.manifest_name(start_time=s.start_time, end_time=s.end_time)
+        return naming.manifest_name(time=s.start_time, prefix=names)
+    return naming.manifest_name(start_time=s.start_time, end_time=s.end_time, prefix=names)
 
 
-def local_signature_name(s):
+def local_signature_name(s, names=""):
     if s.type == "full":
-        return naming.signature_name(time=s.start_time, suffix=".gz")
-    return naming.signature_name(start_time=s.start_time, end_time=s.end_time, suffix=".gz")
+        return naming.signature_name(time=s.start_time, suffix=".gz", prefix=names)
+    return naming.signature_name(start_time=s.start_time, end_time=s.end_time, suffix=".gz", prefix=names)
 
 
 class ArchiveDir:
@@ -45,7 +48,8 @@ class ArchiveDir:
     into, or removed here; what an operation fetches goes to a scratch dir inside the run's temp
     dir instead (``open``), which goes with it."""
 
-    def __init__(self, archive_dir, name, read_only=False):
+    def __init__(self, archive_dir, name, read_only=False, names=None):
+        self.names = naming.scheme(names)
         self.path = os.path.join(archive_dir or default_archive_dir(), name)
         self.read_only = read_only
         self.exists = private_dir(self.path, "the archive dir", create=not read_only)
@@ -93,7 +97,7 @@ class ArchiveDir:
 
     def manifest(self, s, backend, crypto, tmpdir):
         """The parsed manifest of set ``s``, from the cache or fetched and cached."""
-        local = self._p(local_manifest_name(s))
+        local = self._p(local_manifest_name(s, self.names))
         if not os.path.exists(local):
             if not s.manifest:
                 raise ManifestError(f"backup set of {s.end_time} has no manifest")
@@ -109,7 +113,7 @@ class ArchiveDir:
     def signature(self, s, backend, crypto, tmpdir):
         """Path of the local gzipped sigtar of set ``s``, fetched from the target when missing
         (the cache keeps them gzipped whatever the target's encoding, as duplicity does)."""
-        local = self._p(local_signature_name(s))
+        local = self._p(local_signature_name(s, self.names))
         if os.path.exists(local):
             return local
         if not s.signature:
@@ -128,16 +132,16 @@ class ArchiveDir:
         return local
 
     def store_manifest(self, s, plain_path):
-        _atomic_copy(plain_path, self._p(local_manifest_name(s)))
+        _atomic_copy(plain_path, self._p(local_manifest_name(s, self.names)))
 
     def store_signature(self, s, gz_path):
-        _atomic_copy(gz_path, self._p(local_signature_name(s)))
+        _atomic_copy(gz_path, self._p(local_signature_name(s, self.names)))
 
     def forget(self, sets):
         if self.read_only:
             return
         for s in sets:
-            for name in (local_manifest_name(s), local_signature_name(s)):
+            for name in (local_manifest_name(s, self.names), local_signature_name(s, self.names)):
                 try:
                     os.unlink(self._p(name))
                 except FileNotFoundError:
@@ -150,11 +154,11 @@ class ArchiveDir:
         keep = set()
         for s in collection.sets:
             if s.manifest and s.complete:
-                keep.add(local_manifest_name(s))
+                keep.add(local_manifest_name(s, self.names))
             if s.signature:
-                keep.add(local_signature_name(s))
+                keep.add(local_signature_name(s, self.names))
         for name in os.listdir(self.path):
-            p = naming.parse(name)
+            p = naming.parse(name, self.names)       # another prefix's cached files are not ours
             if p is None or p.partial:
                 continue
             if name not in keep and (p.manifest or p.type in ("full-sig", "new-sig")):

@@ -55,6 +55,12 @@ def build_parser():
     p.add_argument("--name")
     p.add_argument("--tempdir")
     p.add_argument("--file-prefix", default="")
+    p.add_argument("--file-prefix-archive", default="", help="after --file-prefix in the names of volumes")
+    p.add_argument("--file-prefix-manifest", default="", help="after --file-prefix in the names of manifests")
+    p.add_argument("--file-prefix-signature", default="", help="after --file-prefix in the names of signatures")
+    p.add_argument("--time-separator", type=_time_separator, default=timespec.TIME_SEPARATOR, metavar="CHAR",
+                   help="stands for ':' in the time strings given (-t, remove-older-than ...) and in the "
+                        "times of old long file names")
     # the target lock of writers (backup, cleanup, remove-*)
     p.add_argument("--break-lock", action="store_true",
                    help="take over the target lock of another run, even a live one (warns naming it)")
@@ -201,6 +207,13 @@ def _output_options(p):
     p.add_argument("--no-files-changed", dest="files_changed", action="store_false")
 
 
+def _time_separator(text):
+    try:
+        return timespec.time_separator(text)
+    except CairnError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def _verbosity(text):
     try:
         return logformat.parse_verbosity(text)
@@ -265,8 +278,8 @@ def _time(ns):
 
 
 def _parse_time(ns, value):
-    """A time string, relative ones counted back from --current-time when it is given."""
-    return timespec.parse(value, now=ns.current_time)
+    """A time string (--time-separator in it), relative ones counted back from --current-time."""
+    return timespec.parse(value, now=ns.current_time, sep=ns.time_separator)
 
 
 def _is_url(s):

@@ -87,15 +87,12 @@ DUPLICITY_OPTIONS = {
     "--exclude-regexp": (IMPLEMENTED, "selection"),
     "--file-changed": (IMPLEMENTED, "output"),
     "--file-prefix": (IMPLEMENTED, "prefix of every file written and read"),
-    "--file-prefix-archive": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
-                                       "another one for volumes would name files where they are not looked for", 1),
+    "--file-prefix-archive": (IMPLEMENTED, "prefix of volume names, after --file-prefix, written and read"),
     "--file-prefix-jsonstat": (NOTICE, "cairn writes no jsonstat file to the target", 1),
-    "--file-prefix-manifest": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
-                                        "another one for manifests would name files where they are not looked "
-                                        "for", 1),
-    "--file-prefix-signature": (REFUSED, "cairn writes and reads one prefix for every file (--file-prefix); "
-                                         "another one for signatures would name files where they are not looked "
-                                         "for", 1),
+    "--file-prefix-manifest": (IMPLEMENTED, "prefix of manifest names, after --file-prefix, written and read "
+                                            "(the cache's too)"),
+    "--file-prefix-signature": (IMPLEMENTED, "prefix of signature names, after --file-prefix, written and read "
+                                             "(the cache's too)"),
     "--files-changed": (IMPLEMENTED, "output"),
     "--files-from": (IMPLEMENTED, "run options"),
     "--filter-globbing": (IMPLEMENTED, "run options"),
@@ -179,8 +176,8 @@ DUPLICITY_OPTIONS = {
     "--ssl-no-check-certificate": (IMPLEMENTED, "no certificate check (webdavs, ftps)"),
     "--swift-storage-policy": (NOTICE, "cairn has no Swift backend", 1),
     "--tempdir": (IMPLEMENTED, "where temporary files go"),
-    "--time-separator": (REFUSED, "cairn writes and reads duplicity's ':' in file names only (duplicity 2.0+ "
-                                  "refuses it for backups too); another one would miss every file", 1),
+    "--time-separator": (IMPLEMENTED, "the character for ':' in time strings given (-t, remove-older-than ...) "
+                                      "and in old long file names read"),
     "--timeout": (IMPLEMENTED, "network timeout"),
     "--use-agent": (NOTICE, "cairn hands gpg the passphrase itself and never leaves it in gpg-agent", 0),
     "--use-gpgsm": (REFUSED, "cairn encrypts with gpg (OpenPGP) only; gpgsm's S/MIME archives would not be "

@@ -81,7 +81,10 @@ class Collection:
         for name in self.names:
             final = naming.finished_name(name, prefix)
             if final is not None:
-                self.unfinished[final] = name
+                if naming.unfinished_of(name, prefix) is None:
+                    self.foreign.append(name)       # another archive's, with other per-kind prefixes
+                else:
+                    self.unfinished[final] = name
                 continue
             p = naming.parse(name, prefix)
             if p is None:

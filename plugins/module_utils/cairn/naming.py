@@ -10,6 +10,42 @@ MAX_VOLUME = 10**9     # volumes of 1 MiB would make a petabyte: a larger number
 
 
 @dataclass(frozen=True)
+class NameScheme:
+    """How one archive's file names are formed and read, as duplicity's options say:
+    ``file`` (--file-prefix) comes first in every name, then ``archive`` (--file-prefix-archive)
+    in volumes, ``manifest`` (--file-prefix-manifest) in manifests, ``signature``
+    (--file-prefix-signature) in signatures; names without them are another archive's.
+    ``time_separator`` (--time-separator) stands for ':' in the times of 0.6-era long names
+    (duplicity writes the 16-character form only). cairn's own files (locks, the unfinished
+    mark, resume records) carry ``file`` alone before their own word. The cache (archive dir)
+    holds manifests and signatures under these names too, as duplicity's does."""
+
+    file: str = ""
+    archive: str = ""
+    manifest: str = ""
+    signature: str = ""
+    time_separator: str = ":"
+
+    def of(self, kind, manifest=False):
+        """The whole prefix of a name of ``kind`` ('full'/'inc' volume or manifest, a signature)."""
+        if kind in ("full-sig", "new-sig"):
+            return self.file + self.signature
+        if kind in ("full", "inc"):
+            return self.file + (self.manifest if manifest else self.archive)
+        return self.file
+
+    def owns(self, name):
+        """Whether a (final) name starts as one of this archive's volumes, manifests or signatures
+        does: cairn's resume records are named after the volumes."""
+        return any(name.startswith(self.file + k) for k in (self.archive, self.manifest, self.signature))
+
+
+def scheme(prefix):
+    """A NameScheme from a NameScheme, or from a plain file prefix (str; None is "")."""
+    return prefix if isinstance(prefix, NameScheme) else NameScheme(file=prefix or "")
+
+
+@dataclass(frozen=True)
 class ParsedName:
     type: str                 # 'full' | 'inc' | 'full-sig' | 'new-sig' | 'jsonstat'
     manifest: bool = False
@@ -55,14 +91,24 @@ UNFINISHED_MARK = "cairn-unfinished."
 
 
 def unfinished_name(name, prefix=""):
-    """The name under which ``name`` (with the file ``prefix``) is written until its set commits."""
+    """The name under which ``name`` is written until its set commits: the mark goes after the
+    file prefix (``prefix``: a str or a NameScheme), before any per-kind prefix."""
+    prefix = scheme(prefix).file
     return prefix + UNFINISHED_MARK + name[len(prefix):]
 
 
 def finished_name(name, prefix=""):
     """The final name of an unfinished file, or None when ``name`` is not one."""
+    prefix = scheme(prefix).file
     mark = prefix + UNFINISHED_MARK
     return prefix + name[len(mark):] if name.startswith(mark) else None
+
+
+def unfinished_of(name, prefix=""):
+    """The final name of an unfinished file of this archive (``prefix``: its NameScheme or file
+    prefix), or None: another archive's (other per-kind prefixes) is not ours to finish or delete."""
+    final = finished_name(name, prefix)
+    return final if final is not None and scheme(prefix).owns(final) else None
 
 
 def _flags(name):
@@ -78,14 +124,18 @@ def encoding(name):
 
 def parse(name, prefix=""):
     """ParsedName for a duplicity file name, or None for anything else (times or volume
-    numbers out of range included)."""
-    if prefix:
-        if not name.startswith(prefix):
-            return None
-        name = name[len(prefix):]
-    for rules, conv, vconv in ((_LONG, from_timestr, _decimal), (_SHORT, _b36_time, _b36)):
+    numbers out of range included). ``prefix``: the archive's NameScheme, or its file prefix
+    (str): each kind of name is recognised with its own prefixes only, as duplicity does."""
+    sc = scheme(prefix)
+
+    def long_time(s):
+        return from_timestr(s, sc.time_separator)
+    for rules, conv, vconv in ((_LONG, long_time, _decimal), (_SHORT, _b36_time, _b36)):
         for kind, is_manifest, rx in rules:
-            m = rx.match(name)
+            head = sc.of(kind, is_manifest)
+            if not name.startswith(head):
+                continue
+            m = rx.match(name, len(head))
             if not m:
                 continue
             g = m.groupdict()
@@ -134,17 +184,19 @@ def _times(time, start_time, end_time):
     return "inc", f"{to_timestr(start_time)}.to.{to_timestr(end_time)}"
 
 
+# ``prefix`` of the writers: the archive's NameScheme, or its file prefix (str)
+
 def volume_name(n, *, time=None, start_time=None, end_time=None, suffix="", prefix=""):
     kind, t = _times(time, start_time, end_time)
-    return f"{prefix}duplicity-{kind}.{t}.vol{n}.difftar{suffix}"
+    return f"{scheme(prefix).of(kind)}duplicity-{kind}.{t}.vol{n}.difftar{suffix}"
 
 
 def manifest_name(*, time=None, start_time=None, end_time=None, suffix="", partial=False, prefix=""):
     kind, t = _times(time, start_time, end_time)
-    return f"{prefix}duplicity-{kind}.{t}.manifest{'.part' if partial else ''}{suffix}"
+    return f"{scheme(prefix).of(kind, manifest=True)}duplicity-{kind}.{t}.manifest{'.part' if partial else ''}{suffix}"
 
 
 def signature_name(*, time=None, start_time=None, end_time=None, suffix="", partial=False, prefix=""):
     kind, t = _times(time, start_time, end_time)
     base = "full-signatures" if kind == "full" else "new-signatures"
-    return f"{prefix}duplicity-{base}.{t}.sigtar{'.part' if partial else ''}{suffix}"
+    return f"{scheme(prefix).of('full-sig')}duplicity-{base}.{t}.sigtar{'.part' if partial else ''}{suffix}"

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 
 from . import timespec
+from .naming import NameScheme
 from .backends.base import BackendOptions
 from .crypto import CryptoOptions
 from .errors import UserError
@@ -28,7 +29,12 @@ class TargetOptions:
     archive_dir: str = None
     name: str = None
     tempdir: str = None
-    file_prefix: str = ""
+    file_prefix: str = ""              # every file's name starts with it (cairn's locks too)
+    # after file_prefix in the names of volumes, manifests, signatures (duplicity's per-kind prefixes)
+    file_prefix_archive: str = ""
+    file_prefix_manifest: str = ""
+    file_prefix_signature: str = ""
+    time_separator: str = timespec.TIME_SEPARATOR   # ':' in the times of 0.6-era long names
     backend: BackendOptions = field(default_factory=BackendOptions)
     mirrors: list = field(default_factory=list)    # more URLs that get every file too
     mirror_stand_in: bool = False      # a healthy mirror takes over when the primary fails
@@ -38,6 +44,12 @@ class TargetOptions:
     break_lock: bool = False
     # check mode: nothing local or remote is created, changed or removed
     read_only: bool = False
+
+    @property
+    def names(self):
+        """The NameScheme of this archive's file names (naming.py), what every name goes through."""
+        return NameScheme(self.file_prefix or "", self.file_prefix_archive or "", self.file_prefix_manifest or "",
+                          self.file_prefix_signature or "", self.time_separator or timespec.TIME_SEPARATOR)
 
 
 @dataclass
@@ -198,10 +210,18 @@ def target_options(m, env=None, *, writing=False, ask=None):
     return TargetOptions(
         url=m["target"], crypto=crypto_options(m, env, writing=writing, ask=ask),
         archive_dir=m.get("archive_dir") or None, name=m.get("name") or None, tempdir=m.get("tempdir") or None,
-        file_prefix=m.get("file_prefix") or "", backend=replace(backend_options(m, env), **_object_lock(m)),
+        file_prefix=m.get("file_prefix") or "", file_prefix_archive=m.get("file_prefix_archive") or "",
+        file_prefix_manifest=m.get("file_prefix_manifest") or "",
+        file_prefix_signature=m.get("file_prefix_signature") or "", time_separator=time_separator(m),
+        backend=replace(backend_options(m, env), **_object_lock(m)),
         mirrors=list(m.get("mirror_targets") or ()), mirror_stand_in=bool(m.get("mirror_stand_in")),
         lock_stale_after=stale,
         break_lock=bool(m.get("break_lock")), read_only=bool(m.get("read_only")))
+
+
+def time_separator(m):
+    """``time_separator``: the character standing for ':' in time strings (default ':')."""
+    return timespec.time_separator(m.get("time_separator") or None)
 
 
 def selection_rules(m):
@@ -229,7 +249,7 @@ def selection_rules(m):
     out = []
     for kind, value in rules:
         if kind == "exclude-older-than" and isinstance(value, str):
-            value = timespec.parse(value, now=current_time(m))
+            value = timespec.parse(value, now=current_time(m), sep=time_separator(m))
         elif kind in ("exclude-device-files", "exclude-other-filesystems") or kind.startswith("filter-"):
             value = None          # flags: the CLI's argparse hands over an empty list
         out.append((kind, value))
@@ -286,7 +306,7 @@ def backup_options(m):
         return getattr(defaults, key) if value is None else value
     return BackupOptions(
         source=m["source"], mode=m.get("mode") or "auto",
-        full_if_older_than=timespec.parse(full_if, now=now) if full_if not in (None, "") else None,
+        full_if_older_than=timespec.parse(full_if, now=now, sep=time_separator(m)) if full_if not in (None, "") else None,
         volsize=pick("volsize"), rules=selection_rules(m), allow_source_mismatch=bool(m.get("allow_source_mismatch")),
         max_blocksize=pick("max_blocksize"), jobs=pick("jobs"), adaptive_compression=pick("adaptive_compression"),
         compress_level=pick("compress_level"), files_from=m.get("files_from") or None,

@@ -310,16 +310,16 @@ class BackupRun:
         else:
             self.store.clear()
             if self.kind == "incremental":
-                self.time = _unused_time(col, chain_end, target.file_prefix, opts.current_time)
+                self.time = _unused_time(col, chain_end, target.names, opts.current_time)
                 self.names = dict(start_time=chain_end, end_time=self.time)
             else:
-                self.time = _unused_time(col, col.last_backup_time(), target.file_prefix, opts.current_time)
+                self.time = _unused_time(col, col.last_backup_time(), target.names, opts.current_time)
                 self.names = dict(time=self.time)
             self.record = resume.Record(dict(self.names), self.kind, self.fingerprint)
         log.info("%s backup of %s to %s: %s", self.kind, opts.source, redact_url(target.url), self.reason)
         if self.resumption is not None:
             log.info("resumed at volume %d", self.resumed_at)
-        keep = (self.resumption.kept_names(target.file_prefix, sess.crypto.suffix)
+        keep = (self.resumption.kept_names(target.names, sess.crypto.suffix)
                 if self.resumption is not None else set())
         self.gate = _Gate(lambda: (self.abort.result(self.precheck) if self.precheck else None,
                                    self._unrename_kept(), _remove_interrupted(sess, col, keep)))
@@ -344,7 +344,7 @@ class BackupRun:
             # the target's copy of the record covers every kept volume too: one segment from the
             # last one an earlier run stored there
             stored = [i for i, cp in enumerate(self.kept) if resume.segment_name(
-                res.record, cp.number, self.target.file_prefix, sess.crypto.suffix) in self.listing]
+                res.record, cp.number, self.target.names, sess.crypto.suffix) in self.listing]
             self.last_segment = stored[-1] if stored else -1
             if self.last_segment < len(self.kept) - 1:
                 self._store_segment(len(self.kept) - 1)
@@ -380,7 +380,7 @@ class BackupRun:
         self.encrypt.join()
         self.abort.check()
         self.new_results = [v.result for v in self.volumes.volumes]
-        kept = [VolumeResult(cp.number, naming.unfinished_name(cp.name, self.target.file_prefix), cp.sha1, cp.size)
+        kept = [VolumeResult(cp.number, naming.unfinished_name(cp.name, self.target.names), cp.sha1, cp.size)
                 for cp in self.kept]
         self.results = kept + self.new_results
 
@@ -408,7 +408,7 @@ class BackupRun:
         """Once every volume is in place and the lock still ours: the manifest, the volumes
         renamed to their final names, the signatures (from then on the set is complete), then
         the local cache (see the module docstring for why in this order)."""
-        sess, prefix = self.sess, self.target.file_prefix
+        sess, prefix = self.sess, self.target.names
         self.uploads.drain()
         self.uploads.join()
         self.abort.result(self.sig_encrypted)
@@ -522,7 +522,7 @@ class BackupRun:
                 vol, state = self.cuts.pop(number)
                 r = vol.result
                 self.record.checkpoints.append(resume.Checkpoint(
-                    number, naming.finished_name(vol.name, self.target.file_prefix), r.sha1, r.size, vol.compress,
+                    number, naming.finished_name(vol.name, self.target.names), r.sha1, r.size, vol.compress,
                     vol.info, state["sig_bytes"], state["filelist_bytes"], state["stats"],
                     state["next_index"], state["next_chunk"], state["next_file"]))
                 # the archive dir's record at once; the target's copy every SEGMENT_EVERY seconds
@@ -554,12 +554,12 @@ class BackupRun:
         for cp in self.kept:
             if cp.at_final_name:
                 self.sess.require_target_lock()
-                self.sess.backend.rename(cp.name, naming.unfinished_name(cp.name, self.target.file_prefix))
+                self.sess.backend.rename(cp.name, naming.unfinished_name(cp.name, self.target.names))
                 cp.at_final_name = False
 
     def _volume_name(self, number):
         """Where volume ``number`` is uploaded: its unfinished name, until the commit."""
-        prefix = self.target.file_prefix
+        prefix = self.target.names
         return naming.unfinished_name(
             naming.volume_name(number, suffix=self.sess.crypto.suffix, prefix=prefix, **self.names), prefix)
 
@@ -626,7 +626,7 @@ def _check_remote_manifest(sess, s, tmpdir):
         # only that: a corrupt remote manifest, a wrong passphrase, are errors here too
         log.debug("no secret key to check the remote manifest; relying on the cache")
         return
-    cached = os.path.join(sess.cache.path, local_manifest_name(s))
+    cached = os.path.join(sess.cache.path, local_manifest_name(s, sess.cache.names))
     with open(plain, "rb") as a, open(cached, "rb") as b:
         if a.read() != b.read():
             raise ManifestMismatch(f"the manifest of the last backup at the target ({s.manifest}) differs "
@@ -673,11 +673,11 @@ def _remove_interrupted(sess, col, keep=()):
     last = col.last_backup_time() or 0
     stale = [s for s in col.incomplete if s.end_time >= last]
     unfinished = sorted(n for n in col.unfinished.values() if n not in keep)
-    prefix = sess.opts.file_prefix
+    prefix = sess.opts.names
     # half-uploaded files of a killed run (a temp name until the upload completes)
     unfinished += sorted(n for n in col.foreign if n.startswith(TEMP_PREFIX) and (
         naming.parse(n[len(TEMP_PREFIX):], prefix) is not None
-        or naming.finished_name(n[len(TEMP_PREFIX):], prefix) is not None))
+        or naming.unfinished_of(n[len(TEMP_PREFIX):], prefix) is not None))
     if not stale and not unfinished:
         return
     if not sess.target_lock.previous_writer_gone:

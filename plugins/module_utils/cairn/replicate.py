@@ -206,7 +206,7 @@ def catch_up(sess):
         try:
             lock.acquire()
             try:
-                r = replicate(primary, mirror, prefix, sess.tmpdir, crypto=sess.crypto, check=lock.check)
+                r = replicate(primary, mirror, sess.opts.names, sess.tmpdir, crypto=sess.crypto, check=lock.check)
             finally:
                 lock.release()
         except BackendError as e:

@@ -966,7 +966,7 @@ def _volume_name(sess, s, n):
     """The name volume ``n`` of set ``s`` has at the target (said of one that is missing)."""
     suffix = ".gpg" if s.encrypted else ".gz" if s.compressed else ""
     times = dict(time=s.end_time) if s.type == "full" else dict(start_time=s.start_time, end_time=s.end_time)
-    return naming.volume_name(n, suffix=suffix, prefix=sess.opts.file_prefix, **times)
+    return naming.volume_name(n, suffix=suffix, prefix=sess.opts.names, **times)
 
 
 def _volumes_of(sess, s, prefix=(), strict=True):

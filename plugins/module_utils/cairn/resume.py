@@ -61,7 +61,10 @@ def fingerprint(target, opts, hostname, localdir, kind):
              "max_blocksize": opts.max_blocksize, "compress": [opts.compress_level, opts.adaptive_compression]}
     # only when set, so that the sets of runs without them keep their fingerprints
     for key, value in (("plain", not c.compress), ("files_from", opts.files_from), ("copy_links", opts.copy_links),
-                       ("null_separator", opts.null_separator)):
+                       ("null_separator", opts.null_separator),
+                       ("prefix_archive", getattr(target, "file_prefix_archive", "")),
+                       ("prefix_manifest", getattr(target, "file_prefix_manifest", "")),
+                       ("prefix_signature", getattr(target, "file_prefix_signature", ""))):
         if value:
             parts[key] = value
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -200,7 +203,7 @@ def upload_segment(sess, record, i, after, tmpdir, sig_path, filelist_path):
         f.write(json.dumps(body).encode())
     try:
         sess.crypto.encrypt_file(plain, out)
-        sess.backend.put(out, segment_name(record, last.number, sess.opts.file_prefix, sess.crypto.suffix))
+        sess.backend.put(out, segment_name(record, last.number, sess.opts.names, sess.crypto.suffix))
     finally:
         remove_file(plain)
         remove_file(out)
@@ -215,7 +218,7 @@ def _read_range(path, start, end):
 def fetch_from_target(sess, col, tmpdir):
     """The newest checkpoint the target holds, with the signature and file-list bytes rebuilt
     from its segments into the local store; None when there is none or it cannot be read."""
-    prefix = sess.opts.file_prefix
+    prefix = sess.opts.names
     segments = {}
     for final, unfinished in col.unfinished.items():
         base, sep, rest = final.rpartition(".resume.")
@@ -266,7 +269,7 @@ def kept_volumes(sess, record, listing):
     unfinished names, or their final ones when a commit stopped while renaming (``at_final_name``).
     A volume that is missing, of another size, or (where the target is a local directory) of
     another SHA1 ends the run of usable ones."""
-    prefix = sess.opts.file_prefix
+    prefix = sess.opts.names
     kept = []
     for cp in record.checkpoints:
         where = naming.unfinished_name(cp.name, prefix)

@@ -92,14 +92,14 @@ def _select(col, policy, prefix):
 
 
 def _ours(name, prefix):
-    return (naming.parse(name, prefix) is not None or naming.finished_name(name, prefix) is not None
-            or is_lock_name(name, prefix))
+    return (naming.parse(name, prefix) is not None or naming.unfinished_of(name, prefix) is not None
+            or is_lock_name(name, naming.scheme(prefix).file))
 
 
 def plan(sess, col, policy):
     """The PrunePlan of ``policy`` on the collection ``col`` of the session's target."""
     target = sess.opts
-    sets, extra = _select(col, policy, target.file_prefix)
+    sets, extra = _select(col, policy, getattr(target, "names", target.file_prefix))
     if policy.cleanup:
         own = sess.target_lock.own if sess.target_lock else ()
         extra += stale_lock_names(sess.backend, col.foreign, target.file_prefix, sess.tmpdir,

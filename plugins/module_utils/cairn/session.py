@@ -25,7 +25,7 @@ class Session:
                                     stand_in=getattr(target, "mirror_stand_in", False))
         self.crypto = Crypto(target.crypto)
         self.cache = ArchiveDir(target.archive_dir, target.name or default_name(target.url),
-                                read_only=target.read_only)
+                                read_only=target.read_only, names=target.names)
         self.tmpdir = None
         self.locked = False
         self.want_lock = lock and not target.read_only
@@ -80,7 +80,7 @@ class Session:
         self.target_lock.check()
 
     def collection(self):
-        col = Collection(self.backend.list(), self.opts.file_prefix)
+        col = Collection(self.backend.list(), self.opts.names)
         self.cache.drop_stale(col)
         return col
 

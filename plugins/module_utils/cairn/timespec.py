@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """duplicity's time strings (duplicity-format.md §6) and the time forms of file names."""
 import calendar
+import functools
 import re
 import time as _time
 
@@ -16,7 +17,32 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "W": 7 * 86400, "M": 30 * 8640
 _EPOCH = re.compile(r"^\d+$", re.A)
 _INTERVAL = re.compile(r"^(\d+[smhDWMY])+$", re.A)
 _INTERVAL_PART = re.compile(r"(\d+)([smhDWMY])", re.A)
-_W3C = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})[:-](\d{2})[:-](\d{2})(Z|[+-]\d{2}[:-]\d{2})?$", re.A)
+# duplicity's ':' (and '-', which 0.6-era names on FAT-like targets carry) between hours, minutes and
+# seconds and in the zone; --time-separator C adds C (time_separator below)
+TIME_SEPARATOR = ":"
+
+
+@functools.lru_cache(maxsize=8)
+def _w3c_rx(sep):
+    c = "[" + re.escape(":-" + (sep if sep not in ":-" else "")) + "]"
+    return re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})" + c + r"(\d{2})" + c + r"(\d{2})(Z|[+-]\d{2}" + c
+                      + r"\d{2})?$", re.A)
+
+
+def time_separator(value):
+    """--time-separator / ``time_separator``: the one character that stands for ':' in time
+    strings (duplicity 3.2.1 takes any single character; a digit or T could only make every
+    time unreadable, so cairn refuses those, and control characters). None (unset): ':'."""
+    if value is None:
+        return TIME_SEPARATOR
+    if not isinstance(value, str) or len(value) != 1:
+        raise TimeStringError(f"time_separator (--time-separator) is one character, not {value!r}")
+    if value.isdigit() or value in "Tt" or not value.isprintable():
+        raise TimeStringError(f"time_separator (--time-separator) {value!r} cannot stand for ':' in a time: "
+                              "digits, T and control characters would make times unreadable")
+    return value
+
+
 _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$", re.A)
 _DATES = (
     (re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$", re.A), ("y", "m", "d")),
@@ -59,8 +85,8 @@ def _valid(y, mo, d, h, mi, sec):
     return 1 <= d <= calendar.monthrange(y, mo)[1]
 
 
-def _w3c(s):
-    m = _W3C.match(s)
+def _w3c(s, sep=TIME_SEPARATOR):
+    m = _w3c_rx(sep).match(s)
     if m:
         y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
         t = _utc(y, mo, d, h, mi, sec, s)
@@ -79,8 +105,8 @@ def _w3c(s):
     return None
 
 
-def parse(s, now=None):
-    """A duplicity time string -> epoch seconds (int)."""
+def parse(s, now=None, sep=TIME_SEPARATOR):
+    """A duplicity time string -> epoch seconds (int); ``sep``: the --time-separator."""
     if not isinstance(s, str):
         s = str(s)
     s = s.strip()
@@ -92,7 +118,7 @@ def parse(s, now=None):
         if len(s) > len(str(MAX_TIME)) or int(s) > MAX_TIME:
             raise _bad(s)
         return int(s)
-    t = _w3c(s)
+    t = _w3c(s, sep)
     if t is not None:
         return t
     if _INTERVAL.match(s):
@@ -153,9 +179,10 @@ def to_timestr(t):
     return _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime(_shown_time(t)))
 
 
-def from_timestr(s):
-    """A time as found in an archive file name (16-char form or legacy W3C with offset)."""
-    t = _w3c(s.upper())
+def from_timestr(s, sep=TIME_SEPARATOR):
+    """A time as found in an archive file name (16-char form or legacy W3C with offset; ``sep``:
+    the --time-separator of its time of day and zone). Upper-cased first, as duplicity does."""
+    t = _w3c(s.upper(), sep.upper())
     if t is None:
         raise _bad(s)
     return t

@@ -122,7 +122,8 @@ _VALUES = {"--verbosity": "4", "--log-fd": "2", "--volsize": "25", "--timeout": 
            "--max-blocksize": "2048", "--concurrency": "1", "--full-if-n-inc": "3", "--show-changes-in-set": "1",
            "--backend-retry-delay": "1", "--s3-multipart-chunk-size": "20", "--s3-multipart-max-procs": "2",
            "--azure-max-connections": "2", "--azure-max-block-size": "4194304",
-           "--azure-max-single-put-size": "8388608", "--webdav-headers": "X-Test,1", "--current-time": "1700000000"}
+           "--azure-max-single-put-size": "8388608", "--webdav-headers": "X-Test,1", "--current-time": "1700000000",
+           "--time-separator": "_"}
 
 
 def _argv_for(option, arity, tmp_path):

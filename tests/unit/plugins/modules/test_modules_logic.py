@@ -45,6 +45,15 @@ def test_backup_passes_every_option_to_the_engine(run_module, fake):
     assert out.result["warnings"] == ["cannot read /src/x"]
 
 
+def test_the_per_kind_file_prefixes_reach_the_engine(run_module, fake):
+    run = fake(api, "backup", {"type": "full", "volumes": 1})
+    run_module(backup, dict(COMMON, source="/src", file_prefix="P-", file_prefix_archive="a-",
+                            file_prefix_manifest="m-", file_prefix_signature="s-"))
+    (target, _opts), _kw = run.calls[0]
+    assert (target.names.file, target.names.archive, target.names.manifest, target.names.signature) == \
+        ("P-", "a-", "m-", "s-")
+
+
 def test_backup_reports_an_engine_error_with_its_exit_code(run_module, fake):
     fake(api, "backup", NoBackupFound("nothing there at ftp://u:secret@h/x"))
     out = run_module(backup, dict(COMMON, source="/src"))
