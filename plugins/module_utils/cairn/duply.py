@@ -586,7 +586,28 @@ def _scalar(value):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(value)          # a JSON string is a YAML double-quoted scalar
+    return _yaml_string(str(value))
+
+
+def _yaml_string(text):
+    """A YAML double-quoted scalar that reads back as ``text``: what YAML may hold as it is stays
+    (so names in any script read as they are), the rest is escaped. JSON's escapes are not enough:
+    they write a character beyond U+FFFF as two surrogates, which YAML reads as two characters."""
+    out = ['"']
+    for ch in text:
+        o = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= o <= 0x7E or 0xA0 <= o <= 0xD7FF or (0xE000 <= o <= 0xFFFD and o != 0xFEFF) or o >= 0x10000:
+            out.append(ch)
+        elif o <= 0xFF:
+            out.append(f"\\x{o:02x}")
+        elif o <= 0xFFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def to_yaml(entry, comment=None):
