@@ -11,13 +11,14 @@ import time as _time
 from . import pipeline, retention, timespec
 from .backends import redact_url
 from .backup import merged_signatures
-from .errors import ExitCode, ManifestError, RestoreError
+from .errors import ExitCode, ManifestError, RestoreError, UserError
 from .lock import DEFAULT_STALE_AFTER
 from .options import BackupOptions, TargetOptions
 from .restore import chain_at, parse_path, parse_renames, restore_chain
 from .retention import RetentionPolicy
 from .session import Session
 from .verify import Comparer, verify_sets
+from .verify import data_sample as data_sample_of
 
 log = logging.getLogger("cairn")
 
@@ -109,20 +110,29 @@ def plan_restore(target, *, time=None, path=None, limit=1000):
             "timestamp": set_time}
 
 
-def verify(target, source=None, *, time=None, path=None, compare_data=False, rules=(), progress=None):
+def verify(target, source=None, *, time=None, path=None, compare_data=False, rules=(), progress=None,
+           data_sample=None):
     """Fetch, hash-check, decrypt and parse every volume of the chain at ``time``; with
     ``compare_data`` also compare each file with ``source`` (type, metadata, content). The
     files found are counted against the signatures (verify.verify_sets): never a pass on
-    nothing."""
+    nothing. ``data_sample`` (N > 0): the content of N regular files picked at random is
+    compared, the metadata of every file still is (``data_compared`` says how many)."""
+    if data_sample is not None and (isinstance(data_sample, bool) or not isinstance(data_sample, int)
+                                    or data_sample < 1):
+        raise UserError(f"the data sample is a number of files (1 or more), not {data_sample!r}")
     t = time if time is not None else int(_time.time())
     prefix = parse_path(path)
     warnings = []
     with Session(target) as sess:
         _chain, sets = chain_at(sess.collection(), t)
-        comparer = Comparer(source, rules, sess.tmpdir, compare_data=compare_data and source is not None,
-                            prefix=prefix)
+        compare_data = compare_data and source is not None
+        sample = data_sample_of(sess, sets, prefix, data_sample) if compare_data and data_sample else None
+        if compare_data and data_sample and sample is None:
+            warnings.append("a set has no signature file to pick the data sample from: every file's data is compared")
+        comparer = Comparer(source, rules, sess.tmpdir, compare_data=compare_data, prefix=prefix, data_sample=sample)
         expected = verify_sets(sess, sets, prefix, comparer, warnings, progress)
     return {"compared": comparer.compared, "files_in_backup": expected, "differences": comparer.differences,
+            "data_compared": comparer.data_compared, "data_sample": data_sample if sample is not None else None,
             "volumes": sum(len(s.volumes) for s in sets), "sets": len(sets),
             "time": timespec.to_iso(sets[-1].end_time), "warnings": warnings}
 

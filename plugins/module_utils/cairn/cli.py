@@ -144,6 +144,9 @@ def build_parser():
                    help="prune: older chains than the N newest keep only their full backup")
     p.add_argument("--cleanup", action="store_true", help="prune: also what cleanup removes")
     p.add_argument("--compare-data", action="store_true")
+    p.add_argument("--compare-data-sample", type=_positive_count, metavar="N",
+                   help="verify --compare-data: compare the content of N files picked at random (the "
+                        "metadata of every file, and every volume, are still checked)")
     p.add_argument("--stored-size", action="store_true",
                    help="collection-status --json: also the bytes each chain takes at the target "
                         "(one size request per file)")
@@ -212,6 +215,16 @@ def _time_separator(text):
         return timespec.time_separator(text)
     except CairnError as e:
         raise argparse.ArgumentTypeError(e.message) from None
+
+
+def _positive_count(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a number of files (1 or more), not {text!r}")
+    return n
 
 
 def _verbosity(text):
@@ -379,13 +392,18 @@ def _printable(text):
 
 def _verify(command, ns, args, out, progress):
     url, src = _want(args, 2, "verify [--compare-data] TARGET_URL SOURCE_DIR")
+    if ns.compare_data_sample is not None and not ns.compare_data:
+        raise UserError("command line error: --compare-data-sample goes with --compare-data")
     result = api.verify(_target(ns, url), src, time=_time(ns), path=ns.path, compare_data=ns.compare_data,
-                        rules=options.selection_rules(_mapping(ns)), progress=progress)
+                        rules=options.selection_rules(_mapping(ns)), progress=progress,
+                        data_sample=ns.compare_data_sample)
     if not ns.json:
         for d in result["differences"]:
             _say(out, f"Difference found: {d['message']}")
         of = f" of {result['files_in_backup']} in the backup" if result["files_in_backup"] is not None else ""
-        _say(out, f"Verify complete: {result['compared']} file(s) compared{of}, "
+        sampled = (f" (the data of {result['data_compared']} picked at random)"
+                   if result["data_sample"] is not None else "")
+        _say(out, f"Verify complete: {result['compared']} file(s) compared{of}{sampled}, "
                   f"{len(result['differences'])} difference(s) found.")
     return result, ExitCode.GENERIC if result["differences"] else ExitCode.OK
 

@@ -146,6 +146,8 @@ class Job:
         args = ["verify", *self.common(machine)]
         if self.c.get("verify_compare_data") if compare_data is None else compare_data:
             args.append("--compare-data")
+            if self.c.get("verify_sample"):
+                args += ["--compare-data-sample", str(self.c["verify_sample"])]
         return [*args, *self.selection_args(), target or self.c["targets"][0], self.c["source"]]
 
     def cli(self, *args):
@@ -531,6 +533,10 @@ def main(argv):
         parse_duration(config.get("verify_interval"))
     except TimeStringError as e:
         _log_stderr(f"cairn run-job: {path}: verify_interval: {e}")
+        return ExitCode.USER_ERROR
+    sample = config.get("verify_sample")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+        _log_stderr(f"cairn run-job: {path}: verify_sample is a number of files (1 or more), not {sample!r}")
         return ExitCode.USER_ERROR
     problems = notify.check_config(config)
     if problems:

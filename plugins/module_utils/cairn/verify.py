@@ -2,6 +2,7 @@
 """verify: the archive's view of each path collated with the local tree (§8)."""
 import filecmp
 import os
+import random
 
 from . import archive, timespec
 from .archive import REG, SYM, CHR, BLK
@@ -12,8 +13,14 @@ from .selection import Selection
 
 
 class Comparer:
-    def __init__(self, source, rules, tmpdir, *, compare_data, prefix=()):
+    """Collates the archive's entries with the local tree. ``data_sample``: the indexes whose
+    content is compared (data_sample()); None compares every file's. Type, metadata, missing
+    and new files are checked for every path either way."""
+
+    def __init__(self, source, rules, tmpdir, *, compare_data, prefix=(), data_sample=None):
         self.compare_data = compare_data
+        self.data_sample = data_sample
+        self.data_compared = 0
         self.tmpdir = tmpdir
         self.compared = 0
         self.differences = []
@@ -73,7 +80,8 @@ class Comparer:
                        f"expected {os.fsdecode(info.linkname)}")
         if info.type in (CHR, BLK) and (local.devmajor, local.devminor) != (info.devmajor, info.devminor):
             self._diff(index, "device", f"Device file {_rel(index)} has other device numbers")
-        if info.type == REG:
+        if info.type == REG and (self.data_sample is None or index in self.data_sample):
+            self.data_compared += 1
             tmp = os.path.join(self.tmpdir, "verify-content")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
@@ -107,6 +115,28 @@ def files_in_backup(sess, sets, prefix, warnings):
         return None
     n = len(prefix)
     return sum(1 for e in merged_signatures(sess.signature_paths(sets)) if e.index[:n] == prefix)
+
+
+def data_sample(sess, sets, prefix, size, rng=None):
+    """Up to ``size`` regular files of the backup below ``prefix`` (their indexes below it),
+    each as likely as any other: one pass over the signatures, reservoir sampling, so memory
+    holds the sample only. None when a set has no signatures to pick from (all are compared)."""
+    if any(not s.signature for s in sets):
+        return None
+    rng = rng or random.SystemRandom()
+    n = len(prefix)
+    chosen, seen = [], 0
+    for e in merged_signatures(sess.signature_paths(sets)):
+        if e.index[:n] != prefix or e.info.type != REG:
+            continue
+        seen += 1
+        if len(chosen) < size:
+            chosen.append(e.index[n:])
+        else:
+            j = rng.randrange(seen)
+            if j < size:
+                chosen[j] = e.index[n:]
+    return frozenset(chosen)
 
 
 def verify_sets(sess, sets, prefix, comparer, warnings, progress=None):

@@ -34,3 +34,27 @@ def test_intervals(value, seconds):
 def test_bad_intervals(bad):
     with pytest.raises(TimeStringError):
         parse_duration(bad)
+
+
+def _verify_job(**over):
+    from cairn.job import Job
+    config = {"name": "web", "source": "/srv", "targets": ["file:///b"], **over}
+    return Job(config, env={}, cairn=["cairn"], log=lambda line: None)
+
+
+def test_the_verify_step_compares_the_sample_it_is_given():
+    args = _verify_job(verify_compare_data=True, verify_sample=500).verify_args()
+    assert args[args.index("--compare-data") + 1:args.index("--compare-data") + 3] == ["--compare-data-sample", "500"]
+    assert "--compare-data-sample" not in _verify_job(verify_compare_data=True).verify_args()
+    # no comparison, no sample: the volumes are verified
+    assert "--compare-data-sample" not in _verify_job(verify_sample=500).verify_args()
+
+
+@pytest.mark.parametrize("bad", [0, -3, "500", True, 2.5])
+def test_a_bad_verify_sample_is_exit_23(tmp_path, bad, capsys):
+    import json
+    from cairn.job import main
+    path = tmp_path / "web.json"
+    path.write_text(json.dumps({"name": "web", "source": "/srv", "targets": ["file:///b"], "verify_sample": bad}))
+    assert main(["--step", "verify", str(path)]) == 23
+    assert "verify_sample is a number of files" in capsys.readouterr().err

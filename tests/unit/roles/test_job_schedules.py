@@ -147,15 +147,16 @@ def test_cron_without_extra_schedules_has_one_line_at_a_seeded_minute():
 
 def test_job_config_carries_mail_and_pings_and_leaves_verify_to_its_timer():
     config = json.loads(_render("job.json.j2", dict(CLASSIC, mail_to=["ops@example.net"], smtp_host="relay",
-                                                    smtp_user="u", ping_method="get", ping_exit_code=True)))
+                                                    smtp_user="u", ping_method="get", ping_exit_code=True,
+                                                    verify_sample=500)))
     assert config["verify_interval"] is None     # the verify timer verifies, not every backup
-    assert config["verify_compare_data"] is True
+    assert config["verify_compare_data"] is True and config["verify_sample"] == 500
     assert config["mail_to"] == ["ops@example.net"] and config["mail_on"] == ["failure", "verify_failure"]
     assert config["smtp_host"] == "relay" and config["smtp_port"] == 587 and config["smtp_starttls"] is True
     assert config["ping_method"] == "GET" and config["ping_exit_code"] is True and config["ping_start"] is False
     assert "smtp_password" not in config and "x" not in json.dumps(config["args"])
     plain = json.loads(_render("job.json.j2", {"name": "db", "source": "/db", "target": "file:///b"}))
-    assert plain["verify_interval"] == "7d" and plain["mail_to"] is None
+    assert plain["verify_interval"] == "7d" and plain["mail_to"] is None and plain["verify_sample"] is None
 
 
 def test_smtp_password_goes_to_the_credentials_file_only():
