@@ -55,6 +55,24 @@ options:
     description: Restore owners by the numeric ids stored, not by user and group names.
     type: bool
     default: false
+  rename:
+    description:
+      - duplicity's C(--rename FROM TO), for each item - the backup's path O(rename[].from) (relative
+        to O(path) when given) and everything below it are written at O(rename[].to) below O(dest).
+      - O(rename[].to) must be a relative path inside O(dest) (no C(..), not absolute); missing parents
+        are made. Where it is also in the backup, the later of the two in the archive's order wins.
+      - Check mode lists the paths as they are in the backup.
+    type: list
+    elements: dict
+    suboptions:
+      from:
+        description: The path in the backup.
+        type: str
+        required: true
+      to:
+        description: Where it is written, relative to O(dest).
+        type: str
+        required: true
 '''
 
 EXAMPLES = r'''
@@ -65,6 +83,15 @@ EXAMPLES = r'''
     path: nginx
     dest: /root/nginx-3-days-ago
     time: 3D
+
+- name: Restore last night's nginx config beside the live one, under another name
+  cairn.backup.restore:
+    target: file:///srv/backup/web1/etc
+    passphrase: "{{ vault_backup_passphrase }}"
+    dest: /root/restored
+    path: nginx
+    rename:
+      - {from: nginx.conf, to: nginx.conf.from-backup}
 
 # ad hoc, from the command line:
 # ansible web1 -m cairn.backup.restore -a 'target=file:///srv/backup/web1/etc path=nginx dest=/root/nginx time=3D'
@@ -149,7 +176,9 @@ def main():
     spec = common_argument_spec()
     spec.update(dest=dict(type="path", required=True), path=dict(type="str"), time=dict(type="str"),
                 force=dict(type="bool", default=False), restore_ownership=dict(type="bool"),
-                numeric_owner=dict(type="bool", default=False))
+                numeric_owner=dict(type="bool", default=False),
+                rename=dict(type="list", elements="dict", options={"from": dict(type="str", required=True),
+                                                                   "to": dict(type="str", required=True)}))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=COMMON_MUTUALLY_EXCLUSIVE)
     p = module.params
@@ -160,7 +189,8 @@ def main():
         module.exit_json(changed=plan["files"] > 0, files=plan["files"], paths=plan["paths"], time=plan["time"],
                          dest=p["dest"])
     result = run(module, api.restore, target, p["dest"], time=t, path=p["path"], force=p["force"],
-                 numeric_owner=p["numeric_owner"], restore_owner=p["restore_ownership"])
+                 numeric_owner=p["numeric_owner"], restore_owner=p["restore_ownership"],
+                 rename=[(r["from"], r["to"]) for r in p["rename"] or ()])
     for w in result.pop("warnings", []):
         warn(module, w)
     if result.get("incomplete"):

@@ -97,6 +97,20 @@ def test_ad_hoc_restore_and_backup_info(tmp_path, gnupghome):
     r = adhoc("cairn.backup.restore", f"path=etc/nginx dest={tmp_path}/nginx time=now")
     assert r.returncode == 0 and "CHANGED" in r.stdout, r.stdout + r.stderr
     assert (tmp_path / "nginx" / "nginx.conf").read_text() == "worker_processes 4;\n"
+    # rename (duplicity's --rename), its list of from/to given as JSON arguments
+    for to, dest in (("conf/nginx.conf.bak", "renamed"), ("../../escaped", "refused")):
+        args = dict(target=f"file://{tmp_path}/target", passphrase_file=str(pf), archive_dir=f"{tmp_path}/cache",
+                    path="etc/nginx", dest=f"{tmp_path}/{dest}", rename=[{"from": "nginx.conf", "to": to}])
+        r = subprocess.run([os.path.join(BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+                            "-e", f"ansible_python_interpreter={sys.executable}", "-m", "cairn.backup.restore",
+                            "-a", json.dumps(args), "-o"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           check=False)
+        if dest == "renamed":
+            assert r.returncode == 0 and "CHANGED" in r.stdout, r.stdout + r.stderr
+            assert (tmp_path / "renamed" / "conf" / "nginx.conf.bak").read_text() == "worker_processes 4;\n"
+        else:
+            assert r.returncode != 0 and "TO must be a relative path inside the restore target" in r.stdout
+            assert not (tmp_path / "refused").exists() and not os.path.lexists(tmp_path.parent / "escaped")
     r = adhoc("cairn.backup.backup_info", "list_files=true")
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
     result = json.loads(r.stdout.split("=>", 1)[1])

@@ -85,6 +85,13 @@ def test_restore_passes_ownership_options(run_module, fake):
     assert out.result["changed"] and out.result["files"] == 3
     kw = run.calls[0][1]
     assert (kw["restore_owner"], kw["numeric_owner"], kw["force"]) == (False, True, False)
+    assert kw["rename"] == []
+
+
+def test_restore_passes_renames_in_order(run_module, fake):
+    run = fake(api, "restore", {"files": 3, "warnings": []})
+    run_module(restore, dict(COMMON, dest="/d", rename=[{"from": "a", "to": "b"}, {"from": "c/d", "to": "e"}]))
+    assert run.calls[0][1]["rename"] == [("a", "b"), ("c/d", "e")]
 
 
 @pytest.mark.parametrize("check_mode", [True, False])
