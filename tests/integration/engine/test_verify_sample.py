@@ -76,7 +76,7 @@ def test_each_file_is_as_likely_to_be_picked(tmp_path):
     picks = collections.Counter()
     with Session(target) as sess:
         _chain, sets = chain_at(sess.collection(), 2**40)
-        for _ in range(4000):
+        for _round in range(4000):
             picks.update(data_sample(sess, sets, (), 1, rng))
         assert data_sample(sess, sets, (), 10, rng) == {(b"f0",), (b"f1",), (b"f2",), (b"f3",)}
     assert set(picks) == {(b"f0",), (b"f1",), (b"f2",), (b"f3",)}
