@@ -586,6 +586,11 @@ def _gpgsm_failure(text, code, doing):
     """The CryptoError for a failed gpgsm run, from its status lines and messages."""
     if "BAD_PASSPHRASE" in text or "Bad passphrase" in text:
         return BadPassphrase(f"gpgsm {doing}: bad passphrase for the certificate's secret key")
+    # a protected key and no passphrase: loopback got none, or the agent's pinentry has no terminal
+    if any(w in text for w in ("No passphrase given", "No pinentry", "Operation cancelled",
+                               "Inappropriate ioctl for device")):
+        return BadPassphrase(f"gpgsm {doing}: the certificate's secret key is protected and no passphrase "
+                             "was given (set PASSPHRASE or use a passphrase file)")
     if "NO_SECKEY" in text or "No secret key" in text:
         return NoSecretKey(f"gpgsm {doing}: no secret key of a recipient certificate in this GnuPG home")
     if "INV_RECP" in text or "No public key" in text:

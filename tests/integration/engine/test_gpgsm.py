@@ -261,3 +261,54 @@ def test_an_unknown_recipient_exits_31(tmp_path, gpgsm_cert):
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 31, err
     assert "recipient certificate is missing" in err and "Traceback" not in err
+
+
+KEY_PASSPHRASE = "gpgsm key passphrase"
+
+
+@pytest.fixture(scope="module")
+def protected_cert(tmp_path_factory, gpgsm_cert):
+    """A certificate whose secret key is protected by KEY_PASSPHRASE."""
+    home = _new_home(str(tmp_path_factory.mktemp("gpgsm-protected") / "home"))
+    params = os.path.join(home, "p.params")
+    with open(params, "w", encoding="ascii") as f:
+        f.write(PARAMS.format(name="protected"))
+    der = os.path.join(home, "p.der")
+    _gpgsm(home, "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--gen-key", "--output", der, params,
+           input=KEY_PASSPHRASE.encode() + b"\n")
+    _trust(home, der)
+    fpr = [line.split(":")[9] for line in _gpgsm(home, "--with-colons", "--list-keys").stdout.decode().splitlines()
+           if line.startswith("fpr:")][0]
+    yield {"home": home, "fpr": fpr}
+    _kill_agent(home)
+
+
+def _cached_keys(home):
+    """The keygrips whose passphrase gpg-agent holds (KEYINFO's cached field is 1)."""
+    r = subprocess.run(["gpg-connect-agent", "--homedir", home, "--no-autostart", "KEYINFO --list", "/bye"],
+                       capture_output=True, text=True, check=False)
+    return [line.split()[2] for line in r.stdout.splitlines()
+            if line.startswith("S KEYINFO") and len(line.split()) > 6 and line.split()[6] == "1"]
+
+
+def test_a_protected_key_is_unlocked_with_the_passphrase_and_not_left_cached(tmp_path, protected_cert):
+    src, url, env = tmp_path / "src", f"file://{tmp_path / 'target'}", _env(protected_cert["home"])
+    _tree(src)
+    cairn("full", "--use-gpgsm", "--encrypt-key", protected_cert["fpr"], src, url, env=env, passphrase=None)
+    for given, words in ((None, "no passphrase was given"), ("wrong", "bad passphrase")):
+        _kill_agent(protected_cert["home"])
+        r = cairn("restore", "--use-gpgsm", "--archive-dir", tmp_path / f"c-{given}", url, tmp_path / f"o-{given}",
+                  env=env, passphrase=given, check=False)
+        err = r.stderr.decode(errors="replace")
+        assert r.returncode == 31 and words in err and "Traceback" not in err, err
+        assert not (tmp_path / f"o-{given}").exists()
+    cairn("restore", "--use-gpgsm", "--archive-dir", tmp_path / "c", url, tmp_path / "out", env=env,
+          passphrase=KEY_PASSPHRASE)
+    assert diff_snapshots(snapshot(src), snapshot(tmp_path / "out")) == []
+    # the agent still runs (as after duplicity) but holds no passphrase cairn gave it
+    assert _cached_keys(protected_cert["home"]) == []
+    subprocess.run(["gpgsm", "--homedir", protected_cert["home"], "--batch", "--pinentry-mode", "loopback",
+                    "--passphrase-fd", "0", "-o", os.devnull, "--decrypt",
+                    str(next((tmp_path / "target").glob("*.manifest.p7m")))],
+                   input=KEY_PASSPHRASE.encode() + b"\n", capture_output=True, check=True)
+    assert _cached_keys(protected_cert["home"]), "gpg-agent does not cache loopback passphrases here"
