@@ -66,6 +66,20 @@ options:
     type: str
     choices: [builtin, gpg]
     default: builtin
+  use_gpgsm:
+    description:
+      - Encrypt with gpgsm (CMS, S/MIME) instead of gpg, to the X.509 certificates named in
+        O(encrypt_keys) (fingerprint, keygrip or subject, as C(gpgsm -r) takes them); files end in
+        C(.p7m) (duplicity's C(--use-gpgsm)). Runs C(gpgsm), or O(gpg_binary) when it is not C(gpg).
+        Needs gpgsm 2.2.27 or later, and the certificates
+        imported into O(gnupg_home) with their root marked trusted there (C(trustlist.txt)).
+      - Reading (restore, verify, list) decrypts C(.p7m) files with gpgsm, using the certificate's
+        secret key in O(gnupg_home)'s gpg-agent; O(passphrase), when set, unlocks it.
+      - Writing needs O(encrypt_keys); O(no_encryption), O(hidden_encrypt_keys) and O(sign_key)
+        cannot be combined with it (gpgsm has no symmetric encryption, hidden recipients or
+        sign-and-encrypt). An archive of C(.p7m) files read without it fails, naming the option.
+    type: bool
+    default: false
   no_encryption:
     description:
       - Write gzip instead of gpg (duplicity's C(--no-encryption)).

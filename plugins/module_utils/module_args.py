@@ -34,6 +34,7 @@ def common_argument_spec():
         gpg_options=dict(type="str"),
         gpg_binary=dict(type="str", default="gpg"),
         openpgp_engine=dict(type="str", choices=["builtin", "gpg"], default="builtin"),
+        use_gpgsm=dict(type="bool", default=False),
         no_encryption=dict(type="bool", default=False),
         gnupg_home=dict(type="path"),
         archive_dir=dict(type="path"),

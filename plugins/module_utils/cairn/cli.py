@@ -73,6 +73,9 @@ def build_parser():
     p.add_argument("--sign-key")
     p.add_argument("--gpg-options", default="")
     p.add_argument("--gpg-binary", default="gpg")
+    p.add_argument("--use-gpgsm", action="store_true",
+                   help="encrypt with gpgsm (X.509 certificates, S/MIME) to the --encrypt-key "
+                        "certificates; files end in .p7m (duplicity's --use-gpgsm)")
     p.add_argument("--openpgp-engine", choices=("builtin", "gpg"), default="builtin",
                    help="who writes and reads symmetric messages: cairn itself (default; no gpg process, "
                         "one key derivation per run) or gpg")

@@ -180,8 +180,8 @@ DUPLICITY_OPTIONS = {
                                       "and in old long file names read"),
     "--timeout": (IMPLEMENTED, "network timeout"),
     "--use-agent": (NOTICE, "cairn hands gpg the passphrase itself and never leaves it in gpg-agent", 0),
-    "--use-gpgsm": (REFUSED, "cairn encrypts with gpg (OpenPGP) only; gpgsm's S/MIME archives would not be "
-                             "what was asked for", 0),
+    "--use-gpgsm": (IMPLEMENTED, "encrypt and decrypt with gpgsm (X.509, S/MIME) to the --encrypt-key "
+                                 "certificates; files end in .p7m"),
     "--verbosity": (IMPLEMENTED, "output"),
     "--version": (IMPLEMENTED, "duplicity's form under the name duplicity"),
     "--volsize": (IMPLEMENTED, "volume size in MiB"),

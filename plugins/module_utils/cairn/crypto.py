@@ -5,6 +5,10 @@ Symmetric messages (no signature, no custom gpg) are written and read in this pr
 ``openpgp`` instead: no gpg process, no pipes, and one S2K per run for the volumes cairn writes.
 Everything else, and anything ``openpgp`` does not read, goes through gpg.
 
+With ``use_gpgsm`` (duplicity's --use-gpgsm) files are encrypted with gpgsm instead: CMS
+(S/MIME) to X.509 certificates, written as ``.p7m``; gpgsm runs as a plain subprocess (python-gnupg
+speaks gpg only), and ``.p7m`` files are read with it.
+
 Passphrases reach gpg only on its stdin (python-gnupg's --passphrase-fd 0), never argv or the
 environment, and never appear in messages. Outputs appear under their final name only when
 complete.
@@ -15,14 +19,17 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import shutil
+import subprocess
+import tempfile
 import threading
 import zlib
 from dataclasses import dataclass, field
 
 from . import openpgp
-from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
-                     LocalIOError, NoSecretKey, UserError, WrongSigner)
+from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertext, CryptoError, GpgsmNeeded,
+                     HashMismatch, LocalIOError, NoSecretKey, UserError, WrongSigner)
 from .naming import encoding
 
 try:
@@ -74,6 +81,11 @@ class CryptoOptions:
     gpg_binary: str = "gpg"
     compress: bool = True                 # False: --no-compression (gpg -z none; plain, not gzip, unencrypted)
     openpgp_engine: str = "builtin"       # 'gpg': symmetric messages through gpg too (--openpgp-engine gpg)
+    use_gpgsm: bool = False               # gpgsm (CMS, X.509 recipients), files named .p7m (--use-gpgsm)
+
+
+# duplicity 3.2.1 refuses older gpgsm (cli_main.py, gpg.py)
+GPGSM_MIN_VERSION = (2, 2, 27)
 
 
 def _norm_key(k):
@@ -94,19 +106,28 @@ class Crypto:
             raise UserError("public-key encryption needs at least one --encrypt-key")
         if options.openpgp_engine not in ("builtin", "gpg"):
             raise UserError(f"unknown OpenPGP engine {options.openpgp_engine!r} (builtin or gpg)")
+        if options.use_gpgsm:
+            check_gpgsm_options(options)
         self._gpg = None
         self._keys = None                # openpgp.KeyCache: this run's passphrase and derived keys
         self._setup = threading.Lock()
         self._agent_was_running = None   # known once gpg has been set up
         self._unlocked = set()           # secret keys gpg unlocked with a passphrase cairn gave
+        self._gpgsm = None               # the gpgsm binary, once its version was checked
+        self._gpgsm_unlocked = set()     # certificates (key ids) gpgsm decrypted to with our passphrase
 
     @property
     def encrypted(self):
         return self.o.mode != "none"
 
     @property
+    def encrypted_suffix(self):
+        """The suffix of the encrypted files this run writes: .p7m with gpgsm, else .gpg."""
+        return ".p7m" if self.o.use_gpgsm else ".gpg"
+
+    @property
     def suffix(self):
-        return ".gpg" if self.encrypted else ".gz" if self.o.compress else ""
+        return self.encrypted_suffix if self.encrypted else ".gz" if self.o.compress else ""
 
     def _home(self):
         return self.o.gnupg_home or os.environ.get("GNUPGHOME") or None
@@ -123,7 +144,8 @@ class Crypto:
                 self._gpg = open_gpg(gpgbinary=self.o.gpg_binary, gnupghome=self._home())
             except (OSError, ValueError, RuntimeError) as e:
                 raise CryptoError(f"cannot run gpg ({self.o.gpg_binary}): {e}") from None
-            self._agent_was_running = agent_running(self._home())
+            if self._agent_was_running is None:          # gpgsm may have started it in this run
+                self._agent_was_running = agent_running(self._home())
         return self._gpg
 
     def close(self, stop_started_agent=False):
@@ -137,16 +159,22 @@ class Crypto:
         does after duplicity (stopping it could cut off another run using the same keyring).
         """
         self._keys = None                # the derived keys go with the run
-        if self._gpg is None:
+        if self._gpg is None and self._gpgsm is None:
             return
         home = self._home()
         if stop_started_agent and not self._agent_was_running:
             stop_agent(home)
-        elif self._unlocked and agent_running(home):
-            for grip in _keygrips(self.o.gpg_binary, home, sorted(self._unlocked)):
+        elif (self._unlocked or self._gpgsm_unlocked) and agent_running(home):
+            grips = []
+            if self._unlocked:
+                grips += _keygrips(self.o.gpg_binary, home, sorted(self._unlocked))
+            if self._gpgsm_unlocked:
+                grips += _keygrips(self._gpgsm, home, sorted(self._gpgsm_unlocked), gpgsm=True)
+            for grip in grips:
                 _run_quietly(["gpg-connect-agent", *_homedir(home),
                               f"CLEAR_PASSPHRASE --mode=normal {grip}", "/bye"])
         self._unlocked.clear()
+        self._gpgsm_unlocked.clear()
 
     def _common(self):
         return ["--no-secmem-warning", "--no-symkey-cache", *self.o.gpg_options]
@@ -164,7 +192,7 @@ class Crypto:
     def builtin_decodes(self, name):
         """Whether ``decode_file`` tries the built-in path for ``name`` (and so checks a SHA1
         while it decrypts, handing out the plaintext only whole)."""
-        return encoding(name) == "gpg" and self._builtin()
+        return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
 
     def _key_cache(self):
         with self._setup:
@@ -182,7 +210,9 @@ class Crypto:
         tmp = dst + ".tmp"
         try:
             digest = None
-            if self.encrypted and self.o.mode == "symmetric" and self._builtin():
+            if self.encrypted and self.o.use_gpgsm:
+                self._encrypt_gpgsm(src, tmp)
+            elif self.encrypted and self.o.mode == "symmetric" and self._builtin():
                 level = None if not compress or not self.o.compress else (
                     GPG_LEVEL if compress_level is None else int(compress_level))
                 with _reader(src) as fin, _LocalWriter(tmp) as raw:
@@ -256,6 +286,10 @@ class Crypto:
         the MDC are good (so ``follow`` does not apply there); gpg gets ``src`` only after a
         separate hash pass."""
         kind = encoding(name)
+        if kind == "gpgsm" and not self.o.use_gpgsm:
+            raise GpgsmNeeded(f"{name} is encrypted with gpgsm (S/MIME, .p7m): read this archive with "
+                              "--use-gpgsm (module option use_gpgsm) and the certificate's secret key "
+                              "in the GnuPG home")
         if kind == "gpg" and self._builtin():
             try:
                 self._decrypt_builtin(name, src, dst, sha1)
@@ -268,6 +302,8 @@ class Crypto:
         try:
             if kind == "gpg":
                 self._decrypt(src, out)
+            elif kind == "gpgsm":
+                self._decrypt_gpgsm(src, out)
             elif kind == "gzip":
                 _gunzip(src, out, name)
             else:
@@ -319,6 +355,80 @@ class Crypto:
                 signer = r.key_id or "nobody"
                 raise WrongSigner(f"{os.path.basename(src)} is not signed by {self.o.sign_key} "
                                   f"(signature: {signer if r.valid else 'missing or invalid'})")
+
+    # --- gpgsm (--use-gpgsm) ---------------------------------------------------------------
+
+    def _gpgsm_binary(self):
+        """gpgsm, checked once per run: it runs, and is at least GPGSM_MIN_VERSION (as duplicity
+        requires). ``--gpg-binary`` names it when given (as duplicity's does), else ``gpgsm``."""
+        with self._setup:
+            if self._gpgsm is None:
+                binary = gpgsm_binary(self.o.gpg_binary)
+                check_gpgsm_version(binary)
+                if self._agent_was_running is None:      # gpg may have started it in this run
+                    self._agent_was_running = agent_running(self._home())
+                self._gpgsm = binary
+            return self._gpgsm
+
+    def _gpgsm_run(self, args, stdin, stdout, doing, passphrase=None):
+        """Run gpgsm with ``args``, ``stdin`` (a path, or a file object fed until b"") and
+        ``stdout`` (a path written by gpgsm); a failure raises the CryptoError ``_gpgsm_failure``
+        makes of its status lines. The passphrase goes on a pipe (--passphrase-fd), never argv."""
+        binary = self._gpgsm_binary()
+        argv = [binary, *_homedir(self._home()), "--batch", "--no-tty", "--no-secmem-warning",
+                "--status-fd", "2"]
+        pass_fds, rfd = (), None
+        if passphrase is not None:
+            rfd, wfd = os.pipe()
+            with os.fdopen(wfd, "wb") as w:          # a line fits a pipe's buffer: no deadlock
+                w.write(passphrase.encode() + b"\n")
+            argv += ["--pinentry-mode", "loopback", "--passphrase-fd", str(rfd)]
+            pass_fds = (rfd,)
+        argv += [*self.o.gpg_options, *args]       # the user's --gpg-options, as duplicity applies them
+        try:
+            with tempfile.TemporaryFile() as err, open(stdout, "wb") as fout:
+                fin = open(stdin, "rb") if isinstance(stdin, (str, bytes, os.PathLike)) else None
+                try:
+                    proc = subprocess.Popen(argv, stdin=fin if fin is not None else subprocess.PIPE,
+                                            stdout=fout, stderr=err, pass_fds=pass_fds)
+                except OSError as e:
+                    raise CryptoError(f"cannot run gpgsm ({binary}): {e.strerror or e}") from None
+                finally:
+                    if rfd is not None:
+                        os.close(rfd)
+                        rfd = None
+                    if fin is not None:
+                        fin.close()
+                try:
+                    if fin is None:
+                        _feed(proc, stdin)
+                finally:
+                    code = proc.wait()
+                err.seek(0)
+                text = err.read().decode("utf-8", "replace")
+        finally:
+            if rfd is not None:
+                os.close(rfd)
+        if code != 0:
+            raise _gpgsm_failure(text, code, doing)
+        return text
+
+    def _encrypt_gpgsm(self, src, out):
+        o = self.o
+        if o.mode != "pubkey" or not o.recipients:
+            raise UserError("--use-gpgsm encrypts to certificates only: give --encrypt-key "
+                            "(gpgsm has no symmetric encryption)")
+        what = os.path.basename(src) if isinstance(src, (str, bytes)) else os.path.basename(out)
+        args = [x for r in o.recipients for x in ("--recipient", r)]
+        self._gpgsm_run([*args, "--encrypt"], src, out, f"could not encrypt {what}")
+
+    def _decrypt_gpgsm(self, src, out):
+        # a failure leaves ``out`` to the caller, as gpg's path does (decode_file drops its temp)
+        text = self._gpgsm_run(["--decrypt"], src, out, f"could not decrypt {os.path.basename(src)}",
+                               passphrase=self.o.passphrase or None)
+        if self.o.passphrase:
+            self._gpgsm_unlocked.update(line.split()[2] for line in text.splitlines()
+                                        if line.startswith("[GNUPG:] ENC_TO ") and len(line.split()) > 2)
 
 
 class _HashingWriter:
@@ -415,6 +525,84 @@ def _failure(r, doing):
     return CryptoError(f"gpg {doing}: {status} (gpg said: {_last_gpg_line(text)})")
 
 
+def gpgsm_binary(gpg_binary):
+    """The gpgsm to run: ``--gpg-binary`` when it names another program than gpg (duplicity runs
+    the given binary with --use-gpgsm too), else ``gpgsm``."""
+    return "gpgsm" if gpg_binary in (None, "", "gpg") else gpg_binary
+
+
+def check_gpgsm_options(o):
+    """What gpgsm cannot do, said before anything runs (usage errors)."""
+    if o.mode == "none":
+        raise UserError("--use-gpgsm (use_gpgsm) encrypts with gpgsm: it cannot go with --no-encryption")
+    if o.hidden_recipients:
+        raise UserError("--use-gpgsm (use_gpgsm): gpgsm cannot hide recipients; use --encrypt-key, "
+                        "not --hidden-encrypt-key")
+    if o.sign_key:
+        raise UserError("--use-gpgsm (use_gpgsm): gpgsm cannot sign and encrypt in one message; "
+                        "drop --sign-key")
+
+
+def gpgsm_version(binary):
+    """(major, minor, patch) of ``binary --version``; CryptoError when it does not run."""
+    try:
+        r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False,
+                           errors="replace")
+    except OSError as e:
+        raise CryptoError(f"cannot run gpgsm ({binary}): {e.strerror or e} (--use-gpgsm needs GnuPG's "
+                          "gpgsm, e.g. the Debian package gpgsm)") from None
+    except subprocess.TimeoutExpired:
+        raise CryptoError(f"gpgsm ({binary}) did not answer --version") from None
+    first = r.stdout.splitlines()[0] if r.stdout.strip() else ""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", first)
+    if r.returncode != 0 or m is None:
+        raise CryptoError(f"cannot tell the version of gpgsm ({binary}): {first or r.stderr.strip() or 'no output'}")
+    return tuple(int(x) for x in m.groups())
+
+
+def check_gpgsm_version(binary):
+    version = gpgsm_version(binary)
+    if version < GPGSM_MIN_VERSION:
+        raise CryptoError(f"gpgsm {'.'.join(map(str, version))} ({binary}) is too old: --use-gpgsm needs "
+                          f"{'.'.join(map(str, GPGSM_MIN_VERSION))} or later")
+    return version
+
+
+def _feed(proc, src):
+    """Write the file object ``src`` (read until b"") to ``proc``'s stdin, then close it."""
+    try:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            proc.stdin.write(block)
+    except BrokenPipeError:
+        pass                     # gpgsm stopped reading: its exit status says why
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+def _gpgsm_failure(text, code, doing):
+    """The CryptoError for a failed gpgsm run, from its status lines and messages."""
+    if "BAD_PASSPHRASE" in text or "Bad passphrase" in text:
+        return BadPassphrase(f"gpgsm {doing}: bad passphrase for the certificate's secret key")
+    # a protected key and no passphrase: loopback got none, or the agent's pinentry has no terminal
+    if any(w in text for w in ("No passphrase given", "No pinentry", "Operation cancelled",
+                               "Inappropriate ioctl for device")):
+        return BadPassphrase(f"gpgsm {doing}: the certificate's secret key is protected and no passphrase "
+                             "was given (set PASSPHRASE or use a passphrase file)")
+    if "NO_SECKEY" in text or "No secret key" in text:
+        return NoSecretKey(f"gpgsm {doing}: no secret key of a recipient certificate in this GnuPG home")
+    if "INV_RECP" in text or "No public key" in text:
+        return CryptoError(f"gpgsm {doing}: a recipient certificate is missing, unusable or not trusted "
+                           f"(import it, and mark its root certificate trusted in trustlist.txt; gpgsm "
+                           f"said: {_last_gpg_line(text, 'gpgsm:')})")
+    if "DECRYPTION_FAILED" in text or "ksba" in text.lower() or "Invalid" in text:
+        return CorruptCiphertext(f"gpgsm {doing}: the file is corrupt or not a CMS (S/MIME) message "
+                                 f"(gpgsm said: {_last_gpg_line(text, 'gpgsm:')})")
+    return CryptoError(f"gpgsm {doing}: exit {code} (gpgsm said: {_last_gpg_line(text, 'gpgsm:')})")
+
+
 # gpg's words for a local disk that would not take its output
 _DISK_ERRORS = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO))
 
@@ -477,9 +665,11 @@ def stop_agent(home, wait=5.0):
         time.sleep(0.02)
 
 
-def _keygrips(gpg_binary, home, keys):
-    """The keygrips of the secret keys ``keys`` (fingerprints or ids) and their subkeys."""
-    r = _run_quietly([gpg_binary, *_homedir(home), "--batch", "--no-auto-check-trustdb", "--with-colons",
+def _keygrips(gpg_binary, home, keys, gpgsm=False):
+    """The keygrips of the secret keys ``keys`` (fingerprints or ids) and their subkeys (of
+    gpgsm's certificates with ``gpgsm``)."""
+    extra = [] if gpgsm else ["--no-auto-check-trustdb"]
+    r = _run_quietly([gpg_binary, *_homedir(home), "--batch", *extra, "--with-colons",
                       "--with-keygrip", "--list-secret-keys", *keys])
     if r is None:
         return []
@@ -487,9 +677,9 @@ def _keygrips(gpg_binary, home, keys):
             if line.startswith("grp:") and len(line.split(":")) > 9 and line.split(":")[9]]
 
 
-def _last_gpg_line(text):
-    lines = [ln for ln in text.splitlines() if ln.startswith("gpg:")]
-    return lines[-1][4:].strip() if lines else "nothing"
+def _last_gpg_line(text, tag="gpg:"):
+    lines = [ln for ln in text.splitlines() if ln.startswith(tag) and "DBG:" not in ln]
+    return lines[-1][len(tag):].strip() if lines else "nothing"
 
 
 GPG_LEVEL = 6        # gpg's default deflate level, for a volume written without -z

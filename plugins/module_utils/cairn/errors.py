@@ -133,6 +133,10 @@ class CorruptCiphertext(CryptoError):
     """Not an OpenPGP message, or a damaged one (a failed integrity check included)."""
 
 
+class GpgsmNeeded(CryptoError):
+    """A file written with gpgsm (.p7m) met a run without --use-gpgsm: gpg cannot read it."""
+
+
 class WrongSigner(CryptoError):
     exit_code = ExitCode.WRONG_SIGNER
 

@@ -116,10 +116,12 @@ def _flags(name):
 
 
 def encoding(name):
-    """How a file at the target is stored, by its suffix: "gpg", "gzip" or None (plain).
-    The one suffix test: long and short names, .p7m counted as encrypted (it fails in gpg)."""
+    """How a file at the target is stored, by its suffix: "gpg", "gpgsm" (.p7m, duplicity's
+    --use-gpgsm), "gzip" or None (plain). The one suffix test: long and short names."""
     encrypted, compressed = _flags(name)
-    return "gpg" if encrypted else "gzip" if compressed else None
+    if encrypted:
+        return "gpgsm" if name.endswith(".p7m") else "gpg"
+    return "gzip" if compressed else None
 
 
 def parse(name, prefix=""):

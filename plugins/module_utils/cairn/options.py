@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from . import timespec
 from .naming import NameScheme
 from .backends.base import BackendOptions
-from .crypto import CryptoOptions
+from .crypto import CryptoOptions, check_gpgsm_options
 from .errors import UserError
 from .lock import DEFAULT_STALE_AFTER
 
@@ -161,12 +161,22 @@ def _object_lock(m):
 def crypto_options(m, env, *, writing=False, ask=None):
     """CryptoOptions. The passphrase: ``passphrase``, else ``passphrase_file``, else PASSPHRASE
     in ``env``, else ``ask()`` (a terminal prompt) when writing with symmetric encryption."""
+    gpgsm = bool(m.get("use_gpgsm"))
     if m.get("no_encryption"):
         if _given(m, "encrypt_keys") or _given(m, "hidden_encrypt_keys"):
             raise UserError("no_encryption and encryption keys exclude each other")
+        if gpgsm:
+            raise UserError("use_gpgsm (--use-gpgsm) encrypts with gpgsm: it cannot go with "
+                            "no_encryption (--no-encryption)")
         return CryptoOptions(mode="none", compress=m.get("compression") is not False)
     recipients = tuple(m.get("encrypt_keys") or ())
     hidden = tuple(m.get("hidden_encrypt_keys") or ())
+    if gpgsm:
+        check_gpgsm_options(CryptoOptions(mode="pubkey", hidden_recipients=hidden, sign_key=m.get("sign_key") or None))
+        if writing and not recipients:
+            # gpgsm encrypts to certificates only (duplicity would run `gpgsm --symmetric`, which fails)
+            raise UserError("use_gpgsm (--use-gpgsm) needs the recipients' certificates: give encrypt_keys "
+                            "(--encrypt-key FINGERPRINT); gpgsm has no symmetric encryption")
     pubkey = bool(recipients or hidden)
     if _given(m, "passphrase") and _given(m, "passphrase_file"):
         raise UserError("passphrase and passphrase_file exclude each other")
@@ -190,7 +200,7 @@ def crypto_options(m, env, *, writing=False, ask=None):
                          gnupg_home=m.get("gnupg_home") or env.get("GNUPGHOME") or None,
                          gpg_options=tuple(gpg_options), gpg_binary=m.get("gpg_binary") or "gpg",
                          openpgp_engine=m.get("openpgp_engine") or "builtin",
-                         compress=m.get("compression") is not False)
+                         compress=m.get("compression") is not False, use_gpgsm=gpgsm)
 
 
 def target_options(m, env=None, *, writing=False, ask=None):

@@ -416,7 +416,7 @@ class BackupRun:
         self.gate()
         _check_uploaded(sess, self.results)     # a set that lost volumes never gets its manifest
         self.abort.check()
-        man_suffix = ".gpg" if sess.crypto.encrypted else ""
+        man_suffix = sess.crypto.encrypted_suffix if sess.crypto.encrypted else ""
         sess.backend.put(self.man_out, naming.manifest_name(suffix=man_suffix, prefix=prefix, **self.names))
         for r in self.results:
             sess.backend.rename(r.name, naming.finished_name(r.name, prefix))

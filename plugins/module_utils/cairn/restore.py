@@ -964,7 +964,8 @@ def chain_at(col, t):
 
 def _volume_name(sess, s, n):
     """The name volume ``n`` of set ``s`` has at the target (said of one that is missing)."""
-    suffix = ".gpg" if s.encrypted else ".gz" if s.compressed else ""
+    gpgsm = (s.manifest or "").endswith(".p7m")     # a set written with --use-gpgsm
+    suffix = (".p7m" if gpgsm else ".gpg") if s.encrypted else ".gz" if s.compressed else ""
     times = dict(time=s.end_time) if s.type == "full" else dict(start_time=s.start_time, end_time=s.end_time)
     return naming.volume_name(n, suffix=suffix, prefix=sess.opts.names, **times)
 

@@ -60,7 +60,7 @@ def fingerprint(target, opts, hostname, localdir, kind):
                                                 for k, v in opts.rules],
              "max_blocksize": opts.max_blocksize, "compress": [opts.compress_level, opts.adaptive_compression]}
     # only when set, so that the sets of runs without them keep their fingerprints
-    for key, value in (("plain", not c.compress), ("files_from", opts.files_from), ("copy_links", opts.copy_links),
+    for key, value in (("plain", not c.compress), ("gpgsm", c.use_gpgsm), ("files_from", opts.files_from), ("copy_links", opts.copy_links),
                        ("null_separator", opts.null_separator),
                        ("prefix_archive", getattr(target, "file_prefix_archive", "")),
                        ("prefix_manifest", getattr(target, "file_prefix_manifest", "")),

@@ -158,8 +158,8 @@ def test_each_option_parses_alone_or_is_refused_with_exit_23(duplicity_table, tm
     assert not unknown, f"not accepted: {unknown}"
     assert sorted(refused) == sorted(o for o, e in cli_compat.DUPLICITY_OPTIONS.items() if e[0] == cli_compat.REFUSED
                                      and o in duplicity_table["options"])
-    # the refusals are few and each says why
-    assert len(refused) <= 8
+    # issue 12: none of duplicity's options is a usage error
+    assert refused == []
 
 
 def _messages(caplog):
