@@ -1,11 +1,17 @@
 """The simplest setup (agent + job roles, a symmetric passphrase, no keys role): the job's
-service runs green under systemd and leaves a restorable backup."""
+service runs green under systemd and leaves a restorable backup, and its result, like a failing
+job's, arrives as mail at the loopback SMTP sink prepare.yml runs."""
 import json
 import os
+from email import policy
+from email.parser import BytesParser
 
 import pytest
 
 PASSPHRASE = 'symmetric "only" passphrase $HOME'
+BROKEN_PASSPHRASE = "broken job's own passphrase"
+SMTP_USER, SMTP_PASSWORD = "cairn-relay", "smtp-Secret-4711"
+SPOOL = "/var/spool/smtp-sink"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +34,99 @@ def test_service_succeeds(host, run):
     assert state["failed"] is False and state["last_exit_code"] == 0 and state["last_verify"]
     metrics = host.file("/var/lib/prometheus/node-exporter/cairn_nightly.prom").content_string
     assert 'cairn_backup_failed{job="nightly"} 0' in metrics
+
+
+# --- mail: the sink's spool (prepare.yml: files/smtp_sink.py on 127.0.0.1:2525) -------------------
+
+@pytest.fixture(scope="module")
+def broken_run(host):
+    """The job whose target cannot be made (under a regular file) started once."""
+    return host.run("systemctl start cairn-broken.service")
+
+
+@pytest.fixture(scope="module")
+def mails(host, run, broken_run):
+    """Every message the sink caught once both jobs ran: [(raw bytes, parsed message)]."""
+    names = sorted(host.run(f"ls {SPOOL}").stdout.split(), key=lambda n: int(n.split(".")[0]))
+    out = []
+    for name in names:
+        raw = host.file(f"{SPOOL}/{name}").content      # as it came over the wire: CRLF lines
+        out.append((raw, BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n"))))
+    return out
+
+
+def _node(host):
+    return host.run("uname -n").stdout.strip()
+
+
+def _one(mails, subject):
+    found = [m for _raw, m in mails if m["Subject"] == subject]
+    assert len(found) == 1, (subject, [m["Subject"] for _raw, m in mails])
+    return found[0]
+
+
+def test_sink_caught_one_mail_per_job(mails):
+    # nightly mails every result (one backup run: one success); broken only its failure; the
+    # adopted duply job has no mail_to
+    assert len(mails) == 2, [m["Subject"] for _raw, m in mails]
+
+
+def test_success_mail_of_the_good_job(host, run, mails):
+    assert run.rc == 0
+    node = _node(host)
+    msg = _one(mails, f"[cairn] {node} nightly: success")
+    # the relay's login with the password from the job's credentials file (the sink answers a
+    # wrong one with 535, and no mail), the envelope and the headers from the job's settings
+    assert msg["X-Sink-Auth"] == SMTP_USER
+    assert msg["X-Sink-Mail-From"] == "cairn-backup@example.net" == msg["From"]
+    assert msg["X-Sink-Rcpt-To"] == "ops@example.net, backup-log@example.net" == msg["To"]
+    assert msg["Auto-Submitted"] == "auto-generated"
+    state = json.loads(host.file("/var/lib/cairn/nightly.json").content_string)
+    assert state["last_exit_code"] == 0 and state["failed"] is False
+    summary = (f"cairn job nightly on {node}: success, full backup, {state['last_bytes']} bytes, "
+               f"{state['last_duration']} s")
+    body = msg.get_content()
+    head, sep, tail = body.partition("\n\nThe run's last log lines:\n\n")
+    assert head == summary and sep, body
+    assert "full backup of /srv/data to file:///var/backups/cairn/nightly" in tail, body
+    assert tail.endswith(summary + "\n"), body           # the run's last line is its summary
+
+
+def test_failure_mail_of_the_broken_job(host, broken_run, mails):
+    assert broken_run.rc != 0
+    assert host.run("systemctl is-failed cairn-broken.service").stdout.strip() == "failed"
+    node = _node(host)
+    msg = _one(mails, f"[cairn] {node} broken: FAILURE")
+    fqdn = host.run("python3 -c 'import socket; print(socket.getfqdn())'").stdout.strip()
+    assert msg["From"] == f"cairn@{fqdn}" == msg["X-Sink-Mail-From"]        # no mail_from: the default
+    assert msg["To"] == "ops@example.net" == msg["X-Sink-Rcpt-To"]
+    assert msg["X-Sink-Auth"] == "-"                                         # no smtp_user: no login
+    state = json.loads(host.file("/var/lib/cairn/broken.json").content_string)
+    reason = ("backup failed with exit 50: cairn: cannot create target directory "
+              "/var/backups/not-a-directory/broken: Not a directory")
+    assert state["last_exit_code"] == 50 and state["failed"] is True and state["last_message"] == reason
+    summary = f"cairn job broken on {node}: failure ({reason}), - backup, 0 bytes, {state['last_duration']} s"
+    body = msg.get_content()
+    head, sep, tail = body.partition("\n\nThe run's last log lines:\n\n")
+    assert head == summary and sep, body
+    assert tail.endswith(summary + "\n"), body
+
+
+def test_no_secret_in_the_mails_or_the_jobs_journal(host, mails):
+    assert mails
+    secrets = ['"only" passphrase', BROKEN_PASSPHRASE, SMTP_PASSWORD]
+    for raw, msg in mails:
+        # the raw message (quoted-printable) and its decoded body
+        texts = [raw.decode(errors="replace"), msg.get_content(), str(msg)]
+        assert not [s for s in secrets for t in texts if s in t], msg["Subject"]
+    journal = host.run("journalctl --no-pager -u cairn-nightly.service -u cairn-broken.service").stdout
+    assert "cairn job nightly" in journal and "cairn job broken" in journal
+    assert "could not send the mail" not in journal
+    assert not [s for s in secrets if s in journal]
+    # the password lives in the job's 0600 credentials file, not in its config
+    creds = host.file("/etc/cairn/credentials/nightly.env")
+    assert creds.mode == 0o600 and SMTP_PASSWORD in creds.content_string
+    assert SMTP_PASSWORD not in host.file("/etc/cairn/jobs/nightly.json").content_string
 
 
 def test_backup_restores_with_the_passphrase_alone(host, run):
