@@ -52,7 +52,7 @@ class Handler(socketserver.StreamRequestHandler):
         try:
             while True:
                 line = self.readline()
-                verb, _, arg = line.partition(" ")
+                verb, _sep, arg = line.partition(" ")
                 handler = getattr(self, "do_" + verb.upper(), None)
                 if handler is None:
                     self.reply("500 command not recognized")
@@ -80,7 +80,7 @@ class Handler(socketserver.StreamRequestHandler):
             return self.reply("502 no AUTH here")
         if self.user is not None:
             return self.reply("503 already authenticated")
-        mech, _, initial = arg.partition(" ")
+        mech, _sep, initial = arg.partition(" ")
         mech = mech.upper()
         if mech == "PLAIN":
             if not initial:
@@ -189,7 +189,7 @@ def main(argv=None):
     credentials = None
     if a.auth_file:
         with open(a.auth_file, encoding="utf-8") as f:
-            user, _, password = f.read().rstrip("\n").partition(":")
+            user, _sep, password = f.read().rstrip("\n").partition(":")
         credentials = (user, password)
     os.makedirs(a.spool, mode=0o700, exist_ok=True)
     with Server((a.host, a.port), a.spool, credentials) as server:

@@ -149,6 +149,10 @@ def _ustar(name, mode, uid, gid, size, mtime, typeflag, linkname, uname, gname, 
     return b"%s%06o\0%s" % (fields[:148], sum(fields), fields[155:])
 
 
+def _whole(n):
+    return isinstance(n, int) and not isinstance(n, bool)
+
+
 def _fits(text, length):
     return text.isascii() and len(text) <= length
 
@@ -170,14 +174,14 @@ def _plain_header(name, info, size, as_deleted):
     if not (_fits(name, 100) and _fits(linkname, 100) and _fits(uname, 32) and _fits(gname, 32)):
         return None
     numbers = (uid, gid, size, mtime, mode)
-    if any(type(n) is not int for n in numbers):     # noqa: E721 - bool and float go to tarfile
+    if not all(map(_whole, numbers)):      # bool and float go to tarfile
         return None
     if not (0 <= uid <= _MAX_ID and 0 <= gid <= _MAX_ID and 0 <= size <= _MAX_NUMBER and 0 <= mtime <= _MAX_NUMBER):
         return None
     devices = _NO_DEVICE
     if info_type in (CHR, BLK):
         major, minor = info.devmajor, info.devminor
-        if not (type(major) is int and type(minor) is int and 0 <= major <= _MAX_ID and 0 <= minor <= _MAX_ID):  # noqa: E721
+        if not (_whole(major) and _whole(minor) and 0 <= major <= _MAX_ID and 0 <= minor <= _MAX_ID):
             return None
         devices = b"%07o\0%07o\0" % (major, minor)
     return _ustar(name.encode("ascii"), mode, uid, gid, size, mtime, _TAR_TYPE[info_type], linkname.encode("ascii"),

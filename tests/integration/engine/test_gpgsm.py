@@ -86,7 +86,7 @@ def gpgsm_cert(tmp_path_factory):
         pytest.skip(f"gpgsm cannot make a certificate here: {e}")
     # a second home: another certificate's secret key, and the backup certificate without its key
     other = _new_home(str(base / "other"))
-    other_fpr, _ = _make_cert(other, "other")
+    other_fpr, _other_key = _make_cert(other, "other")
     der_path = str(base / "backup.der")
     with open(der_path, "wb") as f:
         f.write(der)
