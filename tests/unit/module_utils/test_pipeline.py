@@ -139,7 +139,9 @@ def _run_failing(tmp_path, src, inject, opts=None):
             BackupRun(sess, opts or _opts(src)).run()
         threads_after = _threads()
         tmp_after = sorted(os.listdir(sess.tmpdir))
-    assert set(threading.enumerate()) == outside
+    # no thread of this run outlives it (an earlier test's pool may still be winding down: one of
+    # its threads gone meanwhile is no failure of this run)
+    assert set(threading.enumerate()) - outside == set()
     return e.value, (tmp_before, tmp_after), (threads_before, threads_after)
 
 
