@@ -51,6 +51,24 @@ class Mem(Backend):
         return len(self.files[name]) if name in self.files else None
 
 
+@pytest.fixture(autouse=True)
+def _pools_end_with_the_test(monkeypatch):
+    """Each MultiBackend a test makes gets its pool shut down (and its threads joined) at the end
+    of the test, not whenever it is collected: a later test counting threads must not see them."""
+    made = []
+    init = MultiBackend.__init__
+
+    def recording(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+    monkeypatch.setattr(MultiBackend, "__init__", recording)
+    yield
+    for multi in made:
+        pool = getattr(multi, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 @pytest.fixture
 def f(tmp_path):
     p = tmp_path / "data"
