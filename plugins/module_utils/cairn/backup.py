@@ -332,36 +332,16 @@ def _read_pieces(fd, sig_job, delta_job=None, size=0, sig_executor=None):
 
 
 class _SigCollector:
-    """A file's rsync signature, fed as it is read. A small file's is computed in one go at the
-    end (librsync.small_signature: no job); a librsync job takes over past that size."""
-
     def __init__(self, block_len):
-        self.block_len = block_len
-        self.job = None
-        self.small = []             # the data so far, while it is small
-        self.small_size = 0
+        self.job = librsync.SignatureJob(block_len)
         self.out = []
 
     def feed(self, data):
-        if self.job is None:
-            if self.small_size + len(data) <= librsync.SMALL_SIGNATURE_LIMIT:
-                self.small.append(bytes(data))
-                self.small_size += len(data)
-                return
-            self.job = librsync.SignatureJob(self.block_len)
-            held, self.small = b"".join(self.small), []
-            if held:
-                self._update(held)
-        self._update(data)
-
-    def _update(self, data):
         o = self.job.update(data)
         if o:
             self.out.append(o)
 
     def result(self):
-        if self.job is None:
-            return librsync.small_signature(b"".join(self.small), self.block_len)
         self.out.append(self.job.finish())
         return b"".join(self.out)
 

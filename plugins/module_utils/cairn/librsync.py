@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import io
 import math
-import operator
 import os
 import re
 import stat
@@ -79,7 +78,6 @@ void rs_free_sumset(rs_signature_t *sums);
 rs_job_t *rs_delta_begin(rs_signature_t *sig);
 rs_job_t *rs_patch_begin(rs_copy_cb *copy_cb, void *copy_arg);
 void rs_trace_to(rs_trace_fn_t *fn);
-void rs_mdfour(unsigned char *out, void const *in, size_t n);
 void rs_trace_set_level(int level);
 """
 
@@ -347,38 +345,6 @@ class _Job:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# The signature of a small file computed here, block by block: for the many small files of a
-# tree a librsync job (its set-up and four calls through cffi) cost more than the sums. The
-# bytes are rs_sig_begin(block_len, 8, RS_MD4_SIG_MAGIC)'s (tests/unit/module_utils/
-# test_librsync.py compares them): the header, then per block the rollsum (librsync's, with its
-# character offset 31) and the first 8 bytes of librsync's own MD4 of the block.
-SMALL_SIGNATURE_LIMIT = 64 * 1024
-_ROLLSUM_CHAR_OFFSET = 31
-
-
-def small_signature(data, block_len: int) -> bytes:
-    """The MD4 signature of ``data`` (at most SMALL_SIGNATURE_LIMIT bytes) in blocks of ``block_len``."""
-    if len(data) > SMALL_SIGNATURE_LIMIT:
-        raise ValueError(f"small_signature takes at most {SMALL_SIGNATURE_LIMIT} bytes")
-    if not 0 < block_len <= MAX_BLOCK_LEN:
-        raise ValueError(f"block length {block_len} is out of range (1..{MAX_BLOCK_LEN})")
-    ffi, lib = _load()
-    out = [RS_MD4_SIG_MAGIC.to_bytes(4, "big"), block_len.to_bytes(4, "big"), STRONG_LEN.to_bytes(4, "big")]
-    strong = ffi.new("unsigned char[16]")
-    view = memoryview(data)
-    for start in range(0, len(view), block_len):
-        block = view[start:start + block_len]
-        n = len(block)
-        # s1: the bytes' sum; s2: the sum of the running sums, i.e. each byte weighted by how many
-        # running sums it is in (n - i); both with librsync's offset, both kept to 16 bits
-        s1 = sum(block) + n * _ROLLSUM_CHAR_OFFSET
-        s2 = sum(map(operator.mul, block, range(n, 0, -1))) + n * (n + 1) // 2 * _ROLLSUM_CHAR_OFFSET
-        out.append((((s2 & 0xFFFF) << 16) | (s1 & 0xFFFF)).to_bytes(4, "big"))
-        lib.rs_mdfour(strong, ffi.from_buffer(block), n)
-        out.append(ffi.buffer(strong, STRONG_LEN)[:])
-    return b"".join(out)
 
 
 class SignatureJob(_Job):

@@ -12,8 +12,6 @@ import textwrap
 import threading
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from cairn import librsync
 from cairn.errors import CairnError, CorruptArchive
@@ -539,32 +537,3 @@ def test_memory_is_bounded_by_the_piece_size(tmp_path):
     assert different > size                     # unrelated data: all literal
     assert py_peak < 4 * MIB, py_peak           # Python-side allocations (signature included)
     assert rss_growth_kib < 24 * 1024, rss_growth_kib   # C side too: a few MB, not 50
-
-
-# --- small_signature: librsync's bytes without a job ---------------------------------------------
-
-
-def _job_signature(data, block_len):
-    job = librsync.SignatureJob(block_len)
-    return job.update(data) + job.finish()
-
-
-@settings(max_examples=400, derandomize=True, database=None, deadline=None)
-@given(st.one_of(st.binary(max_size=3000), st.binary(min_size=60000, max_size=65536),
-                 st.sampled_from([b"", b"\0" * 65536, b"\xff" * 65536, b"\xff" * 4097])),
-       st.one_of(st.sampled_from([1, 2, 512, 1024, 4096, 65536, 1 << 20]), st.integers(1, 5000)))
-def test_small_signature_is_librsyncs(data, block_len):
-    assert librsync.small_signature(data, block_len) == _job_signature(data, block_len)
-
-
-def test_the_backup_signature_collector_takes_any_split_of_the_file():
-    from cairn.backup import _SigCollector
-    data = bytes(range(256)) * 300            # past the small limit: the job takes over midway
-    for size, pieces in ((100, [30, 70]), (65536, [65536]), (65537, [65536, 1]), (len(data), [1000] * 76 + [10**6])):
-        collector, at = _SigCollector(librsync.block_len_for(size)), 0
-        for n in pieces:
-            collector.feed(memoryview(data[at:at + n]))
-            at += n
-            if at >= size:
-                break
-        assert collector.result() == _job_signature(data[:size], librsync.block_len_for(size)), size
