@@ -50,6 +50,18 @@ def _unfinished(target_dir):
     return [n for n in os.listdir(target_dir) if naming.UNFINISHED_MARK in n]
 
 
+def _stored(target_dir, part, timeout=30):
+    """Wait until a file of this run with ``part`` in its name is at the target under its
+    unfinished name (whole: not under an upload's temp name): uploads run concurrently, so volume 2's upload may start before volume 1's
+    has ended, and a run dying there would leave nothing of this set (what the test is not about)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(n.startswith(naming.UNFINISHED_MARK) and part in n for n in os.listdir(target_dir)):
+            return True
+        time.sleep(0.02)
+    raise AssertionError(f"no {part} file reached the target in {timeout} s")
+
+
 @pytest.mark.parametrize("moment", ["uploading volume 3", "renaming after the manifest"])
 def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, moment):
     src = tmp_path / "src"
@@ -114,7 +126,8 @@ def test_cleanup_removes_unfinished_files(tmp_path):
     cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, url)
     time.sleep(1.1)
     _source(src, 4)
-    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol2." in name)
+    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol2." in name
+                       and _stored(target_dir, ".vol1."))
     assert _unfinished(target_dir)
     st = json.loads(cairn("collection-status", "--json", "--no-encryption", "--archive-dir", tmp_path / "cache",
                           url).stdout)
