@@ -27,6 +27,19 @@ def _tree(src, n):
     write(os.path.join(src, "sub", f"b{n}.bin"), os.urandom(20_000))
 
 
+def _two_sets(src, backup):
+    """A full and, a second later over a changed tree, an incremental: ``backup(action)`` makes
+    each set. Returns the tree's snapshot at each."""
+    states = []
+    for i, action in enumerate(("full", "incremental")):
+        if i:
+            time.sleep(1.1)
+        _tree(src, i)
+        states.append(snapshot(src))
+        backup(action)
+    return states
+
+
 def _shape(names):
     """File names with their times blanked: what the two tools write must look the same."""
     return sorted(re.sub(r"\d{8}T\d{6}Z", "T", n) for n in names)
@@ -43,13 +56,7 @@ def _sets(status):
 def test_cairn_reads_and_continues_duplicitys_prefixed_chain(tmp_path, duplicity_bin):
     src, url, target = tmp_path / "src", f"file://{tmp_path}/target", tmp_path / "target"
     dup = ["--archive-dir", tmp_path / "dupcache", "--name", "d", *PREFIXES, *ENC]
-    states = []
-    for i, action in enumerate(("full", "incremental")):
-        if i:
-            time.sleep(1.1)
-        _tree(src, i)
-        states.append(snapshot(src))
-        duplicity(duplicity_bin, action, *dup, src, url)
+    states = _two_sets(src, lambda action: duplicity(duplicity_bin, action, *dup, src, url))
     written = sorted(os.listdir(target))
     assert all(n.startswith(("P-a-", "P-m-", "P-s-")) for n in written), written
     # files cairn must leave alone: an unrelated one, and duplicity names under the wrong prefixes
@@ -101,15 +108,12 @@ def test_cairn_reads_and_continues_duplicitys_prefixed_chain(tmp_path, duplicity
 def test_duplicity_reads_cairns_prefixed_chain_named_as_its_own(tmp_path, duplicity_bin):
     src = tmp_path / "src"
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    states = []
-    for i, action in enumerate(("full", "incremental")):
-        if i:
-            time.sleep(1.1)
-        _tree(src, i)
-        states.append(snapshot(src))
+
+    def both(action):
         cairn(action, "--archive-dir", tmp_path / "cache", "--name", "c", *PREFIXES, *ENC, src, f"file://{ours}")
         duplicity(duplicity_bin, action, "--archive-dir", tmp_path / "dupcache", "--name", "d", *PREFIXES, *ENC,
                   src, f"file://{theirs}")
+    states = _two_sets(src, both)
     assert _shape(os.listdir(ours)) == _shape(os.listdir(theirs))
     assert len(os.listdir(ours)) == 6
     assert _shape(n for n in os.listdir(tmp_path / "cache" / "c") if n.startswith("P-")) == \
@@ -132,14 +136,12 @@ def _zoned(t, sep):
 def test_time_separator_in_restore_times(tmp_path):
     src, url = tmp_path / "src", f"file://{tmp_path}/target"
     common = ["--archive-dir", tmp_path / "cache", *ENC]
-    states, times = [], []
-    for i, action in enumerate(("full", "incremental")):
-        if i:
-            time.sleep(1.1)
-        _tree(src, i)
-        states.append(snapshot(src))
+    times = []
+
+    def backup(action):
         cairn(action, *common, src, url)
         times.append(int(time.time()))
+    states = _two_sets(src, backup)
     for sep, extra in ((":", []), ("_", ["--time-separator", "_"]), ("-", ["--time-separator", "-"])):
         dest = tmp_path / f"restored-{len(extra)}-{ord(sep)}"
         cairn("restore", *common, *extra, "-t", _zoned(times[0], sep), url, dest)
@@ -162,13 +164,8 @@ def test_long_names_with_a_time_separator_are_listed(tmp_path, duplicity_bin):
     """A 0.6-era archive: long times in the names, '_' for ':' (renamed from duplicity's output)."""
     src, target = tmp_path / "src", tmp_path / "target"
     url = f"file://{target}"
-    states = []
-    for i, action in enumerate(("full", "incremental")):
-        if i:
-            time.sleep(1.1)
-        _tree(src, i)
-        states.append(snapshot(src))
-        duplicity(duplicity_bin, action, "--archive-dir", tmp_path / "dupcache", "--name", "d", *ENC, src, url)
+    states = _two_sets(src, lambda action: duplicity(duplicity_bin, action, "--archive-dir", tmp_path / "dupcache",
+                                                     "--name", "d", *ENC, src, url))
     times = set()
     for name in os.listdir(target):
         def long(m):
