@@ -190,9 +190,9 @@ def _raise_interrupt(signum, _frame):
 def signal_received():
     """The interruption (KeyboardInterrupt, or Terminated) for the first signal a handler of
     terminate_as_interrupt got, or None."""
-    import signal
-    if not _received:
+    if not _received:         # every entry of a walk asks: nothing but this test on that path
         return None
+    import signal
     signum = _received[0]
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"signal {signum}")
 

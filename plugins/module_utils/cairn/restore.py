@@ -938,8 +938,8 @@ def parse_renames(pairs):
         old, new = parse_path(src), parse_path(dst)
         if not old:
             raise UserError(f"--rename {src!r} {dst!r}: FROM must name a path in the backup, not its root")
-        parts = os.fsencode(dst).split(b"/")
-        if not new or dst.startswith("/") or b".." in parts or b"\0" in os.fsencode(dst):
+        raw = os.fsencode(dst)
+        if not new or raw.startswith(b"/") or b".." in raw.split(b"/") or b"\0" in raw:
             raise UserError(f"--rename {src!r} {dst!r}: TO must be a relative path inside the restore target "
                             "(not empty, not absolute, no '..')")
         renames[old] = new
