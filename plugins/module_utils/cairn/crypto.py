@@ -191,8 +191,17 @@ class Crypto:
 
     def builtin_decodes(self, name):
         """Whether ``decode_file`` tries the built-in path for ``name`` (and so checks a SHA1
-        while it decrypts, handing out the plaintext only whole)."""
+        while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may."""
         return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
+
+    def decrypt_builtin(self, name, src, sink):
+        """Decrypt ``src`` (fetched as ``name``, a symmetric OpenPGP message) with the built-in
+        path into ``sink`` (``write``) as it streams: no temp file, and the plaintext is
+        written before the MDC at its end is checked, which then raises. So only for a volume
+        whose SHA1 the caller has already checked against its manifest (restore). Raises
+        openpgp.Unsupported, before writing anything, for what gpg must read."""
+        with open(src, "rb") as fin:
+            openpgp.decrypt(fin, sink, self._key_cache())
 
     def _key_cache(self):
         with self._setup:

@@ -18,15 +18,16 @@ import pwd
 import re
 import stat
 import tempfile
+import threading
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import archive, librsync, naming, timespec
+from . import archive, librsync, naming, openpgp, timespec
 from .archive import REG, DIR, SYM, FIFO, CHR, BLK
 from .crypto import sha1_file
-from .growing import GrowingFile
+from .growing import GrowingFile, MemoryPipe
 from .localdirs import remove_file, signal_received
 from .naming import encoding
 from .errors import (BackendError, BackendNotFound, CorruptArchive, CorruptCiphertext, CryptoError, HashMismatch,
@@ -45,9 +46,14 @@ class VolumeFetcher:
     """Downloads, hash-checks and decrypts volumes, a couple ahead of the reader.
 
     A chain is read as ``streams`` sets at once (restore merges them by path), and the merge
-    needs the first volume of every set before it can write anything; so there is a worker for
-    each set's head volume plus ``prefetch - 1`` for reading ahead. With fewer, the later sets'
-    first volumes would queue behind the full set's read-ahead while the writer sits idle.
+    needs the first volume of every set before it can write anything; so every volume being
+    read or read ahead has a worker of its own. With fewer, a later set's first volume could
+    queue behind the full set's read-ahead while the writer sits idle.
+
+    A volume the built-in OpenPGP path decrypts reaches the parser through memory (MemoryPipe):
+    only once its SHA1 matches the manifest's, which the manifest's own MDC vouches for, so
+    what the parser reads is what was written. Anything else (gpg, gpgsm, gzip, a volume with
+    no SHA1 in its manifest) goes through a temp file that the parser follows as it grows.
     """
 
     def __init__(self, backend, crypto, tmpdir, *, retries=1, prefetch=2, streams=1):
@@ -55,7 +61,7 @@ class VolumeFetcher:
         self.crypto = crypto
         self.tmpdir = tmpdir
         self.retries = retries
-        self.pool = ThreadPoolExecutor(max_workers=max(1, streams) + prefetch - 1, thread_name_prefix="cairn-fetch")
+        self.pool = ThreadPoolExecutor(max_workers=max(1, streams) * prefetch, thread_name_prefix="cairn-fetch")
         self.prefetch = prefetch
 
     def close(self):
@@ -88,22 +94,24 @@ class VolumeFetcher:
                                f"(expected {sha1})")
         return enc, True
 
-    def fetch(self, name, sha1, plain):
-        """Download, check and decode ``name`` into ``plain`` (written progressively)."""
-        in_place = self.backend.local_path(name)
-        if in_place is not None and sha1 is not None and self.crypto.builtin_decodes(name):
-            # one read of the volume: decrypted and hashed together, and ``plain`` appears only
-            # once the hash and the MDC are good (nothing of a damaged volume reaches the parser)
-            if not os.path.exists(in_place):
-                raise BackendNotFound(f"volume {name} is missing from the target")
-            self.crypto.decode_file(name, in_place, plain, follow=True, sha1=sha1)
-            return
+    def fetch(self, name, sha1, plaintext):
+        """Download, check and decode ``name``, handing its plaintext to ``plaintext``
+        (a _Plaintext) as it comes."""
         enc, is_copy = self.download(name, sha1)
         try:
+            if sha1 is not None and self.crypto.builtin_decodes(name):
+                pipe = MemoryPipe()
+                try:
+                    self.crypto.decrypt_builtin(name, enc, _FirstWrite(pipe, plaintext))
+                    plaintext.use(pipe)         # an empty plaintext writes nothing
+                    return
+                except openpgp.Unsupported:
+                    pass                        # nothing written: gpg reads it, below
+            plaintext.use(GrowingFile(plaintext.path))
             if is_copy and encoding(name) is None:
-                os.replace(enc, plain)           # nothing to decode: the download is the plaintext
+                os.replace(enc, plaintext.path)  # nothing to decode: the download is the plaintext
             else:
-                self.crypto.decode_file(name, enc, plain, follow=True)
+                self.crypto.decode_file(name, enc, plaintext.path, follow=True)
         finally:
             if is_copy and os.path.exists(enc):
                 os.unlink(enc)
@@ -119,25 +127,28 @@ class VolumeFetcher:
             while pending or futures:
                 while pending and len(futures) < self.prefetch:
                     name, sha1 = pending.pop()
-                    plain = os.path.join(self.tmpdir, name + ".tar")
-                    futures.append((name, plain, self.pool.submit(self.fetch, name, sha1, plain)))
-                name, plain, fut = futures.pop(0)
-                # the parser reads the volume while gpg still writes it; a fetch or decryption
-                # failure is raised by the reader (the SHA1 was checked before decryption began)
-                growing = GrowingFile(plain)
-                growing.follow(fut)
-                reader = growing.reader()
+                    plaintext = _Plaintext(os.path.join(self.tmpdir, name + ".tar"))
+                    fut = self.pool.submit(self.fetch, name, sha1, plaintext)
+                    plaintext.follow(fut)
+                    futures.append((name, plaintext, fut))
+                name, plaintext, fut = futures.pop(0)
                 try:
-                    yield name, reader, fut
+                    yield name, plaintext, fut
+                    plaintext.close()   # the rest is dropped; the decryption still runs to its end
                     _wait(fut)          # gpg may still be writing what the parser left unread
+                except BaseException:
+                    plaintext.abandon()
+                    raise
                 finally:
-                    reader.close()
-                    remove_file(plain)
+                    plaintext.close()
+                    remove_file(plaintext.path)
         finally:
-            for _name, plain, fut in futures:
+            for _name, plaintext, fut in futures:
                 fut.cancel()
+                plaintext.abandon()
                 _wait(fut)
-                remove_file(plain)
+                plaintext.close()
+                remove_file(plaintext.path)
 
     def stream(self, volumes):
         """Yield (name, reader) for [(name, sha1)] in order; a volume that failed raises."""
@@ -145,9 +156,90 @@ class VolumeFetcher:
         try:
             for name, reader, fut in volumes:
                 yield name, reader
+                reader.close()      # what the parser left (past the tar's end) must not hold up its end
                 fut.result()
         finally:
             volumes.close()
+
+
+class _Plaintext:
+    """A volume's plaintext as the parser reads it, through whichever way its fetch picks once
+    it has looked at the volume: a MemoryPipe (the built-in decryption) or a GrowingFile at
+    ``path`` (gpg's output). ``read`` waits for that choice; a fetch that fails before making it
+    is raised from ``read``."""
+
+    def __init__(self, path):
+        self.path = path
+        self._cond = threading.Condition()
+        self._source = None
+        self._reader = None
+        self._failure = None
+        self._abandoned = False
+
+    def use(self, source):
+        """The fetch's choice (it calls this once, before writing anything)."""
+        with self._cond:
+            self._source = source
+            abandoned = self._abandoned
+            self._cond.notify_all()
+        if abandoned and isinstance(source, MemoryPipe):
+            source.abandon()
+
+    def follow(self, future):
+        future.add_done_callback(self._fetch_done)
+
+    def _fetch_done(self, future):
+        with self._cond:
+            source = self._source
+            if source is None:
+                self._failure = (OSError("the fetch of this volume was cancelled") if future.cancelled()
+                                 else future.exception() or OSError("the fetch of this volume gave no data"))
+                self._cond.notify_all()
+        if source is not None:
+            source._future_done(future)     # its end, or its failure, for the reader
+
+    def read(self, n=-1):
+        if self._reader is None:
+            with self._cond:
+                while self._source is None and self._failure is None:
+                    self._cond.wait()
+                if self._source is None:
+                    raise self._failure
+                self._reader = self._source.reader()
+        return self._reader.read(n)
+
+    def close(self):
+        """The parser is done: a pipe drops what is still written (GrowingReader's close)."""
+        with self._cond:
+            source, reader = self._source, self._reader
+        if reader is not None:
+            reader.close()
+        elif isinstance(source, MemoryPipe):
+            source.close()
+
+    def abandon(self):
+        """The run stops: the built-in decryption stops at its next write."""
+        with self._cond:
+            self._abandoned = True
+            source = self._source
+        if isinstance(source, MemoryPipe):
+            source.abandon()
+
+
+class _FirstWrite:
+    """A pipe's writer that tells ``plaintext`` to use the pipe at the first byte, so that a
+    decryption that gives up before any (openpgp.Unsupported) can still hand over to gpg."""
+
+    def __init__(self, pipe, plaintext):
+        self.pipe = pipe
+        self.plaintext = plaintext
+        self.chosen = False
+
+    def write(self, data):
+        if not self.chosen:
+            self.plaintext.use(self.pipe)
+            self.chosen = True
+        self.pipe.write(data)
 
 
 def _wait(fut):
@@ -249,6 +341,7 @@ def lenient_set_members(fetcher, volumes, on_warning):
                 state.failed = e
             finally:
                 members.close()
+            reader.close()          # what the parser left (past the tar's end) must not hold up its end
             _wait(fut)
             late = None if fut.cancelled() else fut.exception()
             if state.failed is not None:

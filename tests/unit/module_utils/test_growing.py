@@ -1,7 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The growing file both directions use: gpg reads a volume the backup is still writing, the
 restore parses a volume gpg is still decrypting. A reader waits for the writer, sees every byte,
-ends only when the writer has finished and gets the writer's error."""
+ends only when the writer has finished and gets the writer's error.
+
+The in-memory pipe a restore reads the built-in decryption through keeps the same contract, holds
+the writer back at its capacity (memory stays bounded), and a reader that stops neither hangs the
+writer nor keeps what it no longer reads."""
 import random
 import threading
 import time
@@ -9,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cairn.growing import GrowingFile
+from cairn.growing import GrowingFile, MemoryPipe, PipeAbandoned
 
 
 def _in_thread(fn):
@@ -189,3 +193,102 @@ def test_a_reader_that_must_not_raise_sees_a_failure_as_the_end(tmp_path):
     assert r.read(1) == b""          # even closed
     assert not g.complete
     g.close()
+
+
+# --- MemoryPipe ------------------------------------------------------------------------------
+
+def test_every_byte_in_order_with_reads_of_any_size():
+    rnd = random.Random(5)
+    pieces = [rnd.randbytes(rnd.randint(0, 90000)) for _piece in range(80)]
+    pipe = MemoryPipe(capacity=100_000)
+
+    def write():
+        for p in pieces:
+            pipe.write(bytearray(p))        # a buffer the writer may reuse: copied
+        pipe.finish()
+    t, out = _in_thread(write)
+    got, reads = [], random.Random(6)
+    while True:
+        n = reads.choice([1, 511, 512, 65536, 200_000, -1]) if reads.random() < 0.95 else 0
+        data = pipe.read(n)
+        if n > 0 and not data:
+            break
+        if n > 0 and len(data) < n:
+            assert pipe.read(1) == b"", "a short read must be the end"
+            got.append(data)
+            break
+        got.append(data)
+        if n < 0:
+            break
+    t.join(10)
+    assert out == {"value": None}
+    assert b"".join(got) == b"".join(pieces)
+
+
+def test_the_writer_waits_at_the_capacity():
+    pipe = MemoryPipe(capacity=1000)
+    pipe.write(b"a" * 600)
+    pipe.write(b"b" * 600)          # over the capacity now: the next write waits
+    t, out = _in_thread(lambda: pipe.write(b"c" * 10))
+    t.join(0.2)
+    assert t.is_alive(), "a writer 1,200 bytes ahead of a 1,000-byte pipe must wait"
+    assert pipe.read(600) == b"a" * 600
+    t.join(5)
+    assert out == {"value": None}
+    pipe.finish()
+    assert pipe.read() == b"b" * 600 + b"c" * 10
+
+
+def test_a_waiting_reader_gets_the_writers_error_even_with_bytes_left():
+    pipe = MemoryPipe()
+    pipe.write(b"abc")
+    assert pipe.read(2) == b"ab"
+    t, out = _in_thread(lambda: pipe.read(10))
+    t.join(0.2)
+    assert t.is_alive()
+    pipe.write(b"more")
+    pipe.fail(ValueError("the MDC failed"))
+    t.join(5)
+    with pytest.raises(ValueError, match="MDC"):
+        pipe.read(1)
+
+
+def test_following_the_writers_future():
+    with ThreadPoolExecutor(1) as pool:
+        good, bad = MemoryPipe(), MemoryPipe()
+
+        def write(pipe, error):
+            pipe.write(b"x" * 5000)
+            if error:
+                raise error
+        good.follow(pool.submit(write, good, None))
+        bad.follow(pool.submit(write, bad, OSError("decryption failed")))
+        assert good.read() == b"x" * 5000
+        with pytest.raises(OSError, match="decryption failed"):
+            bad.read()
+
+
+def test_a_closed_reader_lets_the_writer_run_to_its_end():
+    """The tar parser stops at the archive's end mark; the decryption must still reach its MDC."""
+    pipe = MemoryPipe(capacity=1000)
+    pipe.write(b"t" * 1000)
+    assert pipe.read(10) == b"t" * 10
+    t, out = _in_thread(lambda: [pipe.write(b"p" * 1000) for _n in range(100)])
+    time.sleep(0.05)
+    pipe.close()
+    t.join(5)
+    assert out == {"value": [None] * 100}, "writes after close are dropped, never blocked"
+    assert pipe._queued == 0, "what the reader no longer reads is not kept"
+
+
+def test_an_abandoned_reader_stops_the_writer():
+    pipe = MemoryPipe(capacity=1000)
+    pipe.write(b"t" * 1000)
+    t, out = _in_thread(lambda: pipe.write(b"u" * 10))
+    t.join(0.1)
+    assert t.is_alive()
+    pipe.abandon()
+    t.join(5)
+    assert isinstance(out.get("error"), PipeAbandoned)
+    with pytest.raises(PipeAbandoned):
+        pipe.write(b"v")
