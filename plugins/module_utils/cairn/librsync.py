@@ -112,13 +112,7 @@ def _load():
     with _load_lock:
         if _lib is not None:
             return _ffi, _lib
-        try:
-            import cffi
-        except ImportError:
-            raise CairnError("the Python package cffi is missing: install python3-cffi "
-                             "(Debian/Ubuntu, RHEL/Fedora) or `pip install cffi`") from None
-        ffi = cffi.FFI()
-        ffi.cdef(_CDEF)
+        ffi = _new_ffi()
         lib = None
         tried = []
         for name in _library_names():
@@ -139,6 +133,71 @@ def _load():
         _ffi, _copy_cb, _trace_cb = ffi, copy_cb, trace_cb
         _lib = lib
         return _ffi, _lib
+
+
+def _new_ffi():
+    """The FFI of _CDEF: the out-of-line module generated from it (_librsync_ffi.py), which
+    needs only cffi's backend; else, with a cffi that does not take that module, _CDEF parsed
+    here (pycparser's parser is built at every start: 30 ms, most of what loading costs)."""
+    try:
+        from ._librsync_ffi import ffi
+        if ffi is not None:
+            return ffi
+    except Exception:       # noqa: BLE001 - any backend that refuses the module: parse instead
+        pass
+    try:
+        import cffi
+    except ImportError:
+        raise CairnError("the Python package cffi is missing: install python3-cffi "
+                         "(Debian/Ubuntu, RHEL/Fedora) or `pip install cffi`") from None
+    ffi = cffi.FFI()
+    ffi.cdef(_CDEF)
+    return ffi
+
+
+def ffi_module_source():
+    """The text of _librsync_ffi.py: cffi's out-of-line ABI module for _CDEF, laid out in
+    short lines (``python -m cairn.librsync`` rewrites the file; a unit test checks it is
+    current)."""
+    import ast
+    import tempfile
+    import cffi
+    builder = cffi.FFI()
+    builder.cdef(_CDEF)
+    builder.set_source("_librsync_ffi", None)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "ffi.py")
+        builder.emit_python_code(path)
+        with open(path, encoding="ascii") as f:
+            tree = ast.parse(f.read())
+    call = next(n.value for n in tree.body if isinstance(n, ast.Assign))
+    lines = ["# SPDX-License-Identifier: GPL-3.0-or-later",
+             "# Generated from librsync._CDEF by cffi (out-of-line ABI mode): python -m cairn.librsync",
+             "# rewrites it. Loading it needs only cffi's backend, not pycparser.",
+             "try:", "    import _cffi_backend", "except ImportError:     # no cffi: librsync says what to install",
+             "    ffi = None", "else:", "    ffi = _cffi_backend.FFI(",
+             f"        {ast.literal_eval(call.args[0])!r},"]
+
+    def value(v, indent):
+        if isinstance(v, bytes):
+            parts = [repr(v[i:i + 24]) for i in range(0, len(v), 24)] or ["b''"]
+            if len(parts) == 1:
+                return [parts[0]]
+            return ["("] + [indent + "    " + p for p in parts] + [indent + ")"]
+        if isinstance(v, tuple):
+            out = ["("]
+            for item in v:
+                sub = value(item, indent + "    ")
+                out += [indent + "    " + sub[0]] + sub[1:]
+                out[-1] += ","
+            return out + [indent + ")"]
+        return [hex(v) if isinstance(v, int) and v > 9 else repr(v)]
+
+    for kw in call.keywords:
+        sub = value(ast.literal_eval(kw.value), "        ")
+        lines += [f"        {kw.arg}={sub[0]}"] + sub[1:]
+        lines[-1] += ","
+    return "\n".join(lines + ["    )", ""])
 
 
 def _trace_sink(level, msg):
@@ -637,3 +696,9 @@ def patch(basis, delta: bytes) -> bytes:
         out = [job.update(delta)]
         out.append(job.finish())
         return b"".join(out)
+
+
+if __name__ == "__main__":
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_librsync_ffi.py"), "w",
+              encoding="ascii") as out:
+        out.write(ffi_module_source())

@@ -537,3 +537,34 @@ def test_memory_is_bounded_by_the_piece_size(tmp_path):
     assert different > size                     # unrelated data: all literal
     assert py_peak < 4 * MIB, py_peak           # Python-side allocations (signature included)
     assert rss_growth_kib < 24 * 1024, rss_growth_kib   # C side too: a few MB, not 50
+
+
+# --- the out-of-line FFI module ----------------------------------------------------------------
+
+def test_the_generated_ffi_module_is_current():
+    """_librsync_ffi.py is what cffi makes of _CDEF now: a declaration changed without
+    `python -m cairn.librsync` would make the library's calls disagree with what Python passes."""
+    with open(os.path.join(MODULE_UTILS, "cairn", "_librsync_ffi.py"), encoding="ascii") as f:
+        assert f.read() == librsync.ffi_module_source()
+
+
+def test_loading_the_library_does_not_build_a_c_parser():
+    """The first job of every run paid 30 ms for pycparser's parser of _CDEF."""
+    code = textwrap.dedent("""
+        import sys
+        from cairn import librsync
+        job = librsync.SignatureJob(2048)
+        sig = job.update(b"x" * 5000) + job.finish()
+        assert sig[:4] == bytes.fromhex("72730136"), sig[:4]
+        print("pycparser" in sys.modules, "cffi.api" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=MODULE_UTILS),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_a_cffi_that_refuses_the_generated_module_parses_the_declarations(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cairn._librsync_ffi", None)     # its import fails
+    ffi = librsync._new_ffi()
+    assert type(ffi).__module__ == "cffi.api"
+    assert ffi.sizeof("rs_buffers_t") == ffi.sizeof(librsync._load()[0].typeof("rs_buffers_t"))
