@@ -429,7 +429,9 @@ def test_s2k_gpgs_default_count():
                                                        + hashlib.sha1(b"\0" + salt + pw).digest())[:32]
 
 
-def test_keycache_derives_once_across_threads(monkeypatch):
+@pytest.fixture
+def s2k_calls(monkeypatch):
+    """The S2K derivations made from here on (openpgp.s2k counted)."""
     calls = []
     real = openpgp.s2k
 
@@ -437,6 +439,11 @@ def test_keycache_derives_once_across_threads(monkeypatch):
         calls.append(a[1:])
         return real(*a)
     monkeypatch.setattr(openpgp, "s2k", counting)
+    return calls
+
+
+def test_keycache_derives_once_across_threads(s2k_calls):
+    calls = s2k_calls
     k = openpgp.KeyCache(PASSPHRASE, s2k_count=2 ** 20)
     msgs = [None] * 8
     threads = [threading.Thread(target=lambda i=i: msgs.__setitem__(i, enc(b"x%d" % i, k))) for i in range(8)]
@@ -447,6 +454,34 @@ def test_keycache_derives_once_across_threads(monkeypatch):
     assert len(calls) == 1
     assert [dec(m, k) for m in msgs] == [b"x%d" % i for i in range(8)]
     assert len(calls) == 1                   # reading its own messages: the same key
+
+
+def test_keys_derived_ahead_are_the_ones_decryption_uses(s2k_calls):
+    """Restore derives a volume's key beside its hash pass; decryption must then find it."""
+    msg = enc(b"volume data" * 1000, openpgp.KeyCache(PASSPHRASE, s2k_count=2 ** 16))
+    calls = s2k_calls
+    calls.clear()
+    reader = openpgp.KeyCache(PASSPHRASE)
+    openpgp.derive_keys(io.BytesIO(msg), reader)
+    assert len(calls) == 1
+    assert dec(msg, reader) == b"volume data" * 1000
+    assert len(calls) == 1, "decryption derived the key again"
+
+
+@pytest.mark.parametrize("head", [b"", b"garbage that is no packet", b"\x8c\x0d\x04\x09", b"\xc1\x0c\x03"])
+def test_deriving_ahead_never_raises(keys, head):
+    """A damaged, truncated, unsupported or public-key message: decrypt reports it, not this."""
+    openpgp.derive_keys(io.BytesIO(head), keys)
+    openpgp.derive_keys(io.BytesIO(enc(b"x", keys)[:9]), keys)
+
+
+def test_deriving_ahead_is_bounded_for_crafted_messages(monkeypatch, keys):
+    calls = []
+    monkeypatch.setattr(openpgp, "s2k", lambda *a: calls.append(a) or bytes(32))
+    skesk = bytes((4, 9, 3, 8)) + bytes(8) + bytes((96,))
+    many = b"".join(bytes((0xC3, len(skesk[:4]) + 9)) + skesk[:4] + os.urandom(8) + skesk[12:] for _n in range(50))
+    openpgp.derive_keys(io.BytesIO(many), openpgp.KeyCache(PASSPHRASE))
+    assert 0 < len(calls) <= 16
 
 
 # --- the passphrase stays secret --------------------------------------------------------

@@ -194,6 +194,15 @@ class Crypto:
         while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may."""
         return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
 
+    def derive_builtin_keys(self, src):
+        """The built-in path's S2K keys for the message in ``src``, derived ahead (see
+        openpgp.derive_keys); nothing is raised."""
+        try:
+            with open(src, "rb") as fin:
+                openpgp.derive_keys(fin, self._key_cache())
+        except OSError:
+            pass
+
     def decrypt_builtin(self, name, src, sink):
         """Decrypt ``src`` (fetched as ``name``, a symmetric OpenPGP message) with the built-in
         path into ``sink`` (``write``) as it streams: no temp file, and the plaintext is

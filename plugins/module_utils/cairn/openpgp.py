@@ -752,6 +752,31 @@ def _open_literal(inner):
     return literal, src
 
 
+def derive_keys(fin, keys):
+    """Derive into ``keys`` the S2K keys for the passphrase packets (SKESK) that open the message
+    in ``fin``, decrypting nothing: a caller runs it beside other work (restore: beside a
+    volume's hash pass), and ``decrypt`` then finds the key derived. Never raises for what
+    ``decrypt`` would report (a damaged, unsupported or public-key message): it just stops."""
+    src = _Source(lambda n: fin.read(4096))      # the packets before the data are small
+    try:
+        for _packet in range(_MAX_SKESKS + 8):
+            h = _header(src)
+            if h is None:
+                return
+            tag, length, partial = h
+            if tag == _MARKER:
+                _small_body(src, length, partial, "a marker packet")
+            elif tag == _SKESK:
+                parsed = _parse_skesk(_small_body(src, length, partial, "a passphrase packet (SKESK)"))
+                if not isinstance(parsed, str):
+                    cipher, s2k_type, hash_id, salt, count, _esk = parsed
+                    keys.key(s2k_type, hash_id, salt, count, _CIPHERS[cipher][1])
+            else:
+                return
+    except (_Damaged, CryptoError, OSError, ValueError):
+        return
+
+
 def decrypt(fin, fout, keys):
     """Write the plaintext of the OpenPGP message in ``fin`` to ``fout`` as it streams; returns
     the number of plaintext octets.
