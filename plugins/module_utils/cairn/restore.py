@@ -590,7 +590,7 @@ def write_content(entries, out_fd, tmp_dir):
     """Write the final content of a regular file (snapshot + deltas) to the open ``out_fd``.
 
     With deltas, every version but the last is a basis for the next patch. Up to
-    MEM_BASIS_LIMIT a basis stays in memory (writing it out doubles the disk writes of a
+    MEM_BASIS_LIMIT (for the two bases held while the next one is built) a basis stays in memory (writing it out doubles the disk writes of a
     restore, and on a busy disk that is most of its time); past that it goes on into an
     unnamed temp file in ``tmp_dir``. The limit is on the bytes really read, not on what a
     header claims.
@@ -608,7 +608,11 @@ def write_content(entries, out_fd, tmp_dir):
                 if n == len(deltas):
                     _write_chunks(_patched(job, d.chunks()), out_fd)
                     return
-                newer = _collect(_patched(job, d.chunks()), d.info.size if d.info else 0, tmp_dir)
+                # the basis and the next one are both held while it is built: together, not
+                # each, within MEM_BASIS_LIMIT (two 120 MiB versions would pass 256 MiB of RSS)
+                held = len(basis) if isinstance(basis, bytearray) else 0
+                newer = _collect(_patched(job, d.chunks()), d.info.size if d.info else 0, tmp_dir,
+                                 limit=MEM_BASIS_LIMIT - held)
             finally:
                 job.close()
             _release(basis)

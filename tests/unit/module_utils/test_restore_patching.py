@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cairn import librsync
+from cairn import librsync, restore
 from cairn.restore import _collect, write_content
 
 MiB = 1 << 20
@@ -46,7 +46,8 @@ class _Entry:
         self._data = data
 
     def chunks(self):
-        return iter(_chunks(self._data))
+        data = self._data       # pieces made as they are read, as from a volume
+        return (data[i:i + 65536] for i in range(0, len(data), 65536))
 
 
 def test_snapshot_and_two_deltas_give_the_newest_version(tmp_path):
@@ -84,3 +85,26 @@ def test_a_false_claim_allocates_nothing_beyond_the_limit():
     finally:
         tracemalloc.stop()
     assert bytes(buf) == b"x" * 10 and peak < 2 * MiB
+
+
+def test_two_bases_in_memory_stay_within_the_limit_together(tmp_path, monkeypatch):
+    """A file patched twice holds one version while it builds the next: both together, not
+    each, are within the limit (else two 120 MiB versions pass the 256 MiB RSS bound)."""
+    monkeypatch.setattr(restore, "MEM_BASIS_LIMIT", 4 * MiB)
+    rnd = random.Random(4)
+    v1 = rnd.randbytes(3 * MiB)
+    v2 = v1[:MiB] + rnd.randbytes(4096) + v1[MiB:]
+    v3 = v2[:2 * MiB] + b"third" + v2[2 * MiB:]
+    entries = [_Entry("snapshot", v1, len(v1)),
+               _Entry("diff", librsync.delta(librsync.signature(v1), v2), len(v2)),
+               _Entry("diff", librsync.delta(librsync.signature(v2), v3), len(v3))]
+    out = tmp_path / "f"
+    tracemalloc.start()
+    try:
+        with open(out, "wb") as f:
+            write_content(entries, f.fileno(), str(tmp_path))
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.read_bytes() == v3
+    assert peak < 5 * MiB, f"{peak / MiB:.1f} MiB held: both versions in memory"
