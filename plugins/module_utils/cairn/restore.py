@@ -695,6 +695,7 @@ _TEMP_PREFIX = b".cairn-restore-"          # a file being written, renamed once 
 _TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + rb"[0-9a-f]{12}")
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_PATH = getattr(os, "O_PATH", 0)
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
 
 
 class TreeWriter:
@@ -734,6 +735,7 @@ class TreeWriter:
         self.written = 0           # entries restored, the files kept as they were included
         self.skipped = 0           # regular files already restored complete, not rewritten
         self.warnings = []
+        self.unnamed = None if hasattr(os, "O_TMPFILE") else False   # files written unnamed (O_TMPFILE)
 
     def path(self, index):
         return os.path.join(self.root, *index) if index else self.root
@@ -870,6 +872,20 @@ class TreeWriter:
                 self.skipped += 1
                 self.written += 1
                 return
+            fd = self._unnamed_file(parent)
+            if fd is not None:
+                # written unnamed, linked under its name once complete: what the temp name and
+                # rename below give, at two thirds of the cost per file, and a killed restore
+                # leaves no temp file behind
+                try:
+                    write_content(entries, fd, self.tmp_dir)
+                    self._meta(fd, info)
+                    self._clear(parent, name)
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent, follow_symlinks=True)
+                finally:
+                    os.close(fd)
+                self.written += 1
+                return
             tmp = _TEMP_PREFIX + os.urandom(6).hex().encode()
             fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
             try:
@@ -904,6 +920,26 @@ class TreeWriter:
             # a device is never opened for I/O (that can act on the hardware): O_PATH only
             self._meta_by_name(parent, name, info, _O_PATH)
         self.written += 1
+
+    def _unnamed_file(self, parent):
+        """A new file in ``parent`` that has no name yet (O_TMPFILE), or None where that cannot
+        be had (a filesystem or kernel without it, no /proc to link it through): then files go
+        through a temp name."""
+        if self.unnamed is False:
+            return None
+        try:
+            fd = os.open(".", _UNNAMED_FLAGS, 0o600, dir_fd=parent)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            self.unnamed = False
+            return None
+        if self.unnamed is None:
+            self.unnamed = os.path.exists(f"/proc/self/fd/{fd}")
+            if not self.unnamed:
+                os.close(fd)
+                return None
+        return fd
 
     def _already_restored(self, parent, name, entries, info):
         """Whether ``name`` is already this regular file, metadata and data (see same_content)."""
