@@ -61,3 +61,36 @@ def test_the_common_entries_take_the_fast_path(monkeypatch):
         info = PathInfo((b"etc", b"x"), kind, 0o644, 0, 0, "root", "root", 1_700_000_000, linkname=link)
         assert len(archive.header("snapshot/etc/x", info, 1234)) == 512
     assert len(archive.header("deleted/etc/x", None, 0, as_deleted=True)) == 512
+
+
+# --- reading: the numeric fields in one pass ----------------------------------------------------
+
+_FIELDS = ((100, 8), (108, 8), (116, 8), (124, 12), (136, 12), (148, 8))
+_octal_field = st.tuples(st.booleans(), st.integers(0, 8 ** 7 - 1), st.sampled_from([b"\0", b" ", b"\0 ", b""])).map(
+    lambda t: b" " * t[0] + b"%o" % t[1] + t[2])
+_odd_field = st.one_of(
+    st.binary(min_size=1, max_size=12),
+    st.sampled_from([b"", b"\0" * 8, b" " * 8, b"0644\0 12", b"\x00644", b"06 44", b"0o644", b"0_644",
+                     b"+644", b"-644", b"\x80\0\0\0\0\0\0\x01", b"\xff" * 8, b"0644\t", b"0644\n"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_octal_field, min_size=6, max_size=6),
+       st.one_of(st.none(), st.tuples(st.integers(0, 5), _odd_field)))
+def test_the_one_pass_numbers_are_what_num_reads(fields, odd):
+    """_numbers gives exactly what _num gives for each field, or None (then _num reads them);
+    never a value where _num refuses the field."""
+    if odd is not None:
+        fields[odd[0]] = odd[1]
+    hdr = bytearray(512)
+    for (start, width), raw in zip(_FIELDS, fields):
+        raw = raw[:width]
+        hdr[start:start + len(raw)] = raw
+    hdr = bytes(hdr)
+    fast = archive._numbers(hdr)
+    if odd is None and all(len(f) <= w for f, (_s, w) in zip(fields, _FIELDS)):
+        assert fast is not None, "plain octal fields take the one pass"
+    if fast is None:
+        return
+    expected = [archive._num(hdr[start:start + width], "test", "field") for start, width in _FIELDS]
+    assert list(fast) == expected

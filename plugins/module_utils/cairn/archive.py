@@ -284,11 +284,10 @@ def parse_name(raw):
             raise CorruptArchive(f"multivolume entry {shown!r} lacks a chunk number")
         chunk = int(rest[-1])
         rest = rest[:-1]
-    for comp in rest:
-        if comp == b"..":
-            raise UnsafeArchive(f"archive entry {shown!r} contains '..'; refusing it")
-        if b"\0" in comp:
-            raise UnsafeArchive(f"archive entry {shown!r} contains a NUL byte; refusing it")
+    if b".." in rest:
+        raise UnsafeArchive(f"archive entry {shown!r} contains '..'; refusing it")
+    if b"\0" in raw:
+        raise UnsafeArchive(f"archive entry {shown!r} contains a NUL byte; refusing it")
     return prefix, tuple(rest), chunk
 
 
@@ -307,6 +306,24 @@ def _num(field, what, label):
     if not _OCTAL.fullmatch(text):
         raise CorruptArchive(f"{what}: bad {label} {field!r} in a tar header")
     return int(text, 8)
+
+
+_NUMBER_BYTES = b"01234567 \0"
+
+
+def _numbers(hdr):
+    """(mode, uid, gid, size, mtime, checksum) of a header whose six numeric fields are plain
+    octal text, digits padded with spaces and NULs: what _num gives for each, in one pass
+    instead of six calls. None for anything else (base-256, other bytes, a NUL between
+    digits, a field of padding only), which then goes through _num."""
+    if hdr[100:156].translate(None, _NUMBER_BYTES):
+        return None
+    try:
+        return (int(hdr[100:108].rstrip(b"\0 "), 8), int(hdr[108:116].rstrip(b"\0 "), 8),
+                int(hdr[116:124].rstrip(b"\0 "), 8), int(hdr[124:136].rstrip(b"\0 "), 8),
+                int(hdr[136:148].rstrip(b"\0 "), 8), int(hdr[148:156].rstrip(b"\0 "), 8))
+    except ValueError:
+        return None
 
 
 def _in_range(n, lo, hi, what, label, name):
@@ -393,7 +410,8 @@ def read_members(fileobj, what="archive"):
             raise CorruptArchive(f"{what} is truncated (a partial tar header)")
         if hdr == _ZERO_BLOCK:
             return
-        chk = _num(hdr[148:156], what, "checksum")
+        nums = _numbers(hdr)
+        chk = _num(hdr[148:156], what, "checksum") if nums is None else nums[5]
         unsigned = sum(hdr[:148]) + 256 + sum(hdr[156:])
         if chk != unsigned:
             # some old writers summed signed chars
@@ -402,7 +420,7 @@ def read_members(fileobj, what="archive"):
             if chk != signed:
                 raise CorruptArchive(f"{what} is damaged: a tar header checksum does not match")
         typeflag = hdr[156:157]
-        size = _num(hdr[124:136], what, "size")
+        size = _num(hdr[124:136], what, "size") if nums is None else nums[3]
         if typeflag in (b"x", b"g", b"L", b"K"):
             data = _header_data(fileobj, size, what, typeflag)
             if typeflag == b"x":
@@ -436,20 +454,23 @@ def read_members(fileobj, what="archive"):
                                          "the duplicity format")
                 raise CorruptArchive(f"{what}: entry {_shown(name)!r} has unsupported tar type "
                                      f"{typeflag!r}")
-            mode = _in_range(_num(hdr[100:108], what, "mode"), 0, MAX_SIZE, what, "mode", name)
+            mode = _in_range(_num(hdr[100:108], what, "mode") if nums is None else nums[0], 0, MAX_SIZE, what,
+                             "mode", name)
             if b"uid" in pax:
                 uid = _pax_int(pax[b"uid"], 0, MAX_ID, what, "uid", name)
             else:
-                uid = _in_range(_num(hdr[108:116], what, "uid"), 0, MAX_ID, what, "uid", name)
+                uid = _in_range(_num(hdr[108:116], what, "uid") if nums is None else nums[1], 0, MAX_ID, what,
+                                "uid", name)
             if b"gid" in pax:
                 gid = _pax_int(pax[b"gid"], 0, MAX_ID, what, "gid", name)
             else:
-                gid = _in_range(_num(hdr[116:124], what, "gid"), 0, MAX_ID, what, "gid", name)
+                gid = _in_range(_num(hdr[116:124], what, "gid") if nums is None else nums[2], 0, MAX_ID, what,
+                                "gid", name)
             if b"mtime" in pax:
                 mtime = _pax_mtime(pax[b"mtime"], what, name)
             else:
-                mtime = _in_range(max(_num(hdr[136:148], what, "mtime"), 0), 0, MAX_MTIME, what,
-                                  "mtime", name)
+                mtime = _in_range(max(_num(hdr[136:148], what, "mtime") if nums is None else nums[4], 0), 0,
+                                  MAX_MTIME, what, "mtime", name)
             uname = _owner_name(pax.get(b"uname", _str(hdr[265:297])), what, "uname", name)
             gname = _owner_name(pax.get(b"gname", _str(hdr[297:329])), what, "gname", name)
             info = PathInfo(index, kind, mode & 0o7777, uid, gid, uname, gname, mtime,
