@@ -190,7 +190,7 @@ class Crypto:
                 and not o.sign_key and bool(o.passphrase))
 
     def builtin_decodes(self, name):
-        """Whether ``decode_file`` tries the built-in path for ``name`` (and so checks a SHA1
+        """Whether the built-in path reads ``name``: ``decode_file`` tries it (checking a SHA1
         while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may."""
         return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
 

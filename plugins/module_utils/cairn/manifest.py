@@ -91,7 +91,7 @@ class Manifest:
         # million for a full backup of a million files) is kept as text, never split
         listed = _FILELIST.search(data)
         head = data if listed is None else data[:listed.start()]
-        if listed is not None and _VOLUME_AFTER.search(data, listed.end()):
+        if listed is not None and _VOLUME_START.search(data, listed.end()):
             raise ManifestError("manifest has a Volume after its Filelist")
         for line in head.split(b"\n"):
             words = line.split(None, 1)
@@ -102,7 +102,7 @@ class Manifest:
                 m.hostname = words[1].strip().decode("utf-8", "replace")
             elif key == b"localdir" and m.localdir is None and len(words) > 1:
                 m.localdir = unquote(words[1].strip())
-        blocks = re.split(rb"(?m)^Volume ", head)[1:]
+        blocks = _VOLUME_START.split(head)[1:]
         last = None
         for blk in blocks:
             vi = _parse_volume(blk)
@@ -172,7 +172,7 @@ def _parse_volume(blk):
 
 
 _FILELIST = re.compile(rb"(?m)^Filelist (\d+)\n")
-_VOLUME_AFTER = re.compile(rb"(?m)^Volume ")
+_VOLUME_START = re.compile(rb"(?m)^Volume ")
 
 
 class FileList:

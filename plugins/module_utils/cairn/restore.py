@@ -97,11 +97,13 @@ class VolumeFetcher:
     def fetch(self, name, sha1, plaintext):
         """Download, check and decode ``name``, handing its plaintext to ``plaintext``
         (a _Plaintext) as it comes."""
+        streamed = sha1 is not None and self.crypto.builtin_decodes(name)
+        in_place = self.backend.local_path(name) if streamed else None
         keying = None
-        if sha1 is not None and self.crypto.builtin_decodes(name) and self.backend.local_path(name):
+        if in_place is not None:
             # the passphrase's S2K (about 0.1 s, once per run) beside the hash pass, not after it
             keying = threading.Thread(target=self.crypto.derive_builtin_keys, name="cairn-s2k", daemon=True,
-                                      args=(self.backend.local_path(name),))
+                                      args=(in_place,))
             keying.start()
         try:
             enc, is_copy = self.download(name, sha1)
@@ -109,11 +111,12 @@ class VolumeFetcher:
             if keying is not None:
                 keying.join()
         try:
-            if sha1 is not None and self.crypto.builtin_decodes(name):
-                pipe = MemoryPipe()
+            if streamed:
+                sink = _FirstWrite(MemoryPipe(), plaintext)
                 try:
-                    self.crypto.decrypt_builtin(name, enc, _FirstWrite(pipe, plaintext))
-                    plaintext.use(pipe)         # an empty plaintext writes nothing
+                    self.crypto.decrypt_builtin(name, enc, sink)
+                    if not sink.chosen:         # an empty plaintext writes nothing
+                        plaintext.use(sink.pipe)
                     return
                 except openpgp.Unsupported:
                     pass                        # nothing written: gpg reads it, below
@@ -590,9 +593,9 @@ def write_content(entries, out_fd, tmp_dir):
     """Write the final content of a regular file (snapshot + deltas) to the open ``out_fd``.
 
     With deltas, every version but the last is a basis for the next patch. Up to
-    MEM_BASIS_LIMIT (for the two bases held while the next one is built) a basis stays in memory (writing it out doubles the disk writes of a
-    restore, and on a busy disk that is most of its time); past that it goes on into an
-    unnamed temp file in ``tmp_dir``. The limit is on the bytes really read, not on what a
+    MEM_BASIS_LIMIT (for the two bases held while the next one is built) a basis stays in
+    memory (writing it out doubles the disk writes of a restore, and on a busy disk that is
+    most of its time); past that it goes on into an unnamed temp file in ``tmp_dir``. The limit is on the bytes really read, not on what a
     header claims.
     """
     base = entries[0]
