@@ -136,6 +136,13 @@ from ansible_collections.cairn.backup.plugins.module_utils.module_args import (
 from ansible_collections.cairn.backup.plugins.module_utils.cairn import api, timespec
 
 
+def file_list(target, time):
+    """The result's files, built as the signatures are read (no PathInfo list beside them)."""
+    with api.files_at(target, time) as (infos, _set_time):
+        return [{"path": os.fsdecode(i.relpath), "type": i.type, "size": i.size,
+                 "mtime": timespec.to_iso(i.mtime)} for i in infos]
+
+
 def main():
     spec = common_argument_spec()
     spec.update(list_files=dict(type="bool", default=False), time=dict(type="str"),
@@ -151,9 +158,7 @@ def main():
     if p["stored_size"]:
         result["stored_bytes"] = st["stored_bytes"]
     if p["list_files"]:
-        infos, _set_time = run(module, api.list_files, target, parse(module, timespec.parse, p["time"]))
-        result["files"] = [{"path": os.fsdecode(i.relpath), "type": i.type, "size": i.size,
-                            "mtime": timespec.to_iso(i.mtime)} for i in infos]
+        result["files"] = run(module, file_list, target, parse(module, timespec.parse, p["time"]))
     module.exit_json(changed=False, **result)
 
 

@@ -4,6 +4,7 @@
 Each opens a Session, calls one layer, and returns plain data (JSON-ready: ints, strings, ISO
 times). Problems are raised as errors.CairnError subclasses carrying an exit code.
 """
+import contextlib
 import logging
 import os
 import time as _time
@@ -28,7 +29,7 @@ plan_changes = pipeline.plan_changes
 backup = pipeline.backup
 
 __all__ = ["BackupOptions", "DEFAULT_STALE_AFTER", "RetentionPolicy", "TargetOptions", "backup", "cleanup",
-           "last_backup_age", "list_files", "plan_backup", "plan_changes", "plan_prune", "plan_restore", "prune",
+           "files_at", "last_backup_age", "plan_backup", "plan_changes", "plan_prune", "plan_restore", "prune",
            "remove_all_but_n_full", "remove_all_inc_of_but_n_full", "remove_older_than", "replicate", "restore",
            "set_changes", "status", "verify"]
 
@@ -82,32 +83,43 @@ def restore(target, dest, *, time=None, path=None, force=False, numeric_owner=Fa
 
 
 def _current_files(sess, t):
+    """(iterator of PathInfo in path order, set time); the chain and its signatures are checked
+    before the first entry, so a listing fails before it prints anything."""
     _chain, sets = chain_at(sess.collection(), t)
     missing = [s for s in sets if not s.signature]
     if missing:
         raise ManifestError(f"signature file of the set of {timespec.to_iso(missing[0].end_time)} "
                             "is missing; listing the files needs it")
-    return [e.info for e in merged_signatures(sess.signature_paths(sets))], sets[-1].end_time
+    return (e.info for e in merged_signatures(sess.signature_paths(sets))), sets[-1].end_time
 
 
-def list_files(target, time=None):
-    """([PathInfo], set time) of the backup at ``time``, from the signatures (no volume is read)."""
+@contextlib.contextmanager
+def files_at(target, time=None):
+    """``with files_at(target) as (infos, set_time)``: the files of the backup at ``time``, read
+    from the signatures (no volume) while ``infos`` is iterated, so memory does not grow with the
+    number of files. The target stays open until the block ends."""
     with Session(target, lock=False) as sess:
-        return _current_files(sess, time if time is not None else int(_time.time()))
+        yield _current_files(sess, time if time is not None else int(_time.time()))
 
 
 def plan_restore(target, *, time=None, path=None, limit=1000):
     """What a restore would write, from the signatures: {files, paths (at most ``limit``), time}.
     A path that is not in the backup is RestoreError 19, as the restore itself would say."""
     prefix = parse_path(path)
-    infos, set_time = list_files(target, time)
     n = len(prefix)
-    paths = [os.fsdecode(i.relpath) for i in infos if i.index[:n] == prefix]
-    if prefix and not paths:
+    count, paths = 0, []
+    with files_at(target, time) as (infos, set_time):
+        for i in infos:
+            if i.index[:n] == prefix:
+                count += 1
+                if len(paths) < limit:
+                    paths.append(os.fsdecode(i.relpath))
+            elif count:
+                break       # path order: a prefix's entries are contiguous
+    if prefix and not count:
         raise RestoreError(f"{path} is not in the backup of {timespec.to_iso(set_time)}",
                            ExitCode.RESTORE_PATH_NOT_FOUND)
-    return {"files": len(paths), "paths": paths[:limit], "time": timespec.to_iso(set_time),
-            "timestamp": set_time}
+    return {"files": count, "paths": paths, "time": timespec.to_iso(set_time), "timestamp": set_time}
 
 
 def verify(target, source=None, *, time=None, path=None, compare_data=False, rules=(), progress=None,

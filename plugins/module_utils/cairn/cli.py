@@ -424,16 +424,35 @@ def _collection_status(command, ns, args, out, progress):
 
 def _list_current_files(command, ns, args, out, progress):
     (url,) = _want(args, 1, "list-current-files [--time T] TARGET_URL")
-    infos, t = api.list_files(_target(ns, url), _time(ns))
-    if ns.json:
-        return {"time": timespec.to_iso(t), "files": [
-            {"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
-             "size": i.size, "mode": i.mode} for i in infos]}, ExitCode.OK
-    for i in infos:
-        line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
-        out.write_bytes(line, logformat.FILES, f"{logformat.CODE_FILE_LIST} {timespec.to_timestr(i.mtime)} "
-                                               f"{logformat.escape(i.relpath)} {i.type}")
+    # printed while the signatures are read: a million files never sit in memory at once
+    with api.files_at(_target(ns, url), _time(ns)) as (infos, t):
+        if ns.json:
+            _json_file_list(out, command, t, infos)
+            return None, ExitCode.OK
+        for i in infos:
+            line = timespec.asctime(i.mtime).encode() + b" " + i.relpath + b"\n"
+            out.write_bytes(line, logformat.FILES, f"{logformat.CODE_FILE_LIST} {timespec.to_timestr(i.mtime)} "
+                                                   f"{logformat.escape(i.relpath)} {i.type}")
     return None, ExitCode.OK
+
+
+def _json_file_list(out, command, set_time, infos):
+    """list-current-files --json, written one file at a time: the document run() would print,
+    without holding every entry (each string redacted, as there)."""
+    def put(text):
+        out._put(out.stream.write, text)
+
+    def dump(value):
+        return json.dumps(redact_data(value, out.secrets))
+
+    put('{\n  "time": ' + dump(timespec.to_iso(set_time)) + ',\n  "files": [')
+    sep = "\n    "
+    for i in infos:
+        put(sep + dump({"path": os.fsdecode(i.relpath), "type": i.type, "mtime": timespec.to_iso(i.mtime),
+                        "size": i.size, "mode": i.mode}))
+        sep = ",\n    "
+    put(("\n  " if sep != "\n    " else "") + '],\n  "command": ' + dump(command) + ',\n  "exit_code": '
+        + str(int(ExitCode.OK)) + "\n}\n")
 
 
 def _count(command, arg):
