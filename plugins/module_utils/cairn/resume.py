@@ -194,14 +194,12 @@ def upload_segment(sess, record, i, after, tmpdir, sig_path, filelist_path):
     sig_from = before.sig_bytes if before else 0
     fl_from = before.filelist_bytes if before else 0
     upto = Record(record.names, record.kind, record.fingerprint, record.checkpoints[:i + 1])
-    body = {"record": upto.to_json(), "sig_from": sig_from, "filelist_from": fl_from,
-            "signatures": base64.b64encode(_read_range(sig_path, sig_from, last.sig_bytes)).decode(),
-            "filelist": base64.b64encode(_read_range(filelist_path, fl_from, last.filelist_bytes)).decode()}
     plain = os.path.join(tmpdir, f"resume-{last.number}.json")
     out = plain + ".out"
-    with open_new(plain) as f:
-        f.write(json.dumps(body).encode())
     try:
+        with open_new(plain) as f:
+            write_segment(f, upto.to_json(), sig_from, fl_from, (sig_path, sig_from, last.sig_bytes),
+                          (filelist_path, fl_from, last.filelist_bytes))
         sess.crypto.encrypt_file(plain, out)
         sess.backend.put(out, segment_name(record, last.number, sess.opts.names, sess.crypto.suffix))
     finally:
@@ -209,10 +207,106 @@ def upload_segment(sess, record, i, after, tmpdir, sig_path, filelist_path):
         remove_file(out)
 
 
-def _read_range(path, start, end):
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(end - start)
+# A segment is the JSON document {"record", "sig_from", "filelist_from", "signatures", "filelist"}
+# (base64 of the bytes), as json.dumps writes it. The first checkpoint of a full backup of many
+# small files carries hundreds of MB of signatures: both ways stream the base64 in pieces, so a
+# segment costs a few MiB of memory whatever its size.
+_B64_PIECE = 3 << 20          # a multiple of 3: the pieces' base64 joins into the whole's
+_SIGNATURES_AT = b'"signatures": "'
+_FILELIST_AT = b'", "filelist": "'
+
+
+def write_segment(f, record_json, sig_from, filelist_from, signatures, filelist):
+    """Write a segment to ``f``; ``signatures`` and ``filelist`` are (path, start, end) ranges.
+    The bytes are json.dumps's of the same document (what earlier versions wrote)."""
+    head = json.dumps({"record": record_json, "sig_from": sig_from, "filelist_from": filelist_from,
+                       "signatures": ""})
+    f.write(head[:-2].encode())               # up to the opening quote of "signatures"
+    _write_base64(f, *signatures)
+    f.write(_FILELIST_AT)
+    _write_base64(f, *filelist)
+    f.write(b'"}')
+
+
+def _write_base64(f, path, start, end):
+    with open(path, "rb") as src:
+        src.seek(start)
+        left = end - start
+        while left > 0:
+            piece = src.read(min(left, _B64_PIECE))
+            if not piece:
+                break           # as a short read did before: the bytes there are, no more
+            f.write(base64.b64encode(piece))
+            left -= len(piece)
+
+
+def read_segment(f, sig_out, filelist_out):
+    """Read a segment from ``f`` (binary): the signatures and file list are written to
+    ``sig_out`` and ``filelist_out`` as they are decoded; returns the rest of the document
+    ({"record", "sig_from", "filelist_from"}). A document of another layout than
+    write_segment's is read whole with json. ValueError when it is not a segment."""
+    head = _read_until(f, _SIGNATURES_AT, limit=64 << 20)
+    body = _head_of(head) if head is not None else None
+    if body is None:
+        f.seek(0)
+        body = json.loads(f.read())
+        sig_out.write(base64.b64decode(body["signatures"], validate=True))
+        filelist_out.write(base64.b64decode(body["filelist"], validate=True))
+        return body
+    _copy_base64(f, sig_out)
+    if f.read(len(_FILELIST_AT) - 1) != _FILELIST_AT[1:]:
+        raise ValueError("a resume segment without its file list")
+    _copy_base64(f, filelist_out)
+    if f.read(1) != b"}" or f.read(1):
+        raise ValueError("a resume segment with something after its file list")
+    return body
+
+
+def _head_of(head):
+    """The document's fields before its signatures, when ``head`` is exactly what
+    write_segment writes before them; else None."""
+    try:
+        body = json.loads(head + b'"}')
+        mine = json.dumps({"record": body["record"], "sig_from": body["sig_from"],
+                           "filelist_from": body["filelist_from"], "signatures": ""})
+    except (ValueError, KeyError, TypeError):
+        return None
+    return body if mine[:-2].encode() == head else None
+
+
+def _read_until(f, marker, limit):
+    """The bytes of ``f`` up to and including ``marker``, or None when it is not in the first
+    ``limit`` bytes (``f`` is then at an unknown place)."""
+    data = b""
+    while len(data) < limit:
+        piece = f.read(1 << 16)
+        if not piece:
+            return None
+        data += piece
+        at = data.find(marker, max(0, len(data) - len(piece) - len(marker)))
+        if at >= 0:
+            f.seek(at + len(marker) - len(data), os.SEEK_CUR)
+            return data[:at + len(marker)]
+    return None
+
+
+def _copy_base64(f, out):
+    """Decode base64 from ``f`` into ``out`` up to its closing quote, after which ``f`` is left.
+    ValueError when the file ends first or the text is not base64."""
+    carry = b""
+    while True:
+        piece = f.read(1 << 20)
+        if not piece:
+            raise ValueError("a resume segment cut short")
+        quote = piece.find(b'"')
+        data = carry + (piece if quote < 0 else piece[:quote])
+        if quote >= 0:
+            out.write(base64.b64decode(data, validate=True))
+            f.seek(quote + 1 - len(piece), os.SEEK_CUR)
+            return
+        whole = len(data) - len(data) % 4
+        out.write(base64.b64decode(data[:whole], validate=True))
+        carry = data[whole:]
 
 
 def fetch_from_target(sess, col, tmpdir):
@@ -241,14 +335,15 @@ def fetch_from_target(sess, col, tmpdir):
                 plain = fetched + ".plain"
                 sess.backend.get(unfinished, fetched)
                 sess.crypto.decode_file(final, fetched, plain)
-                with open(plain, "rb") as f:
-                    body = json.loads(f.read())
                 remove_file(fetched)
-                remove_file(plain)
-                if body["sig_from"] != sig.tell() or body["filelist_from"] != fl.tell():
+                at = (sig.tell(), fl.tell())
+                try:
+                    with open(plain, "rb") as f:
+                        body = read_segment(f, sig, fl)
+                finally:
+                    remove_file(plain)
+                if (body["sig_from"], body["filelist_from"]) != at:
                     raise ValueError("the segments do not follow each other")
-                sig.write(base64.b64decode(body["signatures"]))
-                fl.write(base64.b64decode(body["filelist"]))
                 record = Record.from_json(body["record"])
         if record is None or record.base(prefix) != base:
             raise ValueError("the segments name another set")
