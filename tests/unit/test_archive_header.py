@@ -94,3 +94,13 @@ def test_the_one_pass_numbers_are_what_num_reads(fields, odd):
         return
     expected = [archive._num(hdr[start:start + width], "test", "field") for start, width in _FIELDS]
     assert list(fast) == expected
+
+
+@given(st.binary(min_size=512, max_size=512))
+def test_block_sum_is_the_sum_of_the_bytes(block):
+    assert archive.block_sum(block) == sum(block)
+
+
+def test_block_sum_at_its_limits():
+    for block in (bytes(512), b"\xff" * 512, b"\xff" * 256 + bytes(256), bytes(256) + b"\xff" * 256):
+        assert archive.block_sum(block) == sum(block)

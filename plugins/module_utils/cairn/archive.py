@@ -11,6 +11,7 @@ import pwd
 import re
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 
 from .errors import CorruptArchive, UnsafeArchive
@@ -140,13 +141,19 @@ _MAX_ID = 8 ** 7 - 1            # what 7 octal digits hold (uid, gid, device num
 _MAX_NUMBER = 8 ** 11 - 1       # size, mtime
 
 
+def block_sum(block):
+    """The sum of a 512-byte block's bytes (a tar checksum), in C: adler32's low half is
+    1 + the sum mod 65521, exact for 256 bytes (at most 65280)."""
+    return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+
+
 def _ustar(name, mode, uid, gid, size, mtime, typeflag, linkname, uname, gname, devices):
     fields = b"".join((
         name.ljust(100, b"\0"), b"%07o\0" % (mode & 0o7777), b"%07o\0" % uid, b"%07o\0" % gid,
         b"%011o\0" % size, b"%011o\0" % mtime, b"        ", typeflag, linkname.ljust(100, b"\0"),
         _USTAR_MAGIC, uname.ljust(32, b"\0"), gname.ljust(32, b"\0"), devices, bytes(167)))
     # the checksum counts its own field as eight spaces; six octal digits, NUL, one space stay
-    return b"%s%06o\0%s" % (fields[:148], sum(fields), fields[155:])
+    return b"%s%06o\0%s" % (fields[:148], block_sum(fields), fields[155:])
 
 
 def _whole(n):
@@ -268,26 +275,25 @@ def parse_name(raw):
     """Split an entry name (bytes) into (prefix, index, chunk); refuse names that could escape."""
     if isinstance(raw, str):
         raw = os.fsencode(raw)
-    shown = _shown(raw)
     if raw.startswith(b"/"):
-        raise UnsafeArchive(f"archive entry {shown!r} has an absolute path; refusing it")
+        raise UnsafeArchive(f"archive entry {_shown(raw)!r} has an absolute path; refusing it")
     parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
     if not parts:
-        raise CorruptArchive(f"archive entry with empty name {shown!r}")
+        raise CorruptArchive(f"archive entry with empty name {_shown(raw)!r}")
     prefix = _PREFIXES.get(parts[0])
     if prefix is None:
-        raise CorruptArchive(f"archive entry {shown!r} has unknown type {_shown(parts[0])!r}")
+        raise CorruptArchive(f"archive entry {_shown(raw)!r} has unknown type {_shown(parts[0])!r}")
     rest = parts[1:]
     chunk = None
     if prefix.startswith("multivol_"):
         if not rest or not rest[-1].isdigit() or len(rest[-1]) > MAX_CHUNK_DIGITS:
-            raise CorruptArchive(f"multivolume entry {shown!r} lacks a chunk number")
+            raise CorruptArchive(f"multivolume entry {_shown(raw)!r} lacks a chunk number")
         chunk = int(rest[-1])
         rest = rest[:-1]
     if b".." in rest:
-        raise UnsafeArchive(f"archive entry {shown!r} contains '..'; refusing it")
+        raise UnsafeArchive(f"archive entry {_shown(raw)!r} contains '..'; refusing it")
     if b"\0" in raw:
-        raise UnsafeArchive(f"archive entry {shown!r} contains a NUL byte; refusing it")
+        raise UnsafeArchive(f"archive entry {_shown(raw)!r} contains a NUL byte; refusing it")
     return prefix, tuple(rest), chunk
 
 
@@ -412,7 +418,7 @@ def read_members(fileobj, what="archive"):
             return
         nums = _numbers(hdr)
         chk = _num(hdr[148:156], what, "checksum") if nums is None else nums[5]
-        unsigned = sum(hdr[:148]) + 256 + sum(hdr[156:])
+        unsigned = block_sum(hdr) - sum(hdr[148:156]) + 256
         if chk != unsigned:
             # some old writers summed signed chars
             spaced = hdr[:148] + b"        " + hdr[156:]
