@@ -36,6 +36,9 @@ log = logging.getLogger("cairn")
 WINDOW = 64 << 20
 MAX_PACKET = 256 << 10     # the server caps it at what it supports
 CHUNK = 1 << 20
+# what an sftp call raises when the connection fails: paramiko's SSHException ("Server
+# connection dropped") is no OSError, and a channel closed mid-reply is an EOFError
+_FAILURES = (OSError, EOFError) + ((paramiko.SSHException,) if IMPORT_ERROR is None else ())
 
 
 def parse_ssh_options(text):
@@ -270,7 +273,7 @@ class SFTPBackend(Backend):
             entries = sftp.listdir_attr(self.path or ".")
         except FileNotFoundError:
             return []
-        except OSError as e:
+        except _FAILURES as e:
             raise self._error(e, f"cannot list {self.path or '.'} on {self.host}") from None
         return [e.filename for e in entries if e.st_mode is None or stat.S_ISREG(e.st_mode)]
 
@@ -282,7 +285,7 @@ class SFTPBackend(Backend):
                 sftp.getfo(remote, f, **_PREFETCH_LIMIT)
         except FileNotFoundError:
             raise BackendNotFound(f"{name} is missing from {self.host}:{self.path}") from None
-        except OSError as e:
+        except _FAILURES as e:
             raise self._error(e, f"cannot download {name} from {self.host}") from None
 
     def put(self, local_path, name):
@@ -304,7 +307,7 @@ class SFTPBackend(Backend):
         except BackendError:
             self._discard(sftp, tmp)
             raise
-        except (OSError, paramiko.SSHException, EOFError) as e:
+        except _FAILURES as e:
             self._discard(sftp, tmp)
             raise self._error(e, f"cannot upload {name} to {self.host}") from None
 
@@ -316,7 +319,7 @@ class SFTPBackend(Backend):
             if self.size(new) is not None:
                 return
             raise BackendNotFound(f"{old} is missing from {self.host}:{self.path}") from None
-        except (OSError, paramiko.SSHException, EOFError) as e:
+        except _FAILURES as e:
             raise self._error(e, f"cannot rename {old} to {new} on {self.host}") from None
 
     def _discard(self, sftp, path):
@@ -332,13 +335,13 @@ class SFTPBackend(Backend):
                 sftp.remove(self._remote(name))
             except FileNotFoundError:
                 pass
-            except OSError as e:
+            except _FAILURES as e:
                 raise self._error(e, f"cannot delete {name} on {self.host}") from None
 
     def size(self, name):
         try:
             return self._sftp().stat(self._remote(name)).st_size
-        except (OSError, BackendError):
+        except (*_FAILURES, BackendError):
             return None
 
     def _error(self, e, what):
