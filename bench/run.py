@@ -7,7 +7,8 @@ Three parts (``--only`` picks some of them; all by default):
     The shared dataset (``make-dataset.sh``), each tool with encryption on and its default
     compression, a fresh cache and a fresh local target: full backup, incremental after
     ``make-dataset.sh DIR mutate``, restore of the latest point into an empty directory (best of
-    ``--restore-tries`` in mirrored order, as this disk's write speed drifts). Every restore is
+    ``--restore-tries`` in mirrored order, as this disk's write speed drifts), on a fresh ext4 where
+    one can be mounted (``--restore-fs``). Every restore is
     compared with the source (entries, types, sizes, symlink targets, SHA-256 of every regular
     file), so a tool that restored nothing cannot look fast. Seconds, peak RSS and stored bytes
     for each tool, and the ratios cairn/duplicity, cairn/restic, cairn/borg.
@@ -78,7 +79,8 @@ def measured(cmd, env, cwd=None, stdout=None):
                 f.seek(0)
                 text += f.read().decode(errors="replace")[-3000:]
             raise Failed(f"failed ({p.returncode}): {' '.join(map(str, cmd))}\n{text}")
-    return {"s": elapsed, "rss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime}
+    return {"s": elapsed, "rss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime,
+            "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
 
 
 def quiet(cmd, env=None, cwd=None):
@@ -91,6 +93,61 @@ def quiet(cmd, env=None, cwd=None):
 
 def remove(path):
     subprocess.run(["rm", "-rf", "--", path], check=False)    # faster than shutil.rmtree on a million files
+
+
+class RestoreFs:
+    """Where the restores of the tools table are written. ``ext4``: a file system made for the
+    run (mkfs.ext4's defaults, so with a journal, as most hosts have) on a loop device. Why: the
+    disk a run's work dir is on may be ext4 *without* a journal, where the kernel's inode
+    allocator passes over every inode freed in the last 60-300 s, reading its inode table block.
+    Each try's restore follows the deletion of that tool's previous one, so its system time
+    depended on what was deleted before it: here 0.7 s or 2.4 s for the same cairn restore, the
+    largest part of the restores' spread. ``work``: the work dir's own file system."""
+
+    def __init__(self, kind, work):
+        self.kind, self.mount, self.image = "work", None, None
+        if kind == "work":
+            return
+        why = self._make_ext4(work)
+        if why is None:
+            self.kind = "ext4"
+        elif kind == "ext4":
+            sys.exit(f"--restore-fs ext4: {why}")
+        else:
+            print(f"restores go to the work dir's file system ({why})", file=sys.stderr)
+
+    def _make_ext4(self, work):
+        if os.geteuid() != 0:
+            return "mounting a loop device needs root"
+        if shutil.which("mkfs.ext4") is None:
+            return "no mkfs.ext4"
+        image, mount = os.path.join(work, "restore-fs.img"), os.path.join(work, "restore-fs")
+        with open(image, "wb") as f:
+            f.truncate(8 << 30)        # sparse: the restores of one round at a time
+        os.makedirs(mount)
+        for cmd in (["mkfs.ext4", "-q", "-F", image], ["mount", "-o", "loop", image, mount]):
+            p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+            if p.returncode:
+                os.unlink(image)
+                return f"{' '.join(cmd[:2])} failed: {p.stderr.strip()[:200]}"
+        self.image, self.mount = image, mount
+        return None
+
+    def dest(self, work_base, round_no, tool):
+        if self.mount is None:
+            return os.path.join(work_base, tool, "restored")
+        return os.path.join(self.mount, f"round{round_no}", tool)
+
+    def describe(self):
+        if self.kind == "ext4":
+            return "a fresh ext4 (mkfs.ext4 defaults, with a journal) on a loop device"
+        return "the work dir's file system"
+
+    def close(self):
+        if self.mount is not None:
+            subprocess.run(["umount", self.mount], check=False)
+            os.unlink(self.image)
+            self.mount = None
 
 
 def compile_engine(cairn_exe):
@@ -415,7 +472,7 @@ def tools_part(args, work, data, env, names):
         for k in range(args.restore_tries):
             sequence += order if k % 2 == 0 else list(reversed(order))
         for t in sequence:
-            dest = os.path.join(base, t, "restored")
+            dest = args.restore_fs.dest(base, n, t)
             shutil.rmtree(dest, ignore_errors=True)
             cmd, cwd, root = tools[t].restore(dest, data)
             m = step("restore", tools[t], cmd, cwd)
@@ -433,6 +490,8 @@ def tools_part(args, work, data, env, names):
             results[t]["restore"].append(best.get(t))
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
+            if args.restore_fs.mount is not None:
+                shutil.rmtree(os.path.join(args.restore_fs.mount, f"round{n}"), ignore_errors=True)
     if args.runs > 1:
         shutil.rmtree(pristine, ignore_errors=True)
     return results, settings, problems, files
@@ -630,6 +689,9 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="rounds of the tools table (median, min-max when > 1)")
     ap.add_argument("--restore-tries", type=int, default=2,
                     help="restores per tool and round, in mirrored order; the best one counts")
+    ap.add_argument("--restore-fs", choices=("auto", "ext4", "work"), default="auto",
+                    help="where the tools table's restores go: ext4, a file system made for the run on a loop "
+                         "device (needs root); work, the work dir's; auto, ext4 where it can be made")
     ap.add_argument("--data", help="copy this tree instead of running make-dataset.sh (it needs the "
                                    "dataset's shape for `make-dataset.sh DIR mutate`: bin/archive.bin, bin/libs.bin)")
     ap.add_argument("--dataset-scale", choices=("full", "small"), default="full",
@@ -671,6 +733,7 @@ def main():
     report = {"machine": machine({t: TOOL_CLASSES[t](args.exe[t], work, env) for t in names}, env),
               "parts": parts, "tools": names}
     problems = []
+    args.restore_fs = RestoreFs(args.restore_fs if "tools" in parts else "work", work)
     try:
         data = os.path.join(work, "data")
         if "tools" in parts or "module" in parts:
@@ -683,6 +746,7 @@ def main():
             results, settings, probs, files = tools_part(args, work, data, env, names)
             problems += probs
             report["tools_table"] = {"runs": args.runs, "restore_tries": args.restore_tries, "settings": settings,
+                                     "restore_fs": args.restore_fs.describe(),
                                      "files_after_mutate": files, "results": results}
         if "module" in parts:
             try:
@@ -698,6 +762,7 @@ def main():
     finally:
         subprocess.run(["gpgconf", "--homedir", env["GNUPGHOME"], "--kill", "gpg-agent"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args.restore_fs.close()
         if not args.keep:
             remove(work)
 
@@ -711,7 +776,8 @@ def main():
         print()
         print(f"dataset: {report['dataset']['bytes'] / 1e6:.1f} MB, {report['dataset']['files']:,} files "
               f"({report['dataset']['source']}); {t['files_after_mutate']:,} files after mutate; "
-              f"{args.runs} round(s), median{' and min-max' if args.runs > 1 else ''}")
+              f"{args.runs} round(s), median{' and min-max' if args.runs > 1 else ''}; "
+              f"restores into {t['restore_fs']}")
         for name in names:
             print(f"  {name}: {t['settings'][name]}")
         print()
