@@ -144,10 +144,16 @@ class RestoreFs:
         return "the work dir's file system"
 
     def close(self):
-        if self.mount is not None:
-            subprocess.run(["umount", self.mount], check=False)
+        if self.mount is None:
+            return
+        p = subprocess.run(["umount", self.mount], stderr=subprocess.PIPE, text=True, check=False)
+        if p.returncode:
+            # still mounted: removing the work dir would only empty it; say what to undo
+            print(f"could not unmount {self.mount} ({p.stderr.strip()[:200]}): umount it and delete "
+                  f"{self.image}", file=sys.stderr)
+        else:
             os.unlink(self.image)
-            self.mount = None
+        self.mount = None
 
 
 def compile_engine(cairn_exe):
