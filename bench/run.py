@@ -136,7 +136,16 @@ class RestoreFs:
     def dest(self, work_base, round_no, tool):
         if self.mount is None:
             return os.path.join(work_base, tool, "restored")
-        return os.path.join(self.mount, f"round{round_no}", tool)
+        return os.path.join(self._round_dir(round_no), tool)
+
+    def clear_round(self, round_no):
+        """The restores of round ``round_no`` gone (on the work dir's file system they go with
+        the round's base)."""
+        if self.mount is not None:
+            shutil.rmtree(self._round_dir(round_no), ignore_errors=True)
+
+    def _round_dir(self, round_no):
+        return os.path.join(self.mount, f"round{round_no}")
 
     def describe(self):
         if self.kind == "ext4":
@@ -496,8 +505,7 @@ def tools_part(args, work, data, env, names):
             results[t]["restore"].append(best.get(t))
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-            if args.restore_fs.mount is not None:
-                shutil.rmtree(os.path.join(args.restore_fs.mount, f"round{n}"), ignore_errors=True)
+            args.restore_fs.clear_round(n)
     if args.runs > 1:
         shutil.rmtree(pristine, ignore_errors=True)
     return results, settings, problems, files
