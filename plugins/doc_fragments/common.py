@@ -60,8 +60,10 @@ options:
       - Who writes and reads symmetric (passphrase-only) volumes, manifests and signatures.
       - C(builtin) does it in the engine's own process (no gpg process, no pipes, one key
         derivation per run); the messages are ordinary OpenPGP that gpg and duplicity read.
-        Public-key and signed messages, and any run with O(gpg_options) or another O(gpg_binary),
-        always go through gpg.
+        It also reads public-key messages: gpg decrypts only each message's session key (the
+        secret key stays in gpg-agent), and the engine the rest.
+        Signed messages, and any run with O(gpg_options) or another O(gpg_binary), always go
+        through gpg.
       - C(gpg) sends every message through gpg, as duplicity does.
     type: str
     choices: [builtin, gpg]

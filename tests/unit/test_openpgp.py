@@ -925,3 +925,135 @@ def test_fuzz_authentic_but_hostile_contents(which, edits):
         event("CorruptCiphertext")
     else:
         event("decrypted")
+
+
+# --- public-key messages: the session key comes from the caller (gpg, in crypto) -----------
+
+PK_KEY = bytes(range(32))                               # the message's session key (AES256)
+PKESK_A = b"\x03" + b"A" * 8 + b"\x01" + b"\x02\x00" + b"a" * 64     # version 3, key id, RSA, an MPI
+PKESK_B = b"\x03" + bytes(8) + b"\x12" + b"b" * 90                    # a hidden recipient, ECDH
+
+
+def pk_message(data=b"to a key", *, inner=None, pkesks=(PKESK_A, PKESK_B), key=PK_KEY, head=b""):
+    inner = compressed(literal(data)) if inner is None else inner
+    return head + b"".join(new_packet(1, p) for p in pkesks) + new_packet(18, seipd_body(key, inner))
+
+
+class SessionKeys:
+    """A stand-in for crypto's gpg call: gives ``keys`` and keeps what it was shown."""
+
+    def __init__(self, *keys):
+        self.keys = list(keys)
+        self.shown = []
+
+    def __call__(self, message):
+        self.shown.append(message)
+        return list(self.keys)
+
+
+def pk_dec(msg, session_keys, keys=None, out=None):
+    out = io.BytesIO() if out is None else out
+    openpgp.decrypt(io.BytesIO(msg), out, keys, session_keys)
+    return out.getvalue() if isinstance(out, io.BytesIO) else None
+
+
+@pytest.mark.parametrize("inner", ["compressed", "literal", "old-format"])
+def test_public_key_message_read_with_the_session_key_it_is_given(inner):
+    data = mixed(3 * MiB + 5)
+    packets = {"compressed": compressed(literal(data)), "literal": literal(data),
+               "old-format": compressed(literal(data), 2, header=old_packet)}[inner]
+    msg = pk_message(inner=packets)
+    caller = SessionKeys((9, PK_KEY))
+    assert pk_dec(msg, caller) == data
+    # the caller was shown the key packets and the encrypted random prefix, and nothing of the
+    # plaintext: a new-format copy of each PKESK and a SEIPD of 1 + 18 octets
+    assert len(caller.shown) == 1
+    seipd = parse_packets(msg)[-1][1]
+    assert parse_packets(caller.shown[0]) == [(1, PKESK_A), (1, PKESK_B), (18, seipd[:19])]
+    assert caller.shown[0] == openpgp.key_message([PKESK_A, PKESK_B], seipd[1:19])
+
+
+def test_public_key_message_without_a_usable_session_key_is_left_to_gpg():
+    msg = pk_message(mixed(2 * MiB))
+    for caller in (SessionKeys(), SessionKeys((9, bytes(32))), SessionKeys((3, PK_KEY[:16])),
+                   SessionKeys((9, PK_KEY[:16])), SessionKeys((7, PK_KEY[:16]))):
+        with pytest.raises(openpgp.Unsupported, match="public") as e:
+            pk_dec(msg, caller, out=NoWrites())
+        assert PK_KEY.hex() not in str(e.value).lower()
+    # without a caller that can get session keys, as before
+    with pytest.raises(openpgp.Unsupported, match="public key"):
+        openpgp.decrypt(io.BytesIO(msg), NoWrites(), None)
+
+
+def test_public_key_message_with_several_keys_given_uses_the_one_that_fits():
+    msg = pk_message(b"which key")
+    assert pk_dec(msg, SessionKeys((9, bytes(32)), (8, bytes(24)), (9, PK_KEY))) == b"which key"
+    msg128 = pk_message(b"aes128", key=PK_KEY[:16])
+    assert pk_dec(msg128, SessionKeys((7, PK_KEY[:16]))) == b"aes128"
+
+
+def test_public_key_and_passphrase_packets_together():
+    """gpg --encrypt --symmetric: either way in opens it."""
+    key = ref_key()
+    msg = b"".join(new_packet(1, p) for p in (PKESK_A,)) + skesk() + new_packet(18, seipd_body(key, literal(b"both")))
+    assert pk_dec(msg, SessionKeys(), keys=openpgp.KeyCache(PASSPHRASE)) == b"both"
+    assert pk_dec(msg, SessionKeys((9, key)), keys=None) == b"both"
+    # a passphrase message and no passphrase: gpg, which asks for it or says it is missing
+    with pytest.raises(openpgp.Unsupported, match="no passphrase"):
+        openpgp.decrypt(io.BytesIO(ref_message()), NoWrites(), None, SessionKeys())
+
+
+def test_public_key_packets_that_are_not_read():
+    caller = SessionKeys((9, PK_KEY))
+    many = pk_message(pkesks=[PKESK_A] * 65)
+    with pytest.raises(openpgp.Unsupported, match="more than 64"):
+        pk_dec(many, caller, out=NoWrites())
+    huge = pk_message(pkesks=[b"\x03" + b"h" * 5000])
+    with pytest.raises(openpgp.Unsupported, match="length"):
+        pk_dec(huge, caller, out=NoWrites())
+    assert caller.shown == []           # gpg was not asked for either
+    assert pk_dec(pk_message(b"64", pkesks=[PKESK_A] * 64), caller) == b"64"
+
+
+def test_damaged_public_key_message():
+    data = mixed(3 * MiB)
+    msg = bytearray(pk_message(inner=literal(data)))
+    msg[-5] ^= 1                                       # in the MDC, after all the plaintext
+    out = io.BytesIO()
+    with pytest.raises(CorruptCiphertext, match="MDC"):
+        pk_dec(bytes(msg), SessionKeys((9, PK_KEY)), out=out)
+    assert data.startswith(out.getvalue())             # only true plaintext, and the caller deletes it
+    # damage before any output (the literal packet's first octet is no packet header): the
+    # MDC fails before a byte is written, and gpg gets the file to say so in its words
+    msg = bytearray(pk_message(inner=literal(data)))
+    start = len(msg) - len(parse_packets(bytes(msg))[-1][1]) + 1 + 18
+    msg[start] ^= 0x80
+    with pytest.raises(openpgp.Unsupported, match="integrity"):
+        pk_dec(bytes(msg), SessionKeys((9, PK_KEY)), out=NoWrites())
+    # damage to the encrypted prefix: the quick check fails for the caller key
+    msg = bytearray(pk_message(inner=literal(data)))
+    msg[start - 2] ^= 1
+    with pytest.raises(openpgp.Unsupported, match="quick check"):
+        pk_dec(bytes(msg), SessionKeys((9, PK_KEY)), out=NoWrites())
+
+
+PK_FUZZ_MESSAGES = [pk_message(FUZZ_DATA), pk_message(FUZZ_DATA, inner=literal(FUZZ_DATA), pkesks=[PKESK_B])]
+
+
+@fuzz_settings(400)
+@given(st.sampled_from(range(len(PK_FUZZ_MESSAGES))), EDITS)
+def test_fuzz_mutated_public_key_messages(which, edits):
+    """A damaged or hostile public-key message, and a caller that always has the key: only
+    documented errors, Unsupported before any output, or the one true plaintext."""
+    msg = bytes(mutated(PK_FUZZ_MESSAGES[which], edits))
+    out = io.BytesIO()
+    try:
+        openpgp.decrypt(io.BytesIO(msg), out, None, SessionKeys((9, PK_KEY)))
+    except openpgp.Unsupported:
+        assert out.getvalue() == b""
+        event("Unsupported")
+    except DOCUMENTED as e:
+        event(type(e).__name__)
+    else:
+        assert out.getvalue() == FUZZ_DATA
+        event("decrypted")

@@ -3,7 +3,9 @@
 
 Symmetric messages (no signature, no custom gpg) are written and read in this process by
 ``openpgp`` instead: no gpg process, no pipes, and one S2K per run for the volumes cairn writes.
-Everything else, and anything ``openpgp`` does not read, goes through gpg.
+Messages encrypted to public keys are read there too: gpg decrypts only their session key, from
+the key packets and the encrypted random prefix (``session_keys``), and never sees a volume's
+data. Everything else, and anything ``openpgp`` does not read, goes through gpg.
 
 With ``use_gpgsm`` (duplicity's --use-gpgsm) files are encrypted with gpgsm instead: CMS
 (S/MIME) to X.509 certificates, written as ``.p7m``; gpgsm runs as a plain subprocess (python-gnupg
@@ -181,22 +183,29 @@ class Crypto:
 
     # --- the built-in OpenPGP path ---------------------------------------------------------
 
-    def _builtin(self):
-        """Whether this run may read and write symmetric messages itself: not when the user
-        chose gpg, another gpg binary or gpg options (those mean gpg's behaviour), nor with a
-        signing key (signatures are gpg's)."""
+    def _builtin_engine(self):
+        """Whether this run may read OpenPGP messages itself: not when the user chose gpg,
+        another gpg binary or gpg options (those mean gpg's behaviour), nor with a signing key
+        (signatures are gpg's)."""
         o = self.o
         return (o.openpgp_engine == "builtin" and o.gpg_binary == "gpg" and not o.gpg_options
-                and not o.sign_key and bool(o.passphrase))
+                and not o.sign_key)
+
+    def _builtin(self):
+        """Whether this run may write (and read) symmetric messages itself: it has a passphrase."""
+        return self._builtin_engine() and bool(self.o.passphrase)
 
     def builtin_decodes(self, name):
         """Whether the built-in path reads ``name``: ``decode_file`` tries it (checking a SHA1
-        while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may."""
-        return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
+        while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may.
+        Symmetric messages need the passphrase; public-key ones get their session key from gpg."""
+        return encoding(name) == "gpg" and self._builtin_engine()    # never a .p7m (gpgsm's)
 
     def derive_builtin_keys(self, src):
         """The built-in path's S2K keys for the message in ``src``, derived ahead (see
         openpgp.derive_keys); nothing is raised."""
+        if not self._builtin():
+            return
         try:
             with open(src, "rb") as fin:
                 openpgp.derive_keys(fin, self._key_cache())
@@ -210,13 +219,55 @@ class Crypto:
         whose SHA1 the caller has already checked against its manifest (restore). Raises
         openpgp.Unsupported, before writing anything, for what gpg must read."""
         with open(src, "rb") as fin:
-            openpgp.decrypt(fin, sink, self._key_cache())
+            openpgp.decrypt(fin, sink, self._key_cache(), self.session_keys)
 
     def _key_cache(self):
+        """This run's KeyCache; None without a passphrase."""
+        if not self.o.passphrase:
+            return None
         with self._setup:
             if self._keys is None:
                 self._keys = openpgp.KeyCache(self.o.passphrase)
             return self._keys
+
+    def session_keys(self, message):
+        """The session keys gpg finds for ``message``, an ``openpgp.key_message``: the PKESK
+        packets of a message encrypted to public keys and its encrypted random prefix, no
+        plaintext. Returns [(cipher id, key)]; [] when gpg gives none (no secret key, a wrong
+        key passphrase, gpg missing), and the caller then hands the whole file to gpg, which
+        reports why as it does for any message.
+
+        The key comes only through gpg's status lines on a pipe of ours. gpg also logs it, so
+        its stderr is discarded and its configuration file (which may name a log file) is not
+        read: nothing the key reaches is kept. The key passphrase reaches gpg on its stdin, as
+        python-gnupg gives it."""
+        self._g()        # what close() needs: whether the agent ran before this run
+        argv = [self.o.gpg_binary, "--no-options", *_homedir(self._home()), "--batch", "--no-tty",
+                "--no-secmem-warning", "--status-fd", "1", "--show-session-key", "--output", os.devnull]
+        stdin = message
+        if self.o.passphrase:
+            argv += ["--pinentry-mode", "loopback", "--passphrase-fd", "0"]
+            stdin = self.o.passphrase.encode("utf-8") + b"\n" + message
+        argv.append("--decrypt")
+        try:
+            p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        except OSError:
+            return []
+        keys = []
+        for line in p.stdout.splitlines():
+            words = line.split()
+            if len(words) < 3 or words[0] != b"[GNUPG:]":
+                continue
+            if words[1] == b"SESSION_KEY":
+                algo, _, key = words[2].partition(b":")
+                try:
+                    keys.append((int(algo), bytes.fromhex(key.decode("ascii"))))
+                except ValueError:
+                    pass                 # not a key: openpgp goes to gpg for the whole file
+            elif words[1] == b"DECRYPTION_KEY" and self.o.passphrase:
+                # a secret key our passphrase unlocked: close() clears it from the agent
+                self._unlocked.add(words[2].decode("ascii", "replace"))
+        return keys
 
     # --- files ---------------------------------------------------------------------------
 
@@ -308,7 +359,7 @@ class Crypto:
             raise GpgsmNeeded(f"{name} is encrypted with gpgsm (S/MIME, .p7m): read this archive with "
                               "--use-gpgsm (module option use_gpgsm) and the certificate's secret key "
                               "in the GnuPG home")
-        if kind == "gpg" and self._builtin():
+        if kind == "gpg" and self._builtin_engine():
             try:
                 self._decrypt_builtin(name, src, dst, sha1)
                 return
@@ -339,7 +390,7 @@ class Crypto:
                 fin = _HashingReader(raw)
                 try:
                     with _LocalWriter(tmp) as fout:
-                        openpgp.decrypt(fin, fout, self._key_cache())
+                        openpgp.decrypt(fin, fout, self._key_cache(), self.session_keys)
                 except openpgp.Unsupported:
                     raise                    # nothing written: gpg reads it
                 except CryptoError:

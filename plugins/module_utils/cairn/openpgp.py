@@ -12,10 +12,12 @@ What ``gpg --symmetric`` writes and reads, for cairn's volumes, signatures and m
   packet (5.9).
 
 Packet headers of both formats are read (4.2), with definite, partial (4.2.2.4) and the old
-format's indeterminate lengths; marker packets (5.8) are skipped. Everything else -- public-key
-or signed messages, AEAD (SEIPD v2, tag 20, SKESK v5/v6), ciphers other than AES, ASCII armor,
-text-mode literals -- raises :class:`Unsupported` before any output is written, and the caller
-hands the file to gpg instead.
+format's indeterminate lengths; marker packets (5.8) are skipped. Messages encrypted to public
+keys (PKESK v3, 5.1) are read too when the caller can get their session key: gpg decrypts it
+from a message cut down to the key packets (``key_message``), and the bulk of the message is
+read here. Everything else -- signed messages, AEAD (SEIPD v2, tag 20, SKESK v5/v6), ciphers
+other than AES, ASCII armor, text-mode literals -- raises :class:`Unsupported` before any
+output is written, and the caller hands the file to gpg instead.
 
 Volumes are streamed in 1 MiB pieces (zlib, hashlib and OpenSSL then work on big buffers and
 release the GIL), in constant memory whatever the message's size or compression ratio.
@@ -65,16 +67,18 @@ _PKESK, _SIG, _SKESK, _ONEPASS, _COMPRESSED, _SED, _MARKER, _LITERAL, _SEIPD, _M
     1, 2, 3, 4, 8, 9, 10, 11, 18, 19, 20
 _SMALL_PACKET = 4096          # more than any SKESK or marker packet needs
 _MAX_SKESKS = 8               # each costs an S2K: a crafted file must not make a run crawl
+_MAX_PKESKS = 64              # recipients (PKESK); gpg gets them all in one call
 _MAX_CACHED_KEYS = 256
 _S2K_BUFFER = 1 << 16         # salt+passphrase repeated into this much, hashed over and over
 _MDC_SIZE = 22                # 0xD3 0x14 and SHA-1's 20 octets
 
 
 class Unsupported(CryptoError):
-    """The message uses something the fast path does not read (a public-key or signed message,
-    AEAD packets, a cipher other than AES, an unknown hash, S2K or compression, ASCII armor, a
-    text-mode literal), or the ``cryptography`` package is missing: the caller uses gpg
-    instead, on the file from its start. Always raised before any output byte is written.
+    """The message uses something the fast path does not read (a signed message, a public-key
+    message without its session key, AEAD packets, a cipher other than AES, an unknown hash,
+    S2K or compression, ASCII armor, a text-mode literal), or the ``cryptography`` package is
+    missing: the caller uses gpg instead, on the file from its start. Always raised before any
+    output byte is written.
 
     A CryptoError (exit code 31), so that one that escapes the caller by mistake ends the run
     with gpg's documented code rather than as a bug."""
@@ -628,11 +632,11 @@ def _session_keys(skesks, keys):
 
 class _Decryptor:
     """The plaintext of a SEIPD v1 packet's body, in pieces, without its prefix and MDC packet;
-    at the end of the body the MDC is checked (the last piece is b"" only when it matched)."""
+    at the end of the body the MDC is checked (the last piece is b"" only when it matched).
+    ``first`` is the body's first _BLOCK + 2 octets after its version, already read."""
 
-    def __init__(self, src, candidates):
+    def __init__(self, src, candidates, first):
         self._src = src
-        first = src.read(_BLOCK + 2, "the encrypted data")
         for cipher, key in candidates:
             dec = _cfb(key, decrypt=True)
             prefix = dec.update(first)
@@ -777,9 +781,26 @@ def derive_keys(fin, keys):
         return
 
 
-def decrypt(fin, fout, keys):
+def key_message(pkesks, first):
+    """The smallest message that lets gpg decrypt a session key: the PKESK packets' bodies
+    (``pkesks``) and an encrypted data packet holding only ``first``, the encrypted random
+    prefix (no octet of the plaintext)."""
+    out = [bytes((0xC0 | _PKESK,)) + _definite_length(len(body)) + body for body in pkesks]
+    out.append(bytes((0xC0 | _SEIPD,)) + _definite_length(1 + len(first)) + b"\x01" + first)
+    return b"".join(out)
+
+
+def decrypt(fin, fout, keys, session_keys=None):
     """Write the plaintext of the OpenPGP message in ``fin`` to ``fout`` as it streams; returns
     the number of plaintext octets.
+
+    ``keys`` (a KeyCache, or None without a passphrase) opens passphrase packets (SKESK). A
+    message encrypted to public keys (PKESK) needs ``session_keys``: a function given
+    ``key_message()`` of the message -- its PKESK packets and the encrypted random prefix, no
+    plaintext -- that returns [(cipher id, session key)], [] when it has none (crypto asks gpg,
+    whose secret keys never leave gpg-agent). Without it, or when it has none, such a message
+    is Unsupported. A session key is used only if it passes the quick check, and the plaintext
+    only if the MDC then matches, as with a passphrase.
 
     Reads what ``gpg --symmetric`` writes: AES128/192/256; S2K simple, salted or iterated and
     salted with SHA1, SHA256, SHA512, ...; compression none, ZIP, ZLIB or BZip2; old- and
@@ -807,19 +828,19 @@ def decrypt(fin, fout, keys):
     if Cipher is None:
         raise Unsupported("the cryptography package is not installed")
     try:
-        return _decrypt(fin, fout, keys)
+        return _decrypt(fin, fout, keys, session_keys)
     except _Damaged as e:
         raise CorruptCiphertext(f"corrupt OpenPGP message: {e}") from None
 
 
-def _decrypt(fin, fout, keys):
+def _decrypt(fin, fout, keys, session_keys):
     first = [fin.read(CHUNK)]
     if not first[0]:
         raise _Damaged("the file is empty")
     if first[0][:64].lstrip()[:15] == b"-----BEGIN PGP ":
         raise Unsupported("an ASCII-armored message")
     src = _Source(lambda n: first.pop() if first else fin.read(CHUNK))
-    skesks, unsupported = [], []
+    skesks, pkesks, unsupported = [], [], []
     while True:
         h = _header(src)
         if h is None:
@@ -833,7 +854,13 @@ def _decrypt(fin, fout, keys):
             parsed = _parse_skesk(_small_body(src, length, partial, "a passphrase packet (SKESK)"))
             (unsupported if isinstance(parsed, str) else skesks).append(parsed)
         elif tag == _PKESK:
-            raise Unsupported("a message encrypted to a public key")
+            if session_keys is None:
+                raise Unsupported("a message encrypted to a public key")
+            if len(pkesks) >= _MAX_PKESKS:
+                raise Unsupported(f"more than {_MAX_PKESKS} public-key packets (PKESK)")
+            if partial or length is None or length > _SMALL_PACKET:
+                raise Unsupported("a public-key packet (PKESK) of a length the fast path does not read")
+            pkesks.append(src.read(length, "a public-key packet (PKESK)"))
         elif tag == _SEIPD:
             break
         elif tag == _SED:
@@ -850,14 +877,25 @@ def _decrypt(fin, fout, keys):
         raise Unsupported("a version 2 encrypted data packet (SEIPD v2, AEAD)")
     if version != 1:
         raise _Damaged(f"an encrypted data packet of unknown version {version}")
-    if not skesks:
+    if not skesks and not pkesks:
         raise Unsupported(unsupported[0]) if unsupported else _Damaged("no passphrase packet (SKESK)")
-    candidates = _session_keys(skesks, keys)
+    if skesks and keys is None and not pkesks:
+        raise Unsupported("a message encrypted with a passphrase, and no passphrase given")
+    prefix = body.read(_BLOCK + 2, "the encrypted data")
+    candidates = _session_keys(skesks, keys) if skesks and keys is not None else []
+    if pkesks:
+        candidates += [(cipher, key) for cipher, key in session_keys(key_message(pkesks, prefix))
+                       if cipher in _CIPHERS and len(key) == _CIPHERS[cipher][1]]
+        if not candidates:
+            # no secret key, a wrong key passphrase, a cipher other than AES: gpg reads the
+            # message and says why
+            raise Unsupported("a message encrypted to a public key that gpg gave no session key for")
     try:
-        dec = _Decryptor(body, candidates)
+        dec = _Decryptor(body, candidates, prefix)
     except BadPassphrase:
-        if unsupported:       # the passphrase may be for one the fast path does not read
-            raise Unsupported(unsupported[0]) from None
+        if unsupported or pkesks:   # the key may be in a packet the fast path does not read
+            raise Unsupported(unsupported[0] if unsupported else
+                              "a public-key message whose session key fails the quick check") from None
         raise
     inner = _Source(dec.pull, _DamagedPlaintext)
     try:
@@ -869,6 +907,8 @@ def _decrypt(fin, fout, keys):
             while dec.pull():
                 pass
         except _BadMdc:
+            if pkesks:        # gpg's session key passed the quick check: damage; gpg reports it
+                raise Unsupported("a public-key message whose integrity check (MDC) fails") from None
             what = "" if isinstance(e, _BadMdc) else f"the decrypted data is no message ({e}) and "
             raise BadPassphrase(f"wrong passphrase (or damaged data): the quick check passed, as it "
                                 f"does by chance for 1 in 65536 wrong passphrases, but {what}the "

@@ -3,6 +3,7 @@
 manifest check for want of a secret key, and for nothing else."""
 import os
 import random
+import re
 import struct
 import subprocess
 
@@ -58,7 +59,9 @@ def test_a_corrupt_remote_manifest_is_not_taken_for_a_missing_secret_key(tmp_pat
         before = sorted(os.listdir(target))
         r = cairn("incremental", *common, src, url, env=env, passphrase=None, check=False)
         assert r.returncode == 31, r.stderr
-        assert b"corrupt or not an OpenPGP message" in r.stderr and b"Traceback" not in r.stderr
+        # the built-in reader's words (it reads manifests of public-key archives too), or gpg's
+        assert re.search(rb"corrupt (or not an )?OpenPGP message", r.stderr), r.stderr
+        assert b"Traceback" not in r.stderr and b"secret key" not in r.stderr
         assert sorted(n for n in os.listdir(target) if not n.startswith("cairn-lock")) == before
     finally:
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)

@@ -4,6 +4,7 @@ plain OpenPGP (gpg and duplicity read it), one key derivation per run, and every
 for gpg's behaviour (--openpgp-engine gpg, --gpg-options, --gpg-binary) still gets gpg."""
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -155,3 +156,41 @@ def test_wrong_passphrase_with_the_builtin_path(tmp_path, home):
     assert r.returncode == ExitCode.GPG_FAILED, r.stderr
     assert b"passphrase" in r.stderr and b"Traceback" not in r.stderr
     assert b"not the passphrase" not in r.stderr
+
+
+def _gpg_shim(tmp_path):
+    """A directory with a ``gpg`` that logs each call's arguments (one line) and runs the real
+    one: put first on PATH, it sees every gpg the run starts by name."""
+    real = shutil.which("gpg")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    log = tmp_path / "gpg-argv"
+    (shim / "gpg").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    (shim / "gpg").chmod(0o755)
+    return str(shim), log
+
+
+@pytest.mark.parametrize("writer", ["cairn", "duplicity", "duplicity-hidden"])
+def test_builtin_reads_public_key_archives_asking_gpg_only_for_session_keys(
+        tmp_path, gnupghome, duplicity_bin, writer):
+    src = _tree(str(tmp_path / "src"))
+    target = tmp_path / "target"
+    url = f"file://{target}"
+    env = {"GNUPGHOME": gnupghome["home"]}
+    key = ["--hidden-encrypt-key" if writer.endswith("hidden") else "--encrypt-key", gnupghome["enc"]]
+    if writer == "cairn":
+        cairn("full", "--volsize", "1", "--archive-dir", tmp_path / "c", *key, src, url, env=env, passphrase=None)
+    else:
+        duplicity(duplicity_bin, "full", "--volsize", "1", "--archive-dir", tmp_path / "dc", *key, src, url,
+                  env=env, passphrase=None)
+    volumes = [n for n in _gpg_files(target) if ".vol" in n]
+    assert len(volumes) >= 3
+    shim, log = _gpg_shim(tmp_path)
+    out = tmp_path / "out"
+    cairn("restore", "--archive-dir", tmp_path / "c2", url, out, passphrase=None,
+          env=dict(env, PATH=f"{shim}:{os.environ['PATH']}"))
+    assert diff_snapshots(snapshot(src), snapshot(out)) == []
+    decrypts = [line for line in log.read_text().splitlines() if "--decrypt" in line]
+    # gpg decrypted session keys only (manifests and signatures too), never a whole file
+    assert decrypts and all("--show-session-key" in line for line in decrypts), decrypts
+    assert len(decrypts) >= len(volumes)
