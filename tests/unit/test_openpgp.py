@@ -1037,6 +1037,26 @@ def test_damaged_public_key_message():
         pk_dec(bytes(msg), SessionKeys((9, PK_KEY)), out=NoWrites())
 
 
+def test_session_keys_asked_ahead_with_the_message_decrypt_gives():
+    msg = pk_message(mixed(MiB))
+    caller = SessionKeys((9, PK_KEY))
+    openpgp.derive_keys(io.BytesIO(msg), None, caller)
+    assert pk_dec(msg, caller) == mixed(MiB)
+    assert len(caller.shown) == 2 and caller.shown[0] == caller.shown[1]      # the caller can keep it
+    # a passphrase too, and nothing to ask for ahead
+    both = new_packet(1, PKESK_A) + skesk() + new_packet(18, seipd_body(ref_key(), literal(b"both")))
+    keys = openpgp.KeyCache(PASSPHRASE)
+    openpgp.derive_keys(io.BytesIO(both), keys, caller)
+    assert len(caller.shown) == 3 and repr(keys).endswith("keys=1)")
+    # damaged or cut heads: never raises, and asks only for a whole key message
+    for cut in range(len(msg[:700])):
+        openpgp.derive_keys(io.BytesIO(msg[:cut]), None, caller)
+    assert caller.shown[3:] and all(m == caller.shown[0] for m in caller.shown[3:])
+    v2 = b"".join(new_packet(1, p) for p in (PKESK_A,)) + new_packet(18, b"\x02" + bytes(40))
+    openpgp.derive_keys(io.BytesIO(v2), None, caller)
+    assert all(m == caller.shown[0] for m in caller.shown[3:])
+
+
 PK_FUZZ_MESSAGES = [pk_message(FUZZ_DATA), pk_message(FUZZ_DATA, inner=literal(FUZZ_DATA), pkesks=[PKESK_B])]
 
 

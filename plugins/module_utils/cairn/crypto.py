@@ -86,6 +86,9 @@ class CryptoOptions:
     use_gpgsm: bool = False               # gpgsm (CMS, X.509 recipients), files named .p7m (--use-gpgsm)
 
 
+# session keys found ahead (restore: beside a volume's hash pass) and not yet used
+_MAX_AHEAD = 64
+
 # duplicity 3.2.1 refuses older gpgsm (cli_main.py, gpg.py)
 GPGSM_MIN_VERSION = (2, 2, 27)
 
@@ -112,6 +115,7 @@ class Crypto:
             check_gpgsm_options(options)
         self._gpg = None
         self._keys = None                # openpgp.KeyCache: this run's passphrase and derived keys
+        self._ahead = {}                 # key_message -> the session keys gpg gave for it ahead
         self._setup = threading.Lock()
         self._agent_was_running = None   # known once gpg has been set up
         self._unlocked = set()           # secret keys gpg unlocked with a passphrase cairn gave
@@ -161,6 +165,7 @@ class Crypto:
         does after duplicity (stopping it could cut off another run using the same keyring).
         """
         self._keys = None                # the derived keys go with the run
+        self._ahead.clear()
         if self._gpg is None and self._gpgsm is None:
             return
         home = self._home()
@@ -202,15 +207,22 @@ class Crypto:
         return encoding(name) == "gpg" and self._builtin_engine()    # never a .p7m (gpgsm's)
 
     def derive_builtin_keys(self, src):
-        """The built-in path's S2K keys for the message in ``src``, derived ahead (see
-        openpgp.derive_keys); nothing is raised."""
-        if not self._builtin():
+        """The built-in path's keys for the message in ``src``, found ahead (see
+        openpgp.derive_keys): a passphrase's S2K keys, or a public-key message's session key
+        from gpg; nothing is raised."""
+        if not self._builtin_engine():
             return
         try:
             with open(src, "rb") as fin:
-                openpgp.derive_keys(fin, self._key_cache())
-        except OSError:
+                openpgp.derive_keys(fin, self._key_cache(), self._session_keys_ahead)
+        except (OSError, CairnError):
             pass
+
+    def _session_keys_ahead(self, message):
+        keys = self._gpg_session_keys(message)
+        with self._setup:
+            if len(self._ahead) < _MAX_AHEAD:     # volumes hashed but never decrypted: bounded
+                self._ahead[message] = keys
 
     def decrypt_builtin(self, name, src, sink):
         """Decrypt ``src`` (fetched as ``name``, a symmetric OpenPGP message) with the built-in
@@ -231,6 +243,12 @@ class Crypto:
             return self._keys
 
     def session_keys(self, message):
+        """The session keys for ``message`` (see _gpg_session_keys), found ahead or now."""
+        with self._setup:
+            keys = self._ahead.pop(message, None)
+        return self._gpg_session_keys(message) if keys is None else keys
+
+    def _gpg_session_keys(self, message):
         """The session keys gpg finds for ``message``, an ``openpgp.key_message``: the PKESK
         packets of a message encrypted to public keys and its encrypted random prefix, no
         plaintext. Returns [(cipher id, key)]; [] when gpg gives none (no secret key, a wrong

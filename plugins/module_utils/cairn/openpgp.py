@@ -756,14 +756,17 @@ def _open_literal(inner):
     return literal, src
 
 
-def derive_keys(fin, keys):
-    """Derive into ``keys`` the S2K keys for the passphrase packets (SKESK) that open the message
-    in ``fin``, decrypting nothing: a caller runs it beside other work (restore: beside a
-    volume's hash pass), and ``decrypt`` then finds the key derived. Never raises for what
-    ``decrypt`` would report (a damaged, unsupported or public-key message): it just stops."""
+def derive_keys(fin, keys, session_keys=None):
+    """Derive into ``keys`` (a KeyCache or None) the S2K keys for the passphrase packets (SKESK)
+    that open the message in ``fin``, decrypting nothing: a caller runs it beside other work
+    (restore: beside a volume's hash pass), and ``decrypt`` then finds the key derived. With
+    ``session_keys``, a message encrypted to public keys has it called ahead with the same
+    ``key_message`` that ``decrypt`` gives it (the caller keeps the answer for then). Never
+    raises for what ``decrypt`` would report (a damaged or unsupported message): it just stops."""
     src = _Source(lambda n: fin.read(4096))      # the packets before the data are small
+    pkesks, skesks = [], 0
     try:
-        for _packet in range(_MAX_SKESKS + 8):
+        for _packet in range(_MAX_SKESKS + _MAX_PKESKS + 8):
             h = _header(src)
             if h is None:
                 return
@@ -771,10 +774,21 @@ def derive_keys(fin, keys):
             if tag == _MARKER:
                 _small_body(src, length, partial, "a marker packet")
             elif tag == _SKESK:
+                skesks += 1
+                if skesks > _MAX_SKESKS:          # decrypt() leaves such a message to gpg
+                    return
                 parsed = _parse_skesk(_small_body(src, length, partial, "a passphrase packet (SKESK)"))
-                if not isinstance(parsed, str):
+                if not isinstance(parsed, str) and keys is not None:
                     cipher, s2k_type, hash_id, salt, count, _esk = parsed
                     keys.key(s2k_type, hash_id, salt, count, _CIPHERS[cipher][1])
+            elif (tag == _PKESK and session_keys is not None and len(pkesks) < _MAX_PKESKS
+                  and not partial and length is not None and length <= _SMALL_PACKET):
+                pkesks.append(src.read(length, "a public-key packet (PKESK)"))
+            elif tag == _SEIPD and pkesks:
+                body = _Source(_Body(src, length, partial).pull)
+                if body.read(1, "the encrypted data packet")[0] == 1:
+                    session_keys(key_message(pkesks, body.read(_BLOCK + 2, "the encrypted data")))
+                return
             else:
                 return
     except (_Damaged, CryptoError, OSError, ValueError):

@@ -101,7 +101,8 @@ class VolumeFetcher:
         in_place = self.backend.local_path(name) if streamed else None
         keying = None
         if in_place is not None:
-            # the passphrase's S2K (about 0.1 s, once per run) beside the hash pass, not after it
+            # the passphrase's S2K (about 0.1 s, once per run), or gpg's decryption of a public-key
+            # volume's session key (about 0.05 s, each volume), beside the hash pass, not after it
             keying = threading.Thread(target=self.crypto.derive_builtin_keys, name="cairn-s2k", daemon=True,
                                       args=(in_place,))
             keying.start()

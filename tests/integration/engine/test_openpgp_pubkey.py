@@ -148,6 +148,25 @@ def test_hidden_and_several_recipients(keyring, home, tmp_path, built_in_only):
         assert decode(c, encrypt(home, tmp_path, data, *args), tmp_path) == data, args
 
 
+def test_a_session_key_found_ahead_is_used_once(keyring, home, tmp_path, built_in_only, monkeypatch):
+    """Restore finds a volume's key beside its hash pass: gpg is asked once per volume."""
+    asked = []
+    ask = Crypto._gpg_session_keys
+    monkeypatch.setattr(Crypto, "_gpg_session_keys", lambda self, m: asked.append(m) or ask(self, m))
+    data = mixed(MiB)
+    path = encrypt(home, tmp_path, data, "-r", keyring["rsa"])
+    c = crypto(home)
+    c.derive_builtin_keys(str(path))
+    assert len(asked) == 1
+    for n in (1, 2):
+        out = io.BytesIO()
+        c.decrypt_builtin(path.name, str(path), out)
+        assert out.getvalue() == data and len(asked) == n       # the key kept ahead is used once
+    c.derive_builtin_keys(str(path))
+    c.close()                                                  # and goes with the run
+    assert c._ahead == {}
+
+
 def test_a_message_without_our_secret_key_is_gpgs_to_refuse(keyring, home, tmp_path):
     path = encrypt(home, tmp_path, b"for someone else", "-r", keyring["stranger"])
     with pytest.raises(NoSecretKey):
