@@ -56,7 +56,8 @@ demo: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/demo.sh
 
 # cairn against duplicity, restic and borg (Debian's packages) on the shared dataset, the
-# module against the CLI, then 1,000,000 small files cairn against duplicity (bench/run.py --help);
+# module against the CLI, the dataset encrypted to a public key cairn against duplicity, then
+# 1,000,000 small files cairn against duplicity (bench/run.py --help);
 # e.g. make bench BENCH_ARGS="--runs 3 --json bench-results.json"
 BENCH_ARGS ?=
 bench: setup duplicity

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """`make bench`: cairn against duplicity, restic and borg in one run, as ratios.
 
-Three parts (``--only`` picks some of them; all by default):
+Four parts (``--only`` picks some of them; all by default):
 
 ``tools``
     The shared dataset (``make-dataset.sh``), each tool with encryption on and its default
@@ -15,6 +15,10 @@ Three parts (``--only`` picks some of them; all by default):
 ``module``
     The backup module against the CLI on the same backup (module/CLI, which must stay at or
     below 1.05).
+``pubkey``
+    The dataset encrypted to a public key (an unprotected RSA-3072 key made for the run, an
+    empty PASSPHRASE: duply's usual setup), cairn against duplicity: full backup, then restore (best of
+    ``--restore-tries``, compared with the source). Seconds, peak RSS and the ratio.
 ``small-files``
     ``--small-files N`` files of a few hundred bytes (1000 per directory, random.Random(seed)),
     cairn against duplicity: full backup, incremental after rewriting 1 % of them (a later mtime),
@@ -47,7 +51,8 @@ DATASET = os.environ.get("CAIRN_DATASET_SCRIPT",
 PASSPHRASE = "bench passphrase, not a secret"
 MiB = 1 << 20
 ALL_TOOLS = ("duplicity", "cairn", "restic", "borg")
-PARTS = ("tools", "module", "small-files")
+PARTS = ("tools", "module", "pubkey", "small-files")
+BENCH_KEY_UID = "cairn-bench@bench.invalid"
 RSS_LIMIT_MIB = 256
 
 
@@ -189,16 +194,17 @@ class Duplicity:
     settings = ("symmetric gpg (PASSPHRASE), default --volsize, its default compression "
                 "(gpg's zlib), fresh --archive-dir, file:// target")
 
-    def __init__(self, exe, base, env):
+    def __init__(self, exe, base, env, encrypt_key=None):
         self.exe, self.base, self.env = exe, base, env
         self.target = os.path.join(base, "target")
         self.url = "file://" + self.target
+        self.keys = ["--encrypt-key", encrypt_key] if encrypt_key else []
 
     def argv(self, *a):
         return [self.exe, *a]
 
     def _cache(self):
-        return ["--archive-dir", os.path.join(self.base, "cache"), "--name", "bench"]
+        return ["--archive-dir", os.path.join(self.base, "cache"), "--name", "bench", *self.keys]
 
     def prepare(self):
         os.makedirs(os.path.join(self.base, "cache"))
@@ -511,6 +517,92 @@ def tools_part(args, work, data, env, names):
     return results, settings, problems, files
 
 
+def make_bench_key(env):
+    """An unprotected RSA-3072 key, signing and encrypting, in the run's GnuPG home; its
+    fingerprint."""
+    quiet(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", BENCH_KEY_UID, "rsa3072",
+           "cert,sign,encr", "never"], env)
+    listing = quiet(["gpg", "--batch", "--with-colons", "--list-secret-keys", BENCH_KEY_UID], env)
+    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def pubkey_part(args, work, data, env, names):
+    """Full backup and restore of ``data`` encrypted to a public key, duplicity and cairn, in
+    ``args.runs`` rounds; returns results[tool][step] = [measurement per round], problems."""
+    env = dict(env, PASSPHRASE="")   # an unprotected key; duplicity's restore asks without PASSPHRASE
+    fpr = make_bench_key(env)
+    pk_names = [t for t in ("duplicity", "cairn") if t in names]
+    results = {t: {"full": [], "restore": []} for t in pk_names}
+    problems = []
+    expected = tree(data)
+    for n in range(args.runs):
+        print(f"public key, round {n + 1}/{args.runs}", flush=True)
+        base = os.path.join(work, f"pubkey{n}")
+        tools = {t: TOOL_CLASSES[t](args.exe[t], os.path.join(base, t), env, encrypt_key=fpr) for t in pk_names}
+        for t in tools.values():
+            t.prepare()
+        warm(data)
+        order = pk_names if n % 2 == 0 else list(reversed(pk_names))
+        for t in order:
+            settle()
+            cmd, cwd = tools[t].backup("full", data)
+            results[t]["full"].append(_measured_step(tools[t], "full", cmd, problems, cwd))
+        best = {}
+        for k in range(args.restore_tries):
+            for t in (order if k % 2 == 0 else list(reversed(order))):
+                if t in best and best[t] is None:
+                    continue
+                dest = args.restore_fs.dest(base, f"pk{n}", t)
+                shutil.rmtree(dest, ignore_errors=True)
+                cmd, cwd, root = tools[t].restore(dest, data)
+                settle()
+                m = _measured_step(tools[t], "restore", cmd, problems, cwd)
+                diff = differences(expected, root) if m is not None else []
+                if diff:
+                    problems.append(f"{t} public-key restore differs from the source ({len(diff)}):\n  "
+                                    + "\n  ".join(diff[:20]))
+                    m = None
+                if m is None:
+                    best[t] = None
+                elif t not in best or m["s"] < best[t]["s"]:
+                    best[t] = m
+        for t in pk_names:
+            results[t]["restore"].append(best.get(t))
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+            args.restore_fs.clear_round(f"pk{n}")
+    return results, problems
+
+
+def _measured_step(tool, name, cmd, problems, cwd=None):
+    try:
+        m = measured(cmd, tool.env, cwd)
+    except Failed as e:
+        problems.append(f"{tool.name} {name} (public key): {e}")
+        print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
+        return None
+    print(f"  {name:12s} {tool.name:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
+    return m
+
+
+def print_pubkey_table(results, runs, restore_tries):
+    names = list(results)
+    print(f"{'':28s}" + "".join(f"{t:>11s}" for t in names) + (f"{'cairn/duplicity':>16s}" if len(names) == 2 else ""))
+    for label, step, key, scale, digits in (("full backup (s)", "full", "s", 1, 2),
+                                            (f"restore (s) best of {restore_tries}", "restore", "s", 1, 2),
+                                            ("peak RSS full (MiB)", "full", "rss_kib", 1024, 1),
+                                            ("peak RSS restore (MiB)", "restore", "rss_kib", 1024, 1),
+                                            ("CPU full (s)", "full", "cpu_s", 1, 2),
+                                            ("CPU restore (s)", "restore", "cpu_s", 1, 2)):
+        vals = {t: summary([m[key] for m in results[t][step] if m is not None]) for t in names}
+        line = f"{label:28s}" + "".join(f"{fmt(vals[t], scale, digits):>11s}" for t in names)
+        if len(names) == 2:
+            line += f"{ratio(vals['cairn'], vals['duplicity']):>16s}"
+        print(line)
+        if runs > 1:
+            print(f"{'  min-max':28s}" + "".join(f"{spread(vals[t], scale, digits):>11s}" for t in names))
+
+
 def print_tools_table(results, names, runs, restore_tries):
     def s(t, step, key):
         return summary([m[key] for m in results[t][step] if m is not None]) if results[t][step] else None
@@ -722,7 +814,7 @@ def main():
     if bad:
         ap.error(f"unknown: {', '.join(bad)}")
     own_data = args.data or args.dataset_scale == "small"
-    if not os.path.exists(DATASET) and ("tools" in parts or ("module" in parts and not own_data)):
+    if not os.path.exists(DATASET) and (({"tools", "pubkey"} & set(parts)) or ("module" in parts and not own_data)):
         sys.exit(f"dataset script not found: {DATASET} (set CAIRN_DATASET_SCRIPT)")
     args.exe = {"duplicity": args.duplicity, "cairn": args.cairn, "restic": args.restic, "borg": args.borg}
     names = []
@@ -747,10 +839,10 @@ def main():
     report = {"machine": machine({t: TOOL_CLASSES[t](args.exe[t], work, env) for t in names}, env),
               "parts": parts, "tools": names}
     problems = []
-    args.restore_fs = RestoreFs(args.restore_fs if "tools" in parts else "work", work)
+    args.restore_fs = RestoreFs(args.restore_fs if {"tools", "pubkey"} & set(parts) else "work", work)
     try:
         data = os.path.join(work, "data")
-        if "tools" in parts or "module" in parts:
+        if {"tools", "module", "pubkey"} & set(parts):
             print("building the dataset ...", flush=True)
             build_dataset(args, data)
             source = "--data" if args.data else "make-dataset.sh" if args.dataset_scale == "full" else "small"
@@ -768,6 +860,12 @@ def main():
                 report["module_vs_cli"] = {"cli_s": cli_s, "module_s": module_s, "ratio": module_s / cli_s}
             except Failed as e:
                 problems.append(f"module against the CLI: {e}")
+        if "pubkey" in parts and {"duplicity", "cairn"} & set(names):
+            pk, probs = pubkey_part(args, work, data, env, names)
+            problems += probs
+            report["pubkey_table"] = {"runs": args.runs, "restore_tries": args.restore_tries,
+                                      "restore_fs": args.restore_fs.describe(), "key": "RSA-3072, no passphrase",
+                                      "results": pk}
         if "small-files" in parts:
             small, probs, info, steps = small_files_part(args, work, env, names)
             problems += probs
@@ -800,6 +898,12 @@ def main():
             worst = max((m["rss_kib"] for step in ("full", "incremental", "restore")
                          for m in t["results"]["cairn"][step] if m is not None), default=0) / 1024
             print(f"cairn's peak RSS {worst:.1f} MiB <= {RSS_LIMIT_MIB} MiB: {'yes' if worst <= RSS_LIMIT_MIB else 'NO'}")
+    if "pubkey_table" in report:
+        pt = report["pubkey_table"]
+        print()
+        print(f"encrypted to a public key ({pt['key']}, empty PASSPHRASE), full backup of the dataset and its "
+              f"restore into {pt['restore_fs']}; {pt['runs']} round(s)")
+        print_pubkey_table(pt["results"], pt["runs"], pt["restore_tries"])
     if "module_vs_cli" in report:
         mc = report["module_vs_cli"]
         print()
@@ -812,7 +916,7 @@ def main():
               f"rewriting {sf['changed']:,} (1 %), restore of one changed file; {sf['runs']} round(s)")
         print_small_table(sf["results"], names, steps, args.small_runs)
     report["problems"] = problems
-    for key in ("tools_table", "small_files_table"):
+    for key in ("tools_table", "pubkey_table", "small_files_table"):
         if key in report:    # medians beside the raw measurements, for the README's tables
             report[key]["median"] = {t: {step: medians(v) for step, v in steps.items()}
                                      for t, steps in report[key]["results"].items()}
