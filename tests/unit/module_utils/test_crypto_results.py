@@ -2,6 +2,7 @@
 """How gpg's results are judged, with python-gnupg result stand-ins."""
 import gzip
 import os
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -76,3 +77,49 @@ def test_one_gzip_writer_as_duplicity_writes(tmp_path):
     a = (tmp_path / "a.gz").read_bytes()
     assert a == (tmp_path / "b.gz").read_bytes() and gzip.decompress(a) == b"data" * 1000
     assert a[4:8] == b"\0\0\0\0" and not a[3] & 0x08      # mtime 0, no stored file name
+
+
+@pytest.fixture
+def fake_gpg(monkeypatch):
+    """gpg's status output for the session-key call, stood in: records argv and stdin."""
+    fake = SimpleNamespace(stdout=b"", calls=[])
+
+    def run(argv, input=None, **kw):
+        fake.calls.append((argv, input, kw))
+        return SimpleNamespace(returncode=2, stdout=fake.stdout)
+    monkeypatch.setattr("cairn.crypto.subprocess.run", run)
+    monkeypatch.setattr(Crypto, "_g", lambda self: None)
+    return fake
+
+
+def test_session_keys_are_read_from_the_status_lines_only(fake_gpg):
+    key = bytes(range(32))
+    fake_gpg.stdout = (b"[GNUPG:] ENC_TO 84F0EB6A6EB4FA59 1 0\n"
+                       b"[GNUPG:] DECRYPTION_KEY AAAA BBBB u\n"
+                       b"gpg: session key: '9:0000'\n"                    # not a status line
+                       b"[GNUPG:] SESSION_KEY 9:" + key.hex().upper().encode() + b"\n"
+                       b"[GNUPG:] SESSION_KEY 9:NOTHEX\n[GNUPG:] SESSION_KEY x:00\n[GNUPG:] SESSION_KEY\n"
+                       b"[GNUPG:] BADMDC\n")
+    c = Crypto(CryptoOptions(mode="symmetric", passphrase="key pass", gnupg_home="/nonexistent/home"))
+    assert c.session_keys(b"the key message") == [(9, key)]
+    argv, stdin, kw = fake_gpg.calls[0]
+    # the passphrase on stdin before the message, never in argv; stderr (gpg logs the key there)
+    # discarded and gpg's configuration file (a log-file option) not read
+    assert stdin == b"key pass\nthe key message" and not any("key pass" in a for a in argv)
+    assert "--no-options" in argv and "--show-session-key" in argv
+    assert argv[argv.index("--status-fd") + 1] == "1" and argv[argv.index("--passphrase-fd") + 1] == "0"
+    assert kw["stderr"] is subprocess.DEVNULL
+    assert c._unlocked == {"AAAA"}                     # cleared from the agent by close()
+    # without a passphrase: the message alone, nothing unlocked by us
+    c = Crypto(CryptoOptions(mode="symmetric", gnupg_home="/nonexistent/home"))
+    assert c.session_keys(b"m") == [(9, key)]
+    argv, stdin, _ = fake_gpg.calls[1]
+    assert stdin == b"m" and "--passphrase-fd" not in argv and c._unlocked == set()
+
+
+def test_no_session_key_when_gpg_cannot_run(monkeypatch):
+    def run(*a, **kw):
+        raise FileNotFoundError("gpg")
+    monkeypatch.setattr("cairn.crypto.subprocess.run", run)
+    monkeypatch.setattr(Crypto, "_g", lambda self: None)
+    assert Crypto(CryptoOptions(mode="symmetric")).session_keys(b"m") == []
