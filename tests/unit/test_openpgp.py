@@ -1077,3 +1077,50 @@ def test_fuzz_mutated_public_key_messages(which, edits):
     else:
         assert out.getvalue() == FUZZ_DATA
         event("decrypted")
+
+
+# --- writing to public keys: the session key and PKESK packets gpg made, once per run ------
+
+PROBE = b"the probe gpg encrypted"
+
+
+def gpg_like_message(session_key=PK_KEY, cipher=9, probe=PROBE, pkesks=(PKESK_A, PKESK_B), head=None):
+    """What `gpg --encrypt --symmetric` writes: PKESKs and an SKESK sharing one session key."""
+    esk = cfb(ref_key(), bytes((cipher,)) + session_key)
+    head = skesk(esk=esk) if head is None else head
+    return b"".join(new_packet(1, p) for p in pkesks) + head + new_packet(18, seipd_body(session_key, literal(probe)))
+
+
+def test_recipient_keys_write_messages_to_the_same_recipients():
+    rk = openpgp.RecipientKeys.from_gpg_message(gpg_like_message(), PASSPHRASE, PROBE)
+    assert PK_KEY.hex() not in repr(rk).lower() and "AES256" in repr(rk)
+    with pytest.raises(TypeError):
+        pickle.dumps(rk)
+    data = mixed(3 * MiB)
+    msgs = [enc(data, rk), enc(data, rk, compress_level=None)]
+    for msg in msgs:
+        packets = parse_packets(msg)
+        # the PKESKs and the encrypted data: no passphrase packet of the throwaway passphrase
+        assert [t for t, _ in packets] == [1, 1, 18] and packets[0][1] == PKESK_A and packets[1][1] == PKESK_B
+        caller = SessionKeys((9, PK_KEY))
+        assert pk_dec(msg, caller) == data
+    assert msgs[0][:200] != enc(data, rk)[:200]             # each message its own random prefix
+    rk128 = openpgp.RecipientKeys.from_gpg_message(gpg_like_message(PK_KEY[:16], 7), PASSPHRASE, PROBE)
+    assert pk_dec(enc(b"x", rk128), SessionKeys((7, PK_KEY[:16]))) == b"x"
+
+
+def test_recipient_keys_refuse_what_gpg_should_not_have_written():
+    def refused(msg, passphrase=PASSPHRASE, probe=PROBE):
+        with pytest.raises(openpgp.Unsupported) as e:
+            openpgp.RecipientKeys.from_gpg_message(msg, passphrase, probe)
+        assert PK_KEY.hex() not in str(e.value).lower()
+    refused(gpg_like_message(), probe=b"another probe")
+    refused(gpg_like_message(), passphrase="not the throwaway one")
+    refused(gpg_like_message(pkesks=()))
+    refused(gpg_like_message(pkesks=[PKESK_A] * 65))
+    refused(gpg_like_message(head=b""))                                    # no SKESK
+    refused(gpg_like_message(head=skesk(esk=cfb(ref_key(), b"\x09" + PK_KEY)) * 2))
+    refused(gpg_like_message(session_key=PK_KEY[:16], cipher=3))           # CAST5: gpg writes those
+    refused(gpg_like_message()[:-30])
+    refused(b"-----BEGIN PGP MESSAGE-----\n")
+    refused(gpg_like_message(head=skesk(esk=cfb(ref_key(), b"\x09" + PK_KEY)) + new_packet(2, b"\x04" * 30)))

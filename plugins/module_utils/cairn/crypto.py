@@ -3,9 +3,11 @@
 
 Symmetric messages (no signature, no custom gpg) are written and read in this process by
 ``openpgp`` instead: no gpg process, no pipes, and one S2K per run for the volumes cairn writes.
-Messages encrypted to public keys are read there too: gpg decrypts only their session key, from
-the key packets and the encrypted random prefix (``session_keys``), and never sees a volume's
-data. Everything else, and anything ``openpgp`` does not read, goes through gpg.
+Messages to public keys are too (unsigned): to write them, gpg makes one session key and its
+PKESK packets per run (``_make_recipient_keys``); to read them, gpg decrypts only the session
+key, from the key packets and the encrypted random prefix (``session_keys``). gpg never sees a
+volume's data, and secret keys never leave gpg-agent. Everything else, and anything ``openpgp``
+does not read, goes through gpg.
 
 With ``use_gpgsm`` (duplicity's --use-gpgsm) files are encrypted with gpgsm instead: CMS
 (S/MIME) to X.509 certificates, written as ``.p7m``; gpgsm runs as a plain subprocess (python-gnupg
@@ -86,8 +88,8 @@ class CryptoOptions:
     use_gpgsm: bool = False               # gpgsm (CMS, X.509 recipients), files named .p7m (--use-gpgsm)
 
 
-# session keys found ahead (restore: beside a volume's hash pass) and not yet used
-_MAX_AHEAD = 64
+# session keys kept by their PKESK packets: a run's volumes (cairn's) share theirs
+_MAX_SESSION_KEYS = 64
 
 # duplicity 3.2.1 refuses older gpgsm (cli_main.py, gpg.py)
 GPGSM_MIN_VERSION = (2, 2, 27)
@@ -115,7 +117,8 @@ class Crypto:
             check_gpgsm_options(options)
         self._gpg = None
         self._keys = None                # openpgp.KeyCache: this run's passphrase and derived keys
-        self._ahead = {}                 # key_message -> the session keys gpg gave for it ahead
+        self._session = {}               # PKESK packets -> the session keys gpg gave for them
+        self._recipients = None          # openpgp.RecipientKeys of this run's writes; False: gpg writes
         self._setup = threading.Lock()
         self._agent_was_running = None   # known once gpg has been set up
         self._unlocked = set()           # secret keys gpg unlocked with a passphrase cairn gave
@@ -165,7 +168,8 @@ class Crypto:
         does after duplicity (stopping it could cut off another run using the same keyring).
         """
         self._keys = None                # the derived keys go with the run
-        self._ahead.clear()
+        self._session.clear()
+        self._recipients = None
         if self._gpg is None and self._gpgsm is None:
             return
         home = self._home()
@@ -188,41 +192,31 @@ class Crypto:
 
     # --- the built-in OpenPGP path ---------------------------------------------------------
 
-    def _builtin_engine(self):
-        """Whether this run may read OpenPGP messages itself: not when the user chose gpg,
+    def _builtin(self):
+        """Whether this run may read and write OpenPGP messages itself: not when the user chose gpg,
         another gpg binary or gpg options (those mean gpg's behaviour), nor with a signing key
         (signatures are gpg's)."""
         o = self.o
         return (o.openpgp_engine == "builtin" and o.gpg_binary == "gpg" and not o.gpg_options
                 and not o.sign_key)
 
-    def _builtin(self):
-        """Whether this run may write (and read) symmetric messages itself: it has a passphrase."""
-        return self._builtin_engine() and bool(self.o.passphrase)
-
     def builtin_decodes(self, name):
         """Whether the built-in path reads ``name``: ``decode_file`` tries it (checking a SHA1
         while it decrypts, handing out the plaintext only whole), and ``decrypt_builtin`` may.
         Symmetric messages need the passphrase; public-key ones get their session key from gpg."""
-        return encoding(name) == "gpg" and self._builtin_engine()    # never a .p7m (gpgsm's)
+        return encoding(name) == "gpg" and self._builtin()    # never a .p7m (gpgsm's)
 
     def derive_builtin_keys(self, src):
         """The built-in path's keys for the message in ``src``, found ahead (see
         openpgp.derive_keys): a passphrase's S2K keys, or a public-key message's session key
         from gpg; nothing is raised."""
-        if not self._builtin_engine():
+        if not self._builtin():
             return
         try:
             with open(src, "rb") as fin:
-                openpgp.derive_keys(fin, self._key_cache(), self._session_keys_ahead)
+                openpgp.derive_keys(fin, self._key_cache(), self.session_keys)
         except (OSError, CairnError):
             pass
-
-    def _session_keys_ahead(self, message):
-        keys = self._gpg_session_keys(message)
-        with self._setup:
-            if len(self._ahead) < _MAX_AHEAD:     # volumes hashed but never decrypted: bounded
-                self._ahead[message] = keys
 
     def decrypt_builtin(self, name, src, sink):
         """Decrypt ``src`` (fetched as ``name``, a symmetric OpenPGP message) with the built-in
@@ -243,10 +237,19 @@ class Crypto:
             return self._keys
 
     def session_keys(self, message):
-        """The session keys for ``message`` (see _gpg_session_keys), found ahead or now."""
+        """The session keys for ``message`` (see _gpg_session_keys): gpg is asked once for the
+        same PKESK packets (all the volumes of a run cairn wrote, or again after a key was found
+        ahead); at most _MAX_SESSION_KEYS are kept, until close()."""
+        packets = openpgp.key_packets(message)
         with self._setup:
-            keys = self._ahead.pop(message, None)
-        return self._gpg_session_keys(message) if keys is None else keys
+            keys = self._session.get(packets)
+        if keys is None:
+            keys = self._gpg_session_keys(message)
+            with self._setup:
+                if len(self._session) >= _MAX_SESSION_KEYS:       # crafted archives: bounded
+                    self._session.pop(next(iter(self._session)))
+                self._session[packets] = keys
+        return list(keys)
 
     def _gpg_session_keys(self, message):
         """The session keys gpg finds for ``message``, an ``openpgp.key_message``: the PKESK
@@ -287,6 +290,50 @@ class Crypto:
                 self._unlocked.add(words[2].decode("ascii", "replace"))
         return keys
 
+    def _writing_keys(self):
+        """What the built-in path writes this run's messages with: the KeyCache (symmetric,
+        with a passphrase), the RecipientKeys (public keys; gpg makes them once), or None:
+        gpg writes every message."""
+        if not self.encrypted or self.o.use_gpgsm or not self._builtin():
+            return None
+        if self.o.mode == "symmetric":
+            return self._key_cache()
+        with self._setup:
+            if self._recipients is None:
+                self._recipients = self._make_recipient_keys() or False
+            return self._recipients or None
+
+    def _make_recipient_keys(self):
+        """This run's session key and PKESK packets, from gpg: it encrypts a random probe both
+        to the recipients (with its trust, preferences and gpg.conf: encrypt-to, groups) and
+        with a random throwaway passphrase, whose SKESK gives the session key away to us alone
+        (openpgp.RecipientKeys). None when that fails: gpg then writes each message, and
+        reports what is wrong (a missing public key) as it always did."""
+        self._g_locked()     # what close() needs: whether the agent ran before this run
+        o = self.o
+        passphrase = os.urandom(24).hex()
+        probe = os.urandom(32)
+        argv = [o.gpg_binary, *_homedir(self._home()), "--batch", "--no-tty", "--no-secmem-warning",
+                "--no-symkey-cache", "--no-armor", "--trust-model", "always", "--pinentry-mode", "loopback",
+                "--passphrase-fd", "0", "--s2k-mode", "3", "--s2k-digest-algo", "SHA256", "--s2k-count", "1024",
+                "--compress-algo", "none", "--encrypt", "--symmetric"]
+        for r in o.recipients:
+            argv += ["--recipient", r]
+        for r in o.hidden_recipients:
+            argv += ["--hidden-recipient", r]
+        argv += ["--output", "-"]
+        try:
+            p = subprocess.run(argv, input=passphrase.encode() + b"\n" + probe, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, check=False)
+        except OSError:
+            return None
+        if p.returncode != 0:
+            return None
+        try:
+            return openpgp.RecipientKeys.from_gpg_message(p.stdout, passphrase, probe)
+        except openpgp.Unsupported:
+            return None
+
     # --- files ---------------------------------------------------------------------------
 
     def encrypt_file(self, src, dst, *, compress=True, compress_level=None, gzip_when_plain=True):
@@ -297,14 +344,15 @@ class Crypto:
         tmp = dst + ".tmp"
         try:
             digest = None
+            keys = self._writing_keys()
             if self.encrypted and self.o.use_gpgsm:
                 self._encrypt_gpgsm(src, tmp)
-            elif self.encrypted and self.o.mode == "symmetric" and self._builtin():
+            elif keys is not None:
                 level = None if not compress or not self.o.compress else (
                     GPG_LEVEL if compress_level is None else int(compress_level))
                 with _reader(src) as fin, _LocalWriter(tmp) as raw:
                     out = _HashingWriter(raw)
-                    openpgp.encrypt(fin, out, self._key_cache(), compress_level=level)
+                    openpgp.encrypt(fin, out, keys, compress_level=level)
                     digest = out.hexdigest()
             elif self.encrypted:
                 self._encrypt(src, tmp, compress, compress_level)
@@ -377,7 +425,7 @@ class Crypto:
             raise GpgsmNeeded(f"{name} is encrypted with gpgsm (S/MIME, .p7m): read this archive with "
                               "--use-gpgsm (module option use_gpgsm) and the certificate's secret key "
                               "in the GnuPG home")
-        if kind == "gpg" and self._builtin_engine():
+        if kind == "gpg" and self._builtin():
             try:
                 self._decrypt_builtin(name, src, dst, sha1)
                 return

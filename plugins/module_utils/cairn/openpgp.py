@@ -28,6 +28,7 @@ from another implementation.
 import bz2
 import hashlib
 import hmac
+import io
 import os
 import threading
 import zlib
@@ -228,11 +229,86 @@ class KeyCache:
         return key
 
     def _for_writing(self):
-        """The SKESK packet body every message of this KeyCache gets, and its key."""
+        """The packets before the encrypted data of every message written with this KeyCache
+        (its SKESK packet), and the session key (its S2K key)."""
         key_length = _CIPHERS[self._cipher][1]
         key = self.key(3, self._hash, self._salt, decode_count(self._count), key_length)
         body = bytes((4, self._cipher, 3, self._hash)) + self._salt + bytes((self._count,))
-        return body, key
+        return bytes((0xC0 | _SKESK,)) + _definite_length(len(body)) + body, key
+
+
+class RecipientKeys:
+    """One run's session key for messages to public keys, and its PKESK packets.
+
+    gpg makes them (it holds the recipients' keys and their preferences): ``from_gpg_message``
+    takes a short message gpg encrypted both to the recipients and with a throwaway passphrase
+    (``gpg --encrypt --symmetric``), whose SKESK and PKESK packets carry one session key; the
+    passphrase opens the SKESK, and the message's own MDC proves the key. Every message
+    ``encrypt`` writes with a RecipientKeys then has those PKESK packets (not the SKESK) and is
+    encrypted with that session key, each with its own random prefix: what any OpenPGP reader
+    decrypts with the recipients' secret keys, as it would gpg's. Like a KeyCache, the key is
+    one per run, never in repr() or an exception, and a RecipientKeys is not pickled.
+    """
+
+    __slots__ = ("_head", "_key", "cipher")
+
+    def __init__(self, pkesks, cipher, key):
+        if cipher not in _CIPHERS or len(key) != _CIPHERS[cipher][1] or not pkesks:
+            raise ValueError("a RecipientKeys needs PKESK packets and an AES session key")
+        self._head = b"".join(bytes((0xC0 | _PKESK,)) + _definite_length(len(b)) + b for b in pkesks)
+        self._key = key
+        self.cipher = cipher
+
+    @classmethod
+    def from_gpg_message(cls, message, passphrase, plaintext):
+        """From ``message``, which gpg encrypted to the recipients and with ``passphrase``
+        (one SKESK), and whose plaintext must be ``plaintext``. Raises Unsupported when the
+        message is not that (another cipher than AES, no PKESK, more than one SKESK, ...)."""
+        if Cipher is None:
+            raise Unsupported("the cryptography package is not installed")
+        pieces = [bytes(message)]
+        src = _Source(lambda n: pieces.pop() if pieces else b"")
+        pkesks, skesks = [], []
+        try:
+            while True:
+                h = _header(src)
+                if h is None:
+                    raise Unsupported("no encrypted data in gpg's message")
+                tag, length, partial = h
+                if tag == _SEIPD:
+                    break
+                body = _small_body(src, length, partial, "a key packet")
+                if tag == _PKESK:
+                    pkesks.append(body)
+                elif tag == _SKESK:
+                    skesks.append(_parse_skesk(body))
+                elif tag != _MARKER:
+                    raise Unsupported(f"a packet of tag {tag} before gpg's encrypted data")
+        except _Damaged as e:
+            raise Unsupported(f"gpg's message cannot be parsed ({e})") from None
+        if len(skesks) != 1 or isinstance(skesks[0], str) or not pkesks or len(pkesks) > _MAX_PKESKS:
+            raise Unsupported("gpg's message is not one passphrase packet and the public-key packets")
+        keys = KeyCache(passphrase)
+        candidates = _session_keys(skesks, keys)
+        out = io.BytesIO()
+        try:
+            decrypt(io.BytesIO(bytes(message)), out, keys, session_keys=lambda m: [])
+        except CryptoError as e:
+            raise Unsupported(f"gpg's message does not decrypt with its passphrase ({e})") from None
+        if len(candidates) != 1 or not hmac.compare_digest(out.getvalue(), plaintext):
+            raise Unsupported("gpg's message does not hold what was given to it")
+        return cls(pkesks, *candidates[0])
+
+    def __repr__(self):
+        return f"RecipientKeys(cipher={_CIPHERS[self.cipher][0]}, packets={len(self._head)} octets)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("a RecipientKeys holds a session key and is not pickled")
+
+    def _for_writing(self):
+        return self._head, self._key
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -390,8 +466,9 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
     """Read ``fin`` (a binary file object, until it returns b"") and write one OpenPGP message
     to ``fout``; returns the number of octets written.
 
-    The message: an SKESK v4 packet (iterated and salted S2K; no encrypted session key: the
-    S2K key is the session key), then a SEIPD v1 packet with its MDC, in 1 MiB partial
+    The message: with a KeyCache, an SKESK v4 packet (iterated and salted S2K; no encrypted
+    session key: the S2K key is the session key); with a RecipientKeys, its PKESK packets
+    (the session key encrypted to each recipient, by gpg). Then a SEIPD v1 packet with its MDC, in 1 MiB partial
     lengths. Inside, a compressed-data packet (ZIP, raw deflate, at ``compress_level``, like
     gpg's default) holding a literal data packet ('b', no name, date 0); with
     ``compress_level`` None or 0 (like gpg's ``-z 0`` / ``--compress-algo none``) the literal
@@ -408,8 +485,8 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
         written[0] += len(data)
         _write_all(fout, data)
 
-    skesk, key = keys._for_writing()
-    out(bytes((0xC0 | _SKESK,)) + _definite_length(len(skesk)) + skesk)
+    head, key = keys._for_writing()
+    out(head)
     seipd = _PacketWriter(_SEIPD, out)
     seipd.write(b"\x01")
     enc = _Encryptor(key, seipd.write)
@@ -802,6 +879,12 @@ def key_message(pkesks, first):
     out = [bytes((0xC0 | _PKESK,)) + _definite_length(len(body)) + body for body in pkesks]
     out.append(bytes((0xC0 | _SEIPD,)) + _definite_length(1 + len(first)) + b"\x01" + first)
     return b"".join(out)
+
+
+def key_packets(message):
+    """The PKESK packets of a ``key_message``, without the encrypted prefix: the same packets
+    hold the same session key, whatever message they open."""
+    return message[:-(3 + _BLOCK + 2)]        # SEIPD tag, length, version and the prefix
 
 
 def decrypt(fin, fout, keys, session_keys=None):

@@ -193,4 +193,12 @@ def test_builtin_reads_public_key_archives_asking_gpg_only_for_session_keys(
     decrypts = [line for line in log.read_text().splitlines() if "--decrypt" in line]
     # gpg decrypted session keys only (manifests and signatures too), never a whole file
     assert decrypts and all("--show-session-key" in line for line in decrypts), decrypts
-    assert len(decrypts) >= len(volumes)
+    if writer == "cairn":
+        # one session key and one set of PKESK packets for all the files of cairn's run: one ask
+        assert len(decrypts) == 1, decrypts
+        # ... and stock duplicity restores what cairn wrote
+        duplicity(duplicity_bin, "restore", "--archive-dir", tmp_path / "dc2", url, tmp_path / "dup-out",
+                  env=env, passphrase="")
+        assert diff_snapshots(snapshot(src), snapshot(tmp_path / "dup-out")) == []
+    else:
+        assert len(decrypts) >= len(volumes)

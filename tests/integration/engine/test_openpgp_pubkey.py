@@ -148,8 +148,9 @@ def test_hidden_and_several_recipients(keyring, home, tmp_path, built_in_only):
         assert decode(c, encrypt(home, tmp_path, data, *args), tmp_path) == data, args
 
 
-def test_a_session_key_found_ahead_is_used_once(keyring, home, tmp_path, built_in_only, monkeypatch):
-    """Restore finds a volume's key beside its hash pass: gpg is asked once per volume."""
+def test_gpg_is_asked_once_for_the_same_key_packets(keyring, home, tmp_path, built_in_only, monkeypatch):
+    """Restore finds a volume's key beside its hash pass, and a run's volumes cairn wrote share
+    their PKESK packets: gpg is asked once for them, whatever the number of messages."""
     asked = []
     ask = Crypto._gpg_session_keys
     monkeypatch.setattr(Crypto, "_gpg_session_keys", lambda self, m: asked.append(m) or ask(self, m))
@@ -158,13 +159,14 @@ def test_a_session_key_found_ahead_is_used_once(keyring, home, tmp_path, built_i
     c = crypto(home)
     c.derive_builtin_keys(str(path))
     assert len(asked) == 1
-    for n in (1, 2):
+    for _n in (1, 2):
         out = io.BytesIO()
         c.decrypt_builtin(path.name, str(path), out)
-        assert out.getvalue() == data and len(asked) == n       # the key kept ahead is used once
-    c.derive_builtin_keys(str(path))
-    c.close()                                                  # and goes with the run
-    assert c._ahead == {}
+        assert out.getvalue() == data and len(asked) == 1
+    other = encrypt(home, tmp_path, data, "-r", keyring["rsa"], name="other.gpg")   # its own session key
+    assert decode(c, other, tmp_path) == data and len(asked) == 2
+    c.close()                                                  # the keys go with the run
+    assert c._session == {}
 
 
 def test_a_message_without_our_secret_key_is_gpgs_to_refuse(keyring, home, tmp_path):
@@ -251,3 +253,76 @@ def test_runs_that_ask_for_gpg_do_not_ask_it_for_session_keys(keyring, home, tmp
     data = mixed(MiB)
     path = encrypt(home, tmp_path, data, "-r", keyring["rsa"])
     assert decode(crypto(home, **option), path, tmp_path) == data
+
+
+# --- writing to public keys --------------------------------------------------------------
+
+def packets(home, path):
+    """gpg's own listing of a message's packets (it needs no secret key for this)."""
+    return run_gpg(home, "--list-packets", "--pinentry-mode", "loopback", "--passphrase", "x", str(path),
+                   check=False).stdout.decode(errors="replace")
+
+
+def public_only(keyring, tmp_path):
+    """A GnuPG home with the public keys only: a host that backs up and cannot restore."""
+    path = str(tmp_path / "public-only")
+    os.mkdir(path, 0o700)
+    run_gpg(path, "--import", data=run_gpg(keyring["home"], "--export").stdout)
+    return path
+
+
+@pytest.mark.parametrize("how", ["recipient", "hidden", "two"])
+def test_messages_to_public_keys_written_in_process(keyring, home, tmp_path, monkeypatch, how):
+    writer = public_only(keyring, tmp_path)
+    made = []
+    make = Crypto._make_recipient_keys
+    monkeypatch.setattr(Crypto, "_make_recipient_keys", lambda self: made.append(1) or make(self))
+    monkeypatch.setattr(Crypto, "_encrypt", lambda *a: pytest.fail("gpg encrypted a whole file"))
+    keys = {"recipient": {"recipients": (keyring["rsa"],)}, "hidden": {"hidden_recipients": (keyring["ecc"],)},
+            "two": {"recipients": (keyring["rsa"], keyring["ecc"])}}[how]
+    c = Crypto(CryptoOptions(mode="pubkey", gnupg_home=writer, **keys))
+    data = [mixed(MiB + 3, seed=1), b"manifest text\n" * 100, b""]
+    paths = []
+    for i, d in enumerate(data):
+        (tmp_path / f"plain{i}").write_bytes(d)
+        paths.append(tmp_path / f"msg{i}.gpg")
+        digest = c.encrypt_file(str(tmp_path / f"plain{i}"), str(paths[-1]), compress=i != 1)
+        assert digest == hashlib.sha1(paths[-1].read_bytes()).hexdigest()
+    c.close()
+    assert made == [1]                                  # gpg made the run's keys once
+    for path, d in zip(paths, data):
+        listing = packets(home, path)
+        assert "symkey enc packet" not in listing, listing        # the throwaway passphrase is not in it
+        assert listing.count("pubkey enc packet") == (2 if how == "two" else 1), listing
+        if how == "hidden":
+            assert "keyid 0000000000000000" in listing, listing
+        # gpg (holding the secret keys) reads each, as does cairn
+        out = run_gpg(home, "--decrypt", str(path)).stdout
+        assert out == d
+        assert decode(crypto(home), path, tmp_path) == d
+    # one session key for the run, each message its own random prefix
+    assert len({gpg_session_key(home, p) for p in paths}) == 1
+    assert paths[0].read_bytes()[:600] != paths[1].read_bytes()[:600]
+
+
+def test_gpgs_configuration_still_chooses_the_recipients(keyring, home, tmp_path):
+    """encrypt-to in gpg.conf (a second key every volume is also for) holds as it did when gpg
+    wrote each file."""
+    writer = public_only(keyring, tmp_path)
+    with open(os.path.join(writer, "gpg.conf"), "w") as f:
+        f.write(f"encrypt-to {keyring['ecc']}\n")
+    c = Crypto(CryptoOptions(mode="pubkey", gnupg_home=writer, recipients=(keyring["rsa"],)))
+    (tmp_path / "plain").write_bytes(b"for two keys")
+    c.encrypt_file(str(tmp_path / "plain"), str(tmp_path / "msg.gpg"))
+    assert c._recipients, "gpg.conf made the built-in path give up"
+    assert packets(home, tmp_path / "msg.gpg").count("pubkey enc packet") == 2
+
+
+def test_an_unknown_recipient_is_gpgs_error_as_before(keyring, home, tmp_path):
+    c = Crypto(CryptoOptions(mode="pubkey", gnupg_home=home, recipients=("nobody@cairn.invalid",)))
+    (tmp_path / "plain").write_bytes(b"for nobody")
+    with pytest.raises(CryptoError) as e:
+        c.encrypt_file(str(tmp_path / "plain"), str(tmp_path / "msg.gpg"))
+    assert "recipient key is missing" in str(e.value), e.value
+    assert not (tmp_path / "msg.gpg").exists() and not (tmp_path / "msg.gpg.tmp").exists()
+    assert c._recipients is False
