@@ -1101,7 +1101,7 @@ def test_recipient_keys_write_messages_to_the_same_recipients():
     for msg in msgs:
         packets = parse_packets(msg)
         # the PKESKs and the encrypted data: no passphrase packet of the throwaway passphrase
-        assert [t for t, _ in packets] == [1, 1, 18] and packets[0][1] == PKESK_A and packets[1][1] == PKESK_B
+        assert [tag for tag, _body in packets] == [1, 1, 18] and packets[0][1] == PKESK_A and packets[1][1] == PKESK_B
         caller = SessionKeys((9, PK_KEY))
         assert pk_dec(msg, caller) == data
     assert msgs[0][:200] != enc(data, rk)[:200]             # each message its own random prefix

@@ -280,7 +280,7 @@ class Crypto:
             if len(words) < 3 or words[0] != b"[GNUPG:]":
                 continue
             if words[1] == b"SESSION_KEY":
-                algo, _, key = words[2].partition(b":")
+                algo, _colon, key = words[2].partition(b":")
                 try:
                     keys.append((int(algo), bytes.fromhex(key.decode("ascii"))))
                 except ValueError:

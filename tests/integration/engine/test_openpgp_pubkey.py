@@ -201,7 +201,7 @@ def test_the_session_key_reaches_no_log(keyring, home, tmp_path, built_in_only, 
     log file) is not read. cairn's own logs, errors and outputs never hold the key."""
     data = mixed(MiB)
     path = encrypt(home, tmp_path, data, "-r", keyring["rsa"])
-    _, key = gpg_session_key(home, path)
+    key = gpg_session_key(home, path)[1]
     log = tmp_path / "gpg.log"
     with open(os.path.join(home, "gpg.conf"), "w") as f:
         f.write(f"log-file {log}\nverbose\n")

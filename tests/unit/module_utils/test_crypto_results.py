@@ -113,7 +113,7 @@ def test_session_keys_are_read_from_the_status_lines_only(fake_gpg):
     # without a passphrase: the message alone, nothing unlocked by us
     c = Crypto(CryptoOptions(mode="symmetric", gnupg_home="/nonexistent/home"))
     assert c.session_keys(b"m") == [(9, key)]
-    argv, stdin, _ = fake_gpg.calls[1]
+    argv, stdin = fake_gpg.calls[1][:2]
     assert stdin == b"m" and "--passphrase-fd" not in argv and c._unlocked == set()
 
 
