@@ -263,17 +263,19 @@ def packets(home, path):
                    check=False).stdout.decode(errors="replace")
 
 
+@pytest.fixture
 def public_only(keyring, tmp_path):
     """A GnuPG home with the public keys only: a host that backs up and cannot restore."""
     path = str(tmp_path / "public-only")
     os.mkdir(path, 0o700)
     run_gpg(path, "--import", data=run_gpg(keyring["home"], "--export").stdout)
-    return path
+    yield path
+    kill_agent(path)
 
 
 @pytest.mark.parametrize("how", ["recipient", "hidden", "two"])
-def test_messages_to_public_keys_written_in_process(keyring, home, tmp_path, monkeypatch, how):
-    writer = public_only(keyring, tmp_path)
+def test_messages_to_public_keys_written_in_process(keyring, home, public_only, tmp_path, monkeypatch, how):
+    writer = public_only
     made = []
     make = Crypto._make_recipient_keys
     monkeypatch.setattr(Crypto, "_make_recipient_keys", lambda self: made.append(1) or make(self))
@@ -305,10 +307,10 @@ def test_messages_to_public_keys_written_in_process(keyring, home, tmp_path, mon
     assert paths[0].read_bytes()[:600] != paths[1].read_bytes()[:600]
 
 
-def test_gpgs_configuration_still_chooses_the_recipients(keyring, home, tmp_path):
+def test_gpgs_configuration_still_chooses_the_recipients(keyring, home, public_only, tmp_path):
     """encrypt-to in gpg.conf (a second key every volume is also for) holds as it did when gpg
     wrote each file."""
-    writer = public_only(keyring, tmp_path)
+    writer = public_only
     with open(os.path.join(writer, "gpg.conf"), "w") as f:
         f.write(f"encrypt-to {keyring['ecc']}\n")
     c = Crypto(CryptoOptions(mode="pubkey", gnupg_home=writer, recipients=(keyring["rsa"],)))
