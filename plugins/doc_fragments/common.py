@@ -60,9 +60,9 @@ options:
       - Who writes and reads symmetric (passphrase-only) volumes, manifests and signatures.
       - C(builtin) does it in the engine's own process (no gpg process, no pipes, one key
         derivation per run); the messages are ordinary OpenPGP that gpg and duplicity read.
-        It also writes and reads messages to public keys (O(encrypt_keys)): gpg makes one
+        It also writes and reads messages to public keys (O(encrypt_keys)); gpg then makes one
         session key and its key packets per run, and decrypts only session keys when reading
-        (secret keys stay in gpg-agent); the engine does the rest.
+        (secret keys stay in gpg-agent), and the engine does the rest.
         Signed messages, and any run with O(gpg_options) or another O(gpg_binary), always go
         through gpg.
       - C(gpg) sends every message through gpg, as duplicity does.
