@@ -464,15 +464,7 @@ def tools_part(args, work, data, env, names):
         order = names[n % len(names):] + names[:n % len(names)]    # each round another tool goes first
 
         def step(name, tool, cmd, cwd=None):
-            settle()
-            try:
-                m = measured(cmd, tool.env, cwd)
-            except Failed as e:
-                problems.append(f"{tool.name} {name}: {e}")
-                print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
-                return None
-            print(f"  {name:12s} {tool.name:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
-            return m
+            return timed_step(problems, name, tool, cmd, cwd)
 
         print("full backup", flush=True)
         for t in order:
@@ -488,25 +480,7 @@ def tools_part(args, work, data, env, names):
             results[t]["incremental"].append(step("incremental", tools[t], *tools[t].backup("incremental", data)))
             results[t]["stored_total"].append(du(tools[t].target))
         print("restore of the latest point", flush=True)
-        best = {}
-        sequence = []
-        for k in range(args.restore_tries):
-            sequence += order if k % 2 == 0 else list(reversed(order))
-        for t in sequence:
-            dest = args.restore_fs.dest(base, n, t)
-            shutil.rmtree(dest, ignore_errors=True)
-            cmd, cwd, root = tools[t].restore(dest, data)
-            m = step("restore", tools[t], cmd, cwd)
-            if m is None:
-                best[t] = None
-                continue
-            diff = differences(expected, root)
-            if diff:
-                problems.append(f"{t} restore differs from the source ({len(diff)}):\n  " + "\n  ".join(diff[:20]))
-                print(f"  {'':12s} {t:10s} restore DIFFERS from the source", flush=True)
-                best[t] = None
-            elif t not in best or (best[t] is not None and m["s"] < best[t]["s"]):
-                best[t] = m
+        best = best_restores(args, tools, order, base, n, data, expected, problems)
         for t in names:
             results[t]["restore"].append(best.get(t))
         if not args.keep:
@@ -515,6 +489,45 @@ def tools_part(args, work, data, env, names):
     if args.runs > 1:
         shutil.rmtree(pristine, ignore_errors=True)
     return results, settings, problems, files
+
+
+def timed_step(problems, name, tool, cmd, cwd=None, part=""):
+    """One step of a tool, after settle(): its measurement, printed; None (and a problem
+    named with ``part``) when it failed."""
+    settle()
+    try:
+        m = measured(cmd, tool.env, cwd)
+    except Failed as e:
+        problems.append(f"{tool.name} {name}{part}: {e}")
+        print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
+        return None
+    print(f"  {name:12s} {tool.name:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
+    return m
+
+
+def best_restores(args, tools, order, base, round_no, data, expected, problems, part=""):
+    """``args.restore_tries`` restores of each tool in mirrored ``order`` onto the restore fs,
+    each compared with ``expected``: {tool: its fastest, or None when a try failed or differed}."""
+    best = {}
+    sequence = []
+    for k in range(args.restore_tries):
+        sequence += order if k % 2 == 0 else list(reversed(order))
+    for t in sequence:
+        dest = args.restore_fs.dest(base, round_no, t)
+        shutil.rmtree(dest, ignore_errors=True)
+        cmd, cwd, root = tools[t].restore(dest, data)
+        m = timed_step(problems, "restore", tools[t], cmd, cwd, part)
+        if m is None:
+            best[t] = None
+            continue
+        diff = differences(expected, root)
+        if diff:
+            problems.append(f"{t} restore{part} differs from the source ({len(diff)}):\n  " + "\n  ".join(diff[:20]))
+            print(f"  {'':12s} {t:10s} restore DIFFERS from the source", flush=True)
+            best[t] = None
+        elif t not in best or (best[t] is not None and m["s"] < best[t]["s"]):
+            best[t] = m
+    return best
 
 
 def make_bench_key(env):
@@ -544,45 +557,15 @@ def pubkey_part(args, work, data, env, names):
         warm(data)
         order = pk_names if n % 2 == 0 else list(reversed(pk_names))
         for t in order:
-            settle()
             cmd, cwd = tools[t].backup("full", data)
-            results[t]["full"].append(_measured_step(tools[t], "full", cmd, problems, cwd))
-        best = {}
-        for k in range(args.restore_tries):
-            for t in (order if k % 2 == 0 else list(reversed(order))):
-                if t in best and best[t] is None:
-                    continue
-                dest = args.restore_fs.dest(base, f"pk{n}", t)
-                shutil.rmtree(dest, ignore_errors=True)
-                cmd, cwd, root = tools[t].restore(dest, data)
-                settle()
-                m = _measured_step(tools[t], "restore", cmd, problems, cwd)
-                diff = differences(expected, root) if m is not None else []
-                if diff:
-                    problems.append(f"{t} public-key restore differs from the source ({len(diff)}):\n  "
-                                    + "\n  ".join(diff[:20]))
-                    m = None
-                if m is None:
-                    best[t] = None
-                elif t not in best or m["s"] < best[t]["s"]:
-                    best[t] = m
+            results[t]["full"].append(timed_step(problems, "full", tools[t], cmd, cwd, " (public key)"))
+        best = best_restores(args, tools, order, base, f"pk{n}", data, expected, problems, " (public key)")
         for t in pk_names:
             results[t]["restore"].append(best.get(t))
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
             args.restore_fs.clear_round(f"pk{n}")
     return results, problems
-
-
-def _measured_step(tool, name, cmd, problems, cwd=None):
-    try:
-        m = measured(cmd, tool.env, cwd)
-    except Failed as e:
-        problems.append(f"{tool.name} {name} (public key): {e}")
-        print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
-        return None
-    print(f"  {name:12s} {tool.name:10s} {m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB", flush=True)
-    return m
 
 
 def print_pubkey_table(results, runs, restore_tries):
