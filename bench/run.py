@@ -115,7 +115,7 @@ def measured(cmd, env, cwd=None, stdout=None):
 def shown(m):
     """A measurement as a step's line prints it."""
     stolen = "" if m["stolen_pct"] is None else f" {m['stolen_pct']:5.1f} % stolen"
-    return f"{m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB{stolen}"
+    return f"{m['s']:8.2f} s {m['rss_kib'] / 1024:8.1f} MiB  user {m['user_s']:5.2f} s sys {m['sys_s']:5.2f} s{stolen}"
 
 
 def quiet(cmd, env=None, cwd=None):
