@@ -26,7 +26,8 @@ Four parts (``--only`` picks some of them; all by default):
     should grow with the work, not with the archive.
 
 Peak RSS is ``ru_maxrss`` of ``os.wait4`` on the tool's process: the largest single process of
-its tree (the tool itself, or one gpg it waited for), not a sum. ``--runs N`` repeats each part
+its tree (the tool itself, or one gpg it waited for), not a sum. A bare interpreter starts each
+tool (LAUNCHER), so that no tool's figure starts from the bench's own peak. ``--runs N`` repeats each part
 with fresh targets and reports the median (and min-max when N > 1); ``--json FILE`` writes every
 measurement, the machine and the settings.
 
@@ -86,6 +87,27 @@ def cpu_stolen_s():
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
+# Starts a step's tool and reports its wall time and rusage on the fd in argv[1]. A tool started
+# by the bench itself would inherit the bench's own peak RSS as its ru_maxrss (Linux keeps the
+# old address space's high-water mark across exec, and subprocess uses vfork): with the million
+# paths of the small-files table that floor was about 90 MiB. This launcher, a bare interpreter,
+# forks the tool, so the floor is its own few MiB.
+LAUNCHER = """
+import os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        os.write(2, f"cannot run {sys.argv[2]}: {e}\\n".encode())
+    os._exit(127)
+_pid, status, ru = os.wait4(pid, 0)
+elapsed = time.perf_counter() - t
+os.write(int(sys.argv[1]), f"{elapsed} {ru.ru_utime} {ru.ru_stime} {ru.ru_maxrss} {status}".encode())
+"""
+
+
 def measured(cmd, env, cwd=None, stdout=None):
     """Run ``cmd``; its wall seconds, peak RSS (KiB) and CPU seconds (user + system, with the
     children it waited for), and the share of the machine's CPU time the hypervisor took
@@ -93,23 +115,38 @@ def measured(cmd, env, cwd=None, stdout=None):
     that are not the tool's). Raises Failed with the end of its stderr on a non-zero exit."""
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         stolen = cpu_stolen_s()
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                             stdout=stdout if stdout is not None else out, stderr=err)
-        _pid, status, ru = os.wait4(p.pid, 0)
-        elapsed = time.perf_counter() - t
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode != 0:
+        r, w = os.pipe()
+        try:
+            p = subprocess.Popen([sys.executable, "-I", "-c", LAUNCHER, str(w), *map(str, cmd)], env=env, cwd=cwd,
+                                 stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else out,
+                                 stderr=err, pass_fds=(w,))
+            os.close(w)
+            w = None
+            with os.fdopen(r, "rb") as report:
+                r = None
+                fields = report.read().split()
+            p.wait()
+        finally:
+            for fd in (r, w):
+                if fd is not None:
+                    os.close(fd)
+        if len(fields) == 5:
+            elapsed, utime, stime = (float(x) for x in fields[:3])
+            maxrss, status = int(fields[3]), int(fields[4])
+            returncode = os.waitstatus_to_exitcode(status)
+        else:
+            returncode = p.returncode or -1
+        if returncode != 0:
             text = ""
             for f in (out, err):    # a module reports its failure as JSON on stdout
                 f.seek(0)
                 text += f.read().decode(errors="replace")[-3000:]
-            raise Failed(f"failed ({p.returncode}): {' '.join(map(str, cmd))}\n{text}")
+            raise Failed(f"failed ({returncode}): {' '.join(map(str, cmd))}\n{text}")
     after = cpu_stolen_s()
     stolen_pct = (None if stolen is None or after is None
                   else 100 * (after - stolen) / (elapsed * (os.cpu_count() or 1)))
-    return {"s": elapsed, "rss_kib": ru.ru_maxrss, "cpu_s": ru.ru_utime + ru.ru_stime,
-            "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "stolen_pct": stolen_pct}
+    return {"s": elapsed, "rss_kib": maxrss, "cpu_s": utime + stime,
+            "user_s": utime, "sys_s": stime, "stolen_pct": stolen_pct}
 
 
 def shown(m):
