@@ -605,11 +605,10 @@ def timed_step(problems, name, tool, cmd, cwd=None, part="", again=None):
             problems.append(f"{tool.name} {name}{part}: {e}")
             print(f"  {name:12s} {tool.name:10s} FAILED", flush=True)
             return None
-        m["tries"] = k + 1
         print(f"  {name:12s} {tool.name:10s} {shown(m)}{' (again)' if k else ''}", flush=True)
         stolen = m["stolen_pct"]
         if best is None or (stolen is not None and stolen < best["stolen_pct"]):
-            best = dict(m)
+            best = m
         best["tries"] = k + 1
         if stolen is None or stolen <= STEAL["limit"]:
             break
@@ -625,7 +624,7 @@ def full_again(tool, data):
     return again
 
 
-def incremental_step(problems, tool, data, part=""):
+def incremental_step(problems, tool, data):
     """The incremental backup of ``tool``, tried again (see timed_step) from a copy of its
     target and cache as they were before it."""
     put_back = drop = None
@@ -636,7 +635,7 @@ def incremental_step(problems, tool, data, part=""):
             put_back()
             time.sleep(1)    # mtime granularity, as before the first try
             return tool.backup("incremental", data)
-        return timed_step(problems, "incremental", tool, *tool.backup("incremental", data), part=part,
+        return timed_step(problems, "incremental", tool, *tool.backup("incremental", data),
                           again=again if put_back else None)
     finally:
         if drop:
@@ -926,9 +925,6 @@ def print_small_table(results, names, steps, runs):
           + (f"{ratio(stored['cairn'], stored['duplicity'], 3):>11s}" if both else ""))
 
 
-STEAL_NOTED_PCT = 10
-
-
 def print_steal(report):
     """On a virtual machine, say how many steps ran while the hypervisor took a noticeable
     share of the CPUs: their times (and the ratios made of them) say more about the machine
@@ -938,10 +934,11 @@ def print_steal(report):
              for m in ms if isinstance(m, dict) and m.get("stolen_pct") is not None]
     if not steps:
         return
-    noted = [(t, step, m["stolen_pct"]) for t, step, m in steps if m["stolen_pct"] > STEAL_NOTED_PCT]
+    limit = STEAL["limit"]
+    noted = [(t, step, m["stolen_pct"]) for t, step, m in steps if m["stolen_pct"] > limit]
     worst = max(m["stolen_pct"] for _t, _s, m in steps)
     print()
-    print(f"CPU stolen by the hypervisor: {len(noted)} of {len(steps)} steps above {STEAL_NOTED_PCT} % "
+    print(f"CPU stolen by the hypervisor: {len(noted)} of {len(steps)} steps above {limit:g} % "
           f"(the most: {worst:.1f} %)" + (": " + ", ".join(f"{t} {step} {p:.0f} %" for t, step, p in noted[:12])
                                           if noted else ""))
 
