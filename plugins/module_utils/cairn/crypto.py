@@ -41,6 +41,11 @@ try:
 except ImportError:      # reported when encryption is actually used
     gnupg = None
 
+try:    # ISA-L's gzip writer for the signature files (python-isal, as openpgp's deflate)
+    from isal import igzip
+except ImportError:
+    igzip = None
+
 
 def open_gpg(**kwargs):
     """python-gnupg's GPG, reading gpg's status output as UTF-8 that tolerates other bytes.
@@ -819,13 +824,22 @@ def _last_gpg_line(text, tag="gpg:"):
 
 GPG_LEVEL = 6        # gpg's default deflate level, for a volume written without -z
 GZIP_LEVEL = 6       # duplicity's (gzip.GzipFile's default), for files duplicity reads as .gz
+# ISA-L's default level, for signature files: on them it takes a twelfth to a twentieth of zlib's
+# time at level 6 and writes within 2 % of its size (smaller on many small files). Volumes keep
+# level 6: on their text ISA-L's best level stores about 5 % more.
+ISAL_GZIP_LEVEL = 2
 
 
-def write_gzip(src, dst):
+def write_gzip(src, dst, *, fast=False):
     """gzip ``src`` (a path or a readable file object) into ``dst`` as duplicity writes .gz files:
-    level 6, no stored name, mtime 0. The one gzip writer of the engine."""
+    level 6, no stored name, mtime 0; ``fast``: with ISA-L's deflate where python-isal is
+    installed (signature files). The one gzip writer of the engine."""
     with _reader(src) as fin, open(dst, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0) as fout:
+        if fast and igzip is not None:
+            fout = igzip.IGzipFile(filename="", mode="wb", compresslevel=ISAL_GZIP_LEVEL, fileobj=raw, mtime=0)
+        else:
+            fout = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0)
+        with fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
 
 

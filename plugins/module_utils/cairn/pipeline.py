@@ -375,7 +375,7 @@ class BackupRun:
         self.sig_out = os.path.join(self.tmp, "signatures.tar.out")
         self.sig_gz = os.path.join(self.tmp, "signatures.tar.gz")
         self.sig_encrypted = self._side_job(sess.crypto.encrypt_file, sig_plain, self.sig_out)
-        self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz)
+        self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz, fast=True)
         self.volumes.close(none_before=res is None)
         self.encrypt.join()
         self.abort.check()
@@ -563,9 +563,9 @@ class BackupRun:
         return naming.unfinished_name(
             naming.volume_name(number, suffix=self.sess.crypto.suffix, prefix=prefix, **self.names), prefix)
 
-    def _side_job(self, fn, *args):
+    def _side_job(self, fn, *args, **kwargs):
         """Run ``fn`` in the side pool; its failure fails the run at once."""
-        return self.abort.watch(self.side.submit(fn, *args))
+        return self.abort.watch(self.side.submit(fn, *args, **kwargs))
 
     def _warn(self, msg):      # something could not be read: the run goes on, the exit code says so
         self.warnings.append(msg)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import cairn.crypto
 from cairn.crypto import Crypto, CryptoOptions, _check_local_write, _failure, write_gzip
 from cairn.errors import (BadPassphrase, CorruptArchive, CorruptCiphertext, CryptoError, ExitCode, LocalIOError,
                           NoSecretKey)
@@ -68,15 +69,28 @@ def test_a_damaged_gzip_volume_is_corrupt_and_leaves_nothing(tmp_path):
     assert not dst.exists() and sorted(os.listdir(tmp_path)) == ["fetched"]
 
 
-def test_one_gzip_writer_as_duplicity_writes(tmp_path):
+@pytest.mark.parametrize("fast,isal", [(False, True), (True, True), (True, False)],
+                         ids=["volume", "signatures", "signatures-without-isal"])
+def test_one_gzip_writer_as_duplicity_writes(tmp_path, monkeypatch, fast, isal):
+    # volumes at duplicity's level 6; signature files (``fast``) with ISA-L's deflate where
+    # python-isal is installed, level 6 otherwise: a .gz file duplicity's gzip module reads
+    if isal:
+        assert cairn.crypto.igzip is not None, "python-isal is a runtime requirement"
+    else:
+        monkeypatch.setattr(cairn.crypto, "igzip", None)
+    data = b"".join(b"%d data " % i for i in range(2000))
     src = tmp_path / "in"
-    src.write_bytes(b"data" * 1000)
-    write_gzip(str(src), str(tmp_path / "a.gz"))
+    src.write_bytes(data)
+    write_gzip(str(src), str(tmp_path / "a.gz"), fast=fast)
     with open(src, "rb") as f:
-        write_gzip(f, str(tmp_path / "b.gz"))
+        write_gzip(f, str(tmp_path / "b.gz"), fast=fast)
     a = (tmp_path / "a.gz").read_bytes()
-    assert a == (tmp_path / "b.gz").read_bytes() and gzip.decompress(a) == b"data" * 1000
+    assert a == (tmp_path / "b.gz").read_bytes() and gzip.decompress(a) == data
     assert a[4:8] == b"\0\0\0\0" and not a[3] & 0x08      # mtime 0, no stored file name
+    # level 6 is zlib's stream; ISA-L writes another, as valid. The header's last byte (the OS)
+    # is left out: gzip.compress writes another than GzipFile does
+    level6 = gzip.compress(data, compresslevel=6, mtime=0)
+    assert (a[10:] == level6[10:]) is not (fast and isal)
 
 
 @pytest.fixture
