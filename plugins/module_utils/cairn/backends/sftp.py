@@ -35,10 +35,23 @@ log = logging.getLogger("cairn")
 
 WINDOW = 64 << 20
 MAX_PACKET = 256 << 10     # the server caps it at what it supports
+# how long close() waits for a connection's thread once its socket is closed (it ends at its
+# next read, well under a second)
+THREAD_END_WAIT = 10
 CHUNK = 1 << 20
 # what an sftp call raises when the connection fails: paramiko's SSHException ("Server
 # connection dropped") is no OSError, and a channel closed mid-reply is an EOFError
 _FAILURES = (OSError, EOFError) + ((paramiko.SSHException,) if IMPORT_ERROR is None else ())
+
+
+def _end(transport):
+    """Close a paramiko connection and wait for its thread. Transport.close() returns before the
+    thread has ended (paramiko's workaround for its issue 520), and a thread still decrypting a
+    packet while the process exits races OpenSSL's exit handler: glibc aborts with "double free
+    or corruption", as a `cairn job NAME info` over sftp did at its end."""
+    transport.close()
+    if transport is not threading.current_thread():
+        transport.join(THREAD_END_WAIT)
 
 
 def parse_ssh_options(text):
@@ -118,14 +131,14 @@ class SFTPBackend(Backend):
             self._check_host_key(t.get_remote_server_key())
             self._authenticate(t)
         except BackendError:
-            t.close()
+            _end(t)
             raise
         except paramiko.AuthenticationException:
-            t.close()
+            _end(t)
             raise BackendError(f"sftp login as {self.user!r} to {self.host}:{self.port} was refused "
                                "(no key or password accepted)", ExitCode.BACKEND_PERMISSION) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
-            t.close()
+            _end(t)
             raise BackendError(f"ssh connection to {self.host}:{self.port} failed: {error_text(e)}",
                                transient=True) from None
         t.set_keepalive(30)
@@ -200,7 +213,7 @@ class SFTPBackend(Backend):
         with self._lock:
             if self._transport is None or not self._transport.is_active():
                 if self._transport is not None:
-                    self._transport.close()
+                    _end(self._transport)
                 self._transport = None
                 self._transport = self._connect()
             transport = self._transport
@@ -230,14 +243,14 @@ class SFTPBackend(Backend):
                 pass
         with self._lock:
             if self._transport is not None and not self._transport.is_active():
-                self._transport.close()
+                _end(self._transport)
                 self._transport = None
 
     def close(self):
         with self._lock:
             t, self._transport = self._transport, None
         if t is not None:
-            t.close()
+            _end(t)
 
     # --- operations ------------------------------------------------------------------------
 
