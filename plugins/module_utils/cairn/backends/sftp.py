@@ -48,9 +48,9 @@ def _end(transport):
     """Close a paramiko connection and wait for its thread. Transport.close() returns before the
     thread has ended (paramiko's workaround for its issue 520), and a thread still decrypting a
     packet while the process exits races OpenSSL's exit handler: glibc aborts with "double free
-    or corruption", as a `cairn job NAME info` over sftp did at its end."""
+    or corruption", most likely what ended a `cairn job NAME info` over sftp once."""
     transport.close()
-    if transport is not threading.current_thread():
+    if transport.is_alive() and transport is not threading.current_thread():
         transport.join(THREAD_END_WAIT)
 
 
