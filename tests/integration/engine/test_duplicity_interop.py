@@ -118,3 +118,19 @@ def test_sign_key_refuses_unsigned_archive_in_both(tmp_path, gnupghome, duplicit
     assert r.returncode != 0 and b"Volume was signed by key None" in r.stderr
     r = cairn("restore", *signed, "--archive-dir", tmp_path / "cache2", url, tmp_path / "c", check=False)
     assert r.returncode != 0 and b"not signed by" in r.stderr
+
+
+def test_duplicity_continues_from_cairns_archive_dir(tmp_path, duplicity_bin):
+    # the archive dir's signature file (ISA-L's gzip, where installed) is read by duplicity
+    # itself: its incremental on cairn's chain uses cairn's cache, and its restore is whole
+    src, url = tmp_path / "src", f"file://{tmp_path / 'remote'}"
+    common = ["--no-encryption", "--archive-dir", tmp_path / "shared", "--name", "n"]
+    write(str(src / "a"), b"first\n" * 5000)
+    cairn("full", *common, src, url)
+    cached = [n for n in os.listdir(tmp_path / "shared" / "n") if n.endswith(".sigtar.gz")]
+    assert cached, "cairn keeps the signature file in the archive dir"
+    write(str(src / "b"), b"second\n" * 5000)
+    duplicity(duplicity_bin, "incremental", *common, src, url)
+    duplicity(duplicity_bin, "restore", *common, url, tmp_path / "out")
+    assert (tmp_path / "out" / "a").read_bytes() == b"first\n" * 5000
+    assert (tmp_path / "out" / "b").read_bytes() == b"second\n" * 5000
