@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 11's resume must-hold: a full of about 300 MB with --volsize 10 to sftp, broken 15
 times (SIGKILL at 10 random points, sshd stopped at 5), each break followed by a run that
-completes by resuming.
+completes by resuming. Each break waits for a random number of volumes to be whole at the
+target, then a random part of one volume's time, so it lands inside the run however fast the
+machine is that day (a break timed against the first full's duration missed runs that went
+faster than that full).
 
 After each break stock duplicity restores the previous complete backup; each resuming run
 uploads again at most one volume that was already whole at the target; at the end duplicity
@@ -60,6 +63,16 @@ def _volumes_at(target):
     return out
 
 
+def _break_point(proc, target, rnd, n_volumes, seconds_per_volume):
+    """Return once the run has left k volumes whole (k at random, 1 .. n-1) and then spent a
+    random part of one volume's time on the next, or has ended."""
+    k = rnd.randint(1, max(1, n_volumes - 1))
+    share = rnd.uniform(0.0, 0.6)
+    while proc.poll() is None and len(_volumes_at(target)) < k:
+        time.sleep(0.02)
+    time.sleep(share * seconds_per_volume)
+
+
 def test_three_hundred_megabytes_broken_fifteen_times(tmp_path, duplicity_bin):
     seed = int(os.environ.get("CAIRN_CRASH_SEED", time.time()))
     print(f"crash seed {seed} (set CAIRN_CRASH_SEED to replay)")
@@ -74,6 +87,7 @@ def test_three_hundred_megabytes_broken_fifteen_times(tmp_path, duplicity_bin):
         started = time.monotonic()
         cairn("full", *common, src, url)
         duration = time.monotonic() - started
+        n_volumes = sum(".vol" in n for n in os.listdir(target))
         good_state, good_time = snapshot(src), int(time.time())
         breaks = ["kill"] * 10 + ["stop"] * 5
         rnd.shuffle(breaks)
@@ -84,7 +98,7 @@ def test_three_hundred_megabytes_broken_fifteen_times(tmp_path, duplicity_bin):
             _touch_some(src, round_no)
             proc = subprocess.Popen([sys.executable, "-m", "cairn.cli", "full", *map(str, common), str(src), url],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(rnd.uniform(0.1, 0.9) * duration)
+            _break_point(proc, target, rnd, n_volumes, duration / n_volumes)
             if how == "kill":
                 proc.send_signal(signal.SIGKILL)
                 _out, err = proc.communicate()
