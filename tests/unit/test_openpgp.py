@@ -222,6 +222,79 @@ def partial_sizes(data):
 SIZES = [0, 1, 2, 511, 512, MiB - 6, MiB - 5, MiB, MiB + 1, 3 * MiB + 12345]
 
 
+def _cfb_decrypt_pieces(key, data, cuts):
+    """CfbDecryptor's plaintext of ``data`` fed in the pieces that ``cuts`` (offsets) make."""
+    dec = openpgp.CfbDecryptor(key)
+    out = bytearray()
+    start = 0
+    for end in [*sorted(cuts), len(data)]:
+        piece = data[start:end]
+        buf = bytearray(len(piece) + 32)
+        n = dec.update_into(piece, buf)
+        out += buf[:n]
+        start = end
+    return bytes(out + dec.finalize())
+
+
+@pytest.mark.parametrize("key_length", [16, 24, 32])
+def test_pipelined_cfb_decryption_is_openssls_cfb_for_every_length(key_length):
+    """The ECB+CBC decryption gives OpenSSL's CFB plaintext, whole blocks or not, in one piece
+    or byte by byte (which holds back an incomplete block each time)."""
+    key = os.urandom(key_length)
+    for n in [*range(0, 70), 1000, MiB + 7]:
+        data = os.urandom(n)
+        want = cfb(key, data, decrypt=True)
+        assert _cfb_decrypt_pieces(key, data, []) == want
+        if n < 70:
+            assert _cfb_decrypt_pieces(key, data, range(1, n)) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 600), max_size=12),
+       key_length=st.sampled_from([16, 24, 32]))
+def test_pipelined_cfb_decryption_any_split(data, cuts, key_length):
+    key = bytes(range(key_length))
+    cuts = [c for c in cuts if c <= len(data)]
+    assert _cfb_decrypt_pieces(key, data, cuts) == cfb(key, data, decrypt=True)
+
+
+class _ShortReads(io.RawIOBase):
+    """A file whose reads return a few octets at a time (a pipe, a slow socket)."""
+
+    def __init__(self, data, seed):
+        self._data = memoryview(data)
+        self._pos = 0
+        self._rnd = random.Random(seed)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        n = min(n if n >= 0 else len(self._data), self._rnd.randint(1, 40))
+        piece = bytes(self._data[self._pos:self._pos + n])
+        self._pos += len(piece)
+        return piece
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 21, 22, 23, 40, 1000, 70000])
+@pytest.mark.parametrize("level", [None, 6])
+def test_decryption_in_short_reads(keys, size, level):
+    """Pieces of 1-40 octets reach the decryption: the prefix, the octets held back for the
+    MDC and the last incomplete block cross every piece boundary."""
+    data = mixed(size, seed=size)
+    msg = enc(data, keys, compress_level=level)
+    for seed in range(3):
+        out = io.BytesIO()
+        openpgp.decrypt(_ShortReads(msg, seed), out, keys)
+        assert out.getvalue() == data
+        bad = bytearray(msg)
+        bad[-1 - seed] ^= 0x40                   # in the MDC packet
+        out = io.BytesIO()
+        with pytest.raises(CorruptCiphertext, match="MDC"):
+            openpgp.decrypt(_ShortReads(bytes(bad), seed), out, keys)
+        assert out.getvalue() == data            # all of it before the check, as from gpg
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("level", [6, None, 1])
 def test_round_trip(keys, size, level):
