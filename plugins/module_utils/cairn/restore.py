@@ -859,7 +859,8 @@ class TreeWriter:
                 except FileNotFoundError:
                     pass
 
-    def _clear(self, parent, name, keep_dir=False):
+    @staticmethod
+    def _clear(parent, name, keep_dir=False):
         try:
             st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
@@ -884,8 +885,7 @@ class TreeWriter:
                 try:
                     write_content(entries, fd, self.tmp_dir)
                     self._meta(fd, info)
-                    self._clear(parent, name)
-                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent, follow_symlinks=True)
+                    self._link(fd, parent, name)
                 finally:
                     os.close(fd)
                 self.written += 1
@@ -924,6 +924,17 @@ class TreeWriter:
             # a device is never opened for I/O (that can act on the hardware): O_PATH only
             self._meta_by_name(parent, name, info, _O_PATH)
         self.written += 1
+
+    @staticmethod
+    def _link(fd, parent, name):
+        """Give the unnamed file ``fd`` its name, replacing what has it (the link is tried
+        first: in a new target nothing has, and a look before every link costs a syscall)."""
+        source = f"/proc/self/fd/{fd}"
+        try:
+            os.link(source, name, dst_dir_fd=parent, follow_symlinks=True)
+        except FileExistsError:
+            TreeWriter._clear(parent, name)
+            os.link(source, name, dst_dir_fd=parent, follow_symlinks=True)
 
     def _unnamed_file(self, parent):
         """A new file in ``parent`` that has no name yet (O_TMPFILE), or None where that cannot

@@ -87,7 +87,7 @@ def test_without_o_tmpfile_files_go_through_a_temp_name(tmp_path, monkeypatch):
     assert (tmp_path / "t" / "a").read_bytes() == b"data" and sorted(os.listdir(tmp_path / "t")) == ["a", "b"]
 
 
-@pytest.mark.parametrize("there", ["file", "symlink"])
+@pytest.mark.parametrize("there", ["file", "symlink", "directory"])
 def test_a_file_replaces_what_was_at_its_name(tmp_path, there):
     dest = tmp_path / "t"
     dest.mkdir()
@@ -95,6 +95,9 @@ def test_a_file_replaces_what_was_at_its_name(tmp_path, there):
     outside.write_bytes(b"not to be touched")
     if there == "file":
         (dest / "a").write_bytes(b"old")
+    elif there == "directory":
+        (dest / "a" / "below").mkdir(parents=True)
+        (dest / "a" / "below" / "f").write_bytes(b"old")
     else:
         os.symlink(outside, dest / "a")
     _restore(dest, [(b"a", b"new")])
