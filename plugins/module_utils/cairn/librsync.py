@@ -486,6 +486,71 @@ class DeltaJob(_Job):
             _ffi.release(sumset)
 
 
+# --- deltas that need no basis copy ------------------------------------------------------------
+
+_DELTA_MAGIC = b"rs\x026"
+_ARG_WIDTHS = (1, 2, 4, 8)      # the widths a command's arguments come in (librsync's prototab)
+
+
+class InPlaceEdits:
+    """A delta whose every copy command copies a range of the basis to the same offset in the
+    new file: what a file changed in place or grown at its end gives. Such a delta turns the
+    basis into the new file where it lies: its literal data written at their offsets
+    (``writes``, [(offset, data)]), the file cut or grown to ``length``. ``copied_to``: how
+    much of the basis the copies use (more than the basis holds is a wrong basis)."""
+
+    __slots__ = ("writes", "length", "copied_to")
+
+    def __init__(self, writes, length, copied_to):
+        self.writes, self.length, self.copied_to = writes, length, copied_to
+
+
+def in_place_edits(delta):
+    """``delta`` (one whole rsync delta, bytes) as InPlaceEdits, or None when it copies any
+    range to another offset, or is anything but well formed: PatchJob then applies it, and
+    says what is wrong with it."""
+    mv = memoryview(delta)
+    end = len(mv)
+    if mv[:4] != _DELTA_MAGIC:
+        return None
+    pos, length, copied_to, writes = 4, 0, 0, []
+
+    def number(width):
+        nonlocal pos
+        if pos + width > end:
+            return None
+        value = int.from_bytes(mv[pos:pos + width], "big")
+        pos += width
+        return value
+
+    while pos < end:
+        op = mv[pos]
+        pos += 1
+        if op == 0:                         # the end command: nothing may follow it
+            return InPlaceEdits(writes, length, copied_to) if pos == end else None
+        if op <= 0x40:                      # a literal whose length is the command itself
+            n = op
+        elif op <= 0x44:                    # a literal with its length in 1, 2, 4 or 8 octets
+            n = number(_ARG_WIDTHS[op - 0x41])
+        elif op <= 0x54:                    # a copy: start and length, each 1, 2, 4 or 8 octets
+            start = number(_ARG_WIDTHS[(op - 0x45) // 4])
+            n = number(_ARG_WIDTHS[(op - 0x45) % 4])
+            if start is None or n is None or start != length:
+                return None
+            length += n
+            copied_to = length
+            continue
+        else:
+            return None
+        if n is None or pos + n > end:
+            return None
+        if n:
+            writes.append((length, mv[pos:pos + n]))
+        pos += n
+        length += n
+    return None                             # no end command
+
+
 class _BasisReader:
     """Serves librsync's copy callback from the basis. ``error`` keeps what went wrong."""
 

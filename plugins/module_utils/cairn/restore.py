@@ -13,6 +13,7 @@ being written (see Losses and merged_entries). verify reads the same streams str
 import errno
 import grp
 import gzip
+import itertools
 import os
 import pwd
 import re
@@ -593,29 +594,34 @@ MEM_BASIS_LIMIT = 128 << 20    # a basis for the next patch is held in memory up
 def write_content(entries, out_fd, tmp_dir):
     """Write the final content of a regular file (snapshot + deltas) to the open ``out_fd``.
 
-    With deltas, every version but the last is a basis for the next patch. Up to
-    MEM_BASIS_LIMIT (for the two bases held while the next one is built) a basis stays in
-    memory (writing it out doubles the disk writes of a restore, and on a busy disk that is
-    most of its time); past that it goes on into an unnamed temp file in ``tmp_dir``. The limit is on the bytes really read, not on what a
-    header claims.
+    Deltas that change the file only in place are applied over the basis written to
+    ``out_fd`` (_read_deltas_ahead). Otherwise every version but the last is a basis for the
+    next patch. Up to MEM_BASIS_LIMIT (for the two bases held while the next one is built) a
+    basis stays in memory (writing it out doubles the disk writes of a restore, and on a busy
+    disk that is most of its time); past that it goes on into an unnamed temp file in
+    ``tmp_dir``. The limit is on the bytes really read, not on what a header claims.
     """
     base = entries[0]
     deltas = entries[1:]
     if not deltas:
         _write_chunks(base.chunks(), out_fd)
         return
+    delta_chunks, edits = _read_deltas_ahead(deltas)
+    if edits is not None:
+        _apply_in_place(_write_chunks(base.chunks(), out_fd), edits, out_fd)
+        return
     basis = _collect(base.chunks(), base.info.size, tmp_dir)
     try:
-        for n, d in enumerate(deltas, 1):
+        for n, (d, chunks) in enumerate(zip(deltas, delta_chunks), 1):
             job = librsync.PatchJob(basis)
             try:
                 if n == len(deltas):
-                    _write_chunks(_patched(job, d.chunks()), out_fd)
+                    _write_chunks(_patched(job, chunks), out_fd)
                     return
                 # the basis and the next one are both held while it is built: together, not
                 # each, within MEM_BASIS_LIMIT (two 120 MiB versions would pass 256 MiB of RSS)
                 held = len(basis) if isinstance(basis, bytearray) else 0
-                newer = _collect(_patched(job, d.chunks()), d.info.size if d.info else 0, tmp_dir,
+                newer = _collect(_patched(job, chunks), d.info.size if d.info else 0, tmp_dir,
                                  limit=MEM_BASIS_LIMIT - held)
             finally:
                 job.close()
@@ -623,6 +629,53 @@ def write_content(entries, out_fd, tmp_dir):
             basis = newer
     finally:
         _release(basis)
+
+
+DELTAS_AHEAD_LIMIT = 16 << 20   # the deltas of one file read before its basis, at most
+
+
+def _read_deltas_ahead(deltas):
+    """([chunk iterator] of each delta, [librsync.InPlaceEdits] or None).
+
+    A file's deltas are read before its basis, up to DELTAS_AHEAD_LIMIT together: when every
+    one of them only overwrites, cuts or grows the file in place (a database, an image, a log),
+    the basis is written straight to the restored file and the deltas' literal data over it.
+    That spares holding the basis (up to MEM_BASIS_LIMIT of memory) and copying all of it
+    through librsync. Otherwise the iterators give the deltas whole, from what was read ahead
+    on, to PatchJob."""
+    iterators, edits = [], []
+    budget = DELTAS_AHEAD_LIMIT
+    for d in deltas:
+        it = iter(d.chunks())
+        if edits is None:           # one is not in place, or the limit is reached: read no more
+            iterators.append(it)
+            continue
+        head = []
+        for c in it:
+            head.append(c)
+            budget -= len(c)
+            if budget < 0:
+                break
+        iterators.append(itertools.chain(head, it))
+        e = librsync.in_place_edits(b"".join(head)) if budget >= 0 else None
+        edits = None if e is None else edits + [e]
+    return iterators, edits
+
+
+def _apply_in_place(size, edits, fd):
+    """Turn the basis written to ``fd`` (``size`` bytes) into the last delta's version."""
+    for e in edits:
+        if e.copied_to > size:
+            raise CorruptArchive(f"rsync delta: copies up to offset {e.copied_to} but the basis file "
+                                 f"is only {size} bytes long (wrong basis or corrupt delta)")
+        for offset, data in e.writes:
+            while data:
+                n = os.pwrite(fd, data, offset)
+                data = data[n:]
+                offset += n
+        if e.length != size:
+            os.ftruncate(fd, e.length)
+        size = e.length
 
 
 def _release(basis):
@@ -674,7 +727,8 @@ def _patched(job, chunks):
 
 
 def _write_chunks(chunks, fd):
-    """Write data to ``fd``, leaving holes for whole zero chunks so sparse files stay sparse."""
+    """Write data to ``fd``, leaving holes for whole zero chunks so sparse files stay sparse;
+    returns the size written."""
     size = 0
     holes = False
     for c in chunks:
@@ -690,6 +744,7 @@ def _write_chunks(chunks, fd):
         size += n
     if holes:
         os.ftruncate(fd, size)     # a trailing hole has no write to extend the file
+    return size
 
 
 # --- writing a tree --------------------------------------------------------------------------

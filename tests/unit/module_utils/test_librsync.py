@@ -12,6 +12,8 @@ import textwrap
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cairn import librsync
 from cairn.errors import CairnError, CorruptArchive
@@ -568,3 +570,106 @@ def test_a_cffi_that_refuses_the_generated_module_parses_the_declarations(monkey
     ffi = librsync._new_ffi()
     assert type(ffi).__module__ == "cffi.api"
     assert ffi.sizeof("rs_buffers_t") == ffi.sizeof(librsync._load()[0].typeof("rs_buffers_t"))
+
+
+# --- deltas applied in place ----------------------------------------------------------------
+
+def apply_in_place(basis, e):
+    """What restore does with InPlaceEdits, on a bytearray."""
+    assert e.copied_to <= len(basis)
+    out = bytearray(basis)
+    for offset, data in e.writes:
+        if offset > len(out):
+            out += bytes(offset - len(out))
+        out[offset:offset + len(data)] = data
+    if e.length < len(out):
+        del out[e.length:]
+    else:
+        out += bytes(e.length - len(out))
+    return bytes(out)
+
+
+IN_PLACE = {"identical", "edit-middle", "append", "truncate", "empty"}
+
+
+@pytest.mark.parametrize("name,new", edits(rand(300 * KIB, seed=5)))
+def test_in_place_edits_of_real_deltas(name, new):
+    """A change in place, at the end or a cut gives copies to the same offsets: the delta applies
+    over the basis itself, to what librsync's patch gives. Shifted data does not."""
+    old = rand(300 * KIB, seed=5)
+    d = librsync.delta(librsync.signature(old), new)
+    e = librsync.in_place_edits(d)
+    if name in IN_PLACE:
+        assert e is not None, name
+    elif name != "different":       # all literal: in place too, and right
+        assert e is None, name
+    if e is not None:
+        assert apply_in_place(old, e) == librsync.patch(old, d) == new
+
+
+def _command(op, *args):
+    """One delta command: ``args`` as (value, width) pairs, big-endian."""
+    return bytes([op]) + b"".join(v.to_bytes(w, "big") for v, w in args)
+
+
+def test_in_place_edits_read_every_command_as_librsync_does():
+    """Every literal and copy command, with arguments of every width, checked against
+    librsync's own patch of the same delta."""
+    basis = rand(70000, seed=6)
+    widths = (1, 2, 4, 8)
+    parts, pos, rng = [b"rs\x026"], 0, random.Random(7)
+    for op in range(0x01, 0x41):                                    # literal, length in the op
+        parts.append(bytes([op]) + rng.randbytes(op))
+        pos += op
+    for i, w in enumerate(widths):                                  # literal, length after it
+        n = rng.randint(1, 255)
+        parts.append(_command(0x41 + i, (n, w)) + rng.randbytes(n))
+        pos += n
+    for i, ws in enumerate(widths):                                 # copy to the same offset
+        for j, wl in enumerate(widths):
+            n = rng.randint(1, 255) if pos < 1 << (8 * ws) else 0
+            if pos >= 1 << (8 * ws):
+                continue                                            # start does not fit
+            parts.append(_command(0x45 + 4 * i + j, (pos, ws), (n, wl)))
+            pos += n
+    parts.append(b"\0")
+    delta = b"".join(parts)
+    e = librsync.in_place_edits(delta)
+    assert e is not None and e.length == pos
+    assert apply_in_place(basis, e) == librsync.patch(basis, delta)
+
+
+@pytest.mark.parametrize("delta", [
+    b"", b"rs\x026", b"rs\x016\0", b"rs\x026\x05abc\0",            # no end, cut literal
+    b"rs\x026\x02ab\0x",                                             # something after the end
+    b"rs\x026\x55\0", b"rs\x026\xff\0",                              # no such command
+    b"rs\x026\x45\x00", b"rs\x026\x45\x01\x05\0",                    # cut copy; copy elsewhere
+])
+def test_in_place_edits_leave_anything_else_to_librsync(delta):
+    assert librsync.in_place_edits(delta) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_in_place_edits_agree_with_librsync(data):
+    """Any change (overwrites, cuts, growth, insertions): whenever the delta reads as in place,
+    applying it over the basis gives librsync's result."""
+    old = data.draw(st.binary(max_size=6000))
+    new = bytearray(old)
+    for _ in range(data.draw(st.integers(0, 4))):
+        kind = data.draw(st.sampled_from(["overwrite", "cut", "grow", "insert"]))
+        at = data.draw(st.integers(0, len(new)))
+        chunk = data.draw(st.binary(min_size=1, max_size=700))
+        if kind == "overwrite":
+            new[at:at + len(chunk)] = chunk
+        elif kind == "cut":
+            del new[at:]
+        elif kind == "grow":
+            new += chunk
+        else:
+            new[at:at] = chunk
+    block = data.draw(st.sampled_from([64, 512]))
+    d = librsync.delta(librsync.signature(old, block), bytes(new))
+    e = librsync.in_place_edits(d)
+    if e is not None:
+        assert apply_in_place(old, e) == bytes(new)

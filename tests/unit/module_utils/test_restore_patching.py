@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from cairn import librsync, restore
+from cairn.errors import CorruptArchive
 from cairn.restore import _collect, write_content
 
 MiB = 1 << 20
@@ -108,3 +109,55 @@ def test_two_bases_in_memory_stay_within_the_limit_together(tmp_path, monkeypatc
         tracemalloc.stop()
     assert out.read_bytes() == v3
     assert peak < 5 * MiB, f"{peak / MiB:.1f} MiB held: both versions in memory"
+
+
+def _restored(tmp_path, snapshot, deltas):
+    """The file write_content makes of ``snapshot`` and [(delta, version it makes)]."""
+    entries = [_Entry("snapshot", snapshot, len(snapshot))]
+    entries += [_Entry("diff", d, len(version)) for d, version in deltas]
+    out = tmp_path / "f"
+    with open(out, "wb") as f:
+        write_content(entries, f.fileno(), str(tmp_path))
+    return out.read_bytes()
+
+
+class _NoPatchJob:
+    def __init__(self, *_args):
+        raise AssertionError("librsync's patch was used for a delta that applies in place")
+
+
+def test_a_delta_in_place_is_written_over_the_basis_without_librsync(tmp_path, monkeypatch):
+    """Overwrites, then growth, then a cut: each delta goes over the file being restored."""
+    rnd = random.Random(4)
+    v1 = rnd.randbytes(3 * MiB)
+    v2 = bytearray(v1)
+    v2[MiB:MiB + 65536] = rnd.randbytes(65536)
+    v2 += rnd.randbytes(5000)
+    v3 = bytes(v2[:2 * MiB])
+    d2 = librsync.delta(librsync.signature(v1), bytes(v2))
+    d3 = librsync.delta(librsync.signature(bytes(v2)), v3)
+    monkeypatch.setattr(librsync, "PatchJob", _NoPatchJob)
+    assert _restored(tmp_path, v1, [(d2, bytes(v2))]) == bytes(v2)
+    assert _restored(tmp_path, v1, [(d2, bytes(v2)), (d3, v3)]) == v3
+
+
+def test_deltas_past_the_read_ahead_limit_go_through_librsync_whole(tmp_path, monkeypatch):
+    """What was read ahead is not lost when the deltas are too big to hold: the patch gets
+    all of them, from the first byte."""
+    rnd = random.Random(5)
+    v1 = rnd.randbytes(2 * MiB)
+    v2 = v1[:100] + rnd.randbytes(MiB) + v1[100 + MiB:]           # in place, a 1 MiB literal
+    v3 = v2[:5000] + b"inserted" + v2[5000:]                       # shifted: not in place
+    d2 = librsync.delta(librsync.signature(v1), v2)
+    d3 = librsync.delta(librsync.signature(v2), v3)
+    monkeypatch.setattr(restore, "DELTAS_AHEAD_LIMIT", 256 << 10)
+    assert _restored(tmp_path, v1, [(d2, v2)]) == v2
+    assert _restored(tmp_path, v1, [(d2, v2), (d3, v3)]) == v3
+
+
+def test_a_delta_in_place_over_a_shorter_basis_is_refused(tmp_path):
+    v1 = random.Random(6).randbytes(MiB)
+    d = librsync.delta(librsync.signature(v1), v1 + b"more")
+    with open(tmp_path / "f", "wb") as f, pytest.raises(CorruptArchive, match="basis file is only"):
+        write_content([_Entry("snapshot", v1[:1000], 1000), _Entry("diff", d, MiB + 4)], f.fileno(),
+                      str(tmp_path))
