@@ -294,14 +294,33 @@ class LostVolume:
         return self.first <= index <= self.last
 
 
+_FETCHING = object()     # what a set's members yield first: its first fetches are under way
+
+
+def started(members):
+    """``members`` (set_members, lenient_set_members) once their first volumes are being
+    fetched, without waiting for any: a chain's sets are merged from their first entries, so
+    an incremental's fetch (its S2K key, its hash pass) must not wait for the full's data."""
+    first = next(members, _FETCHING)
+    return members if first is _FETCHING else itertools.chain([first], members)
+
+
 def set_members(fetcher, volumes):
-    """(Member, read) of one set across its volumes (VolumeRefs), in order; the first volume
-    that cannot be used raises (verify)."""
+    """(Member, read) of one set across its volumes (VolumeRefs), in order, after _FETCHING;
+    the first volume that cannot be used raises (verify)."""
     for ref in volumes:
         if not ref.present:
             raise BackendNotFound(f"volume {ref.name} is missing from the target")
-    for name, reader in fetcher.stream([(ref.name, ref.sha1) for ref in volumes]):
-        yield from archive.read_members(reader, what=f"volume {name}")
+    stream = fetcher.stream([(ref.name, ref.sha1) for ref in volumes])
+    try:
+        first = next(stream, None)      # submits the first fetches; reads nothing
+        yield _FETCHING
+        if first is None:
+            return
+        for name, reader in itertools.chain([first], stream):
+            yield from archive.read_members(reader, what=f"volume {name}")
+    finally:
+        stream.close()
 
 
 class _VolumeState:
@@ -328,18 +347,23 @@ class _GuardedRead:
 
 
 def lenient_set_members(fetcher, volumes, on_warning):
-    """(Member, read) of one set across its volumes (VolumeRefs), in order, with a LostVolume
-    where a volume could not be used or stopped being readable: the stream goes on with the
-    next volume. An entry that tries to escape (UnsafeArchive) is not a damaged volume and
+    """(Member, read) of one set across its volumes (VolumeRefs), in order, after _FETCHING,
+    with a LostVolume where a volume could not be used or stopped being readable: the stream
+    goes on with the next volume. An entry that tries to escape (UnsafeArchive) is not a damaged volume and
     still raises."""
     fetched = fetcher.fetched([(ref.name, ref.sha1) for ref in volumes if ref.present])
     try:
+        ahead = next(fetched, None)     # submits the first fetches; reads nothing
+        yield _FETCHING
         for ref in volumes:
             if not ref.present:
                 yield LostVolume(ref.name, ref.info.start_index, ref.info.end_index,
                                  f"volume {ref.name} is missing from the target")
                 continue
-            item = next(fetched, None)
+            if ahead is not None:
+                item, ahead = ahead, None
+            else:
+                item = next(fetched, None)
             if item is None:        # one fetch per present volume: cannot end sooner
                 return
             name, reader, fut = item
@@ -1396,8 +1420,8 @@ def chain_entries(sess, sets, prefix, fetcher, on_warning, losses=None):
     iters = []
     for s in sets:
         refs = _volumes_of(sess, s, prefix, strict=losses is None)
-        members = (set_members(fetcher, refs) if losses is None
-                   else lenient_set_members(fetcher, refs, on_warning))
+        members = started(set_members(fetcher, refs) if losses is None
+                          else lenient_set_members(fetcher, refs, on_warning))
         iters.append(_strip_prefix(members, prefix) if prefix else members)
     return merged_entries(iters, on_warning, prefix=prefix,
                           on_lost=None if losses is None else losses.volume_lost)
