@@ -656,7 +656,7 @@ def test_in_place_edits_agree_with_librsync(data):
     applying it over the basis gives librsync's result."""
     old = data.draw(st.binary(max_size=6000))
     new = bytearray(old)
-    for _ in range(data.draw(st.integers(0, 4))):
+    for _edit in range(data.draw(st.integers(0, 4))):
         kind = data.draw(st.sampled_from(["overwrite", "cut", "grow", "insert"]))
         at = data.draw(st.integers(0, len(new)))
         chunk = data.draw(st.binary(min_size=1, max_size=700))
