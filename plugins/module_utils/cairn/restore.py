@@ -349,8 +349,8 @@ class _GuardedRead:
 def lenient_set_members(fetcher, volumes, on_warning):
     """(Member, read) of one set across its volumes (VolumeRefs), in order, after _FETCHING,
     with a LostVolume where a volume could not be used or stopped being readable: the stream
-    goes on with the next volume. An entry that tries to escape (UnsafeArchive) is not a damaged volume and
-    still raises."""
+    goes on with the next volume. An entry that tries to escape (UnsafeArchive) is not a
+    damaged volume and still raises."""
     fetched = fetcher.fetched([(ref.name, ref.sha1) for ref in volumes if ref.present])
     try:
         ahead = next(fetched, None)     # submits the first fetches; reads nothing
