@@ -488,7 +488,6 @@ class DeltaJob(_Job):
 
 # --- deltas that need no basis copy ------------------------------------------------------------
 
-_DELTA_MAGIC = b"rs\x026"
 _ARG_WIDTHS = (1, 2, 4, 8)      # the widths a command's arguments come in (librsync's prototab)
 
 
@@ -511,7 +510,7 @@ def in_place_edits(delta):
     says what is wrong with it."""
     mv = memoryview(delta)
     end = len(mv)
-    if mv[:4] != _DELTA_MAGIC:
+    if mv[:4] != RS_DELTA_MAGIC.to_bytes(4, "big"):
         return None
     pos, length, copied_to, writes = 4, 0, 0, []
 

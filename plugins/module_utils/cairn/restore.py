@@ -353,17 +353,15 @@ def lenient_set_members(fetcher, volumes, on_warning):
     damaged volume and still raises."""
     fetched = fetcher.fetched([(ref.name, ref.sha1) for ref in volumes if ref.present])
     try:
-        ahead = next(fetched, None)     # submits the first fetches; reads nothing
+        # the first next() submits the first fetches and reads nothing
+        items = itertools.chain([next(fetched, None)], fetched)
         yield _FETCHING
         for ref in volumes:
             if not ref.present:
                 yield LostVolume(ref.name, ref.info.start_index, ref.info.end_index,
                                  f"volume {ref.name} is missing from the target")
                 continue
-            if ahead is not None:
-                item, ahead = ahead, None
-            else:
-                item = next(fetched, None)
+            item = next(items, None)
             if item is None:        # one fetch per present volume: cannot end sooner
                 return
             name, reader, fut = item
@@ -659,7 +657,7 @@ DELTAS_AHEAD_LIMIT = 16 << 20   # the deltas of one file read before its basis, 
 
 
 def _read_deltas_ahead(deltas):
-    """([chunk iterator] of each delta, [librsync.InPlaceEdits] or None).
+    """(None, [librsync.InPlaceEdits]) or ([chunk iterator] of each delta, None).
 
     A file's deltas are read before its basis, up to DELTAS_AHEAD_LIMIT together: when every
     one of them only overwrites, cuts or grows the file in place (a database, an image, a log),
@@ -683,7 +681,9 @@ def _read_deltas_ahead(deltas):
         iterators.append(itertools.chain(head, it))
         e = librsync.in_place_edits(b"".join(head)) if budget >= 0 else None
         edits = None if e is None else edits + [e]
-    return iterators, edits
+    if edits is not None:
+        return None, edits      # each delta was read whole: its pieces need not be kept
+    return iterators, None
 
 
 def _apply_in_place(size, edits, fd):
