@@ -446,13 +446,11 @@ class _LoadSignatureJob(_Job):
     _kind = "bad rsync signature"
 
 
-class DeltaJob(_Job):
-    """Streaming delta of new data against a signature (bytes)."""
-
-    _kind = "rsync delta"
+class LoadedSignature:
+    """A signature loaded into librsync and indexed once, for the DeltaJobs of one thread (a
+    delta counts its lookups in it: two threads need one each)."""
 
     def __init__(self, signature: bytes):
-        super().__init__()
         self._sumset = None
         _check_signature_header(signature)
         ffi, lib = _load()
@@ -475,16 +473,43 @@ class DeltaJob(_Job):
             result = lib.rs_build_hash_table(self._sumset)
             if result != RS_DONE:
                 raise CorruptArchive(f"bad rsync signature: cannot index it: {_describe(result)}")
-            self._start(lib.rs_delta_begin(self._sumset))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Free it now (also done on garbage collection); no DeltaJob of it may be running."""
+        sumset, self._sumset = self._sumset, None
+        if sumset is not None:
+            _ffi.release(sumset)
+
+
+class DeltaJob(_Job):
+    """Streaming delta of new data against a signature: bytes, or a LoadedSignature (which
+    then stays its owner's, and must outlive the job)."""
+
+    _kind = "rsync delta"
+
+    def __init__(self, signature):
+        super().__init__()
+        self._loaded = None
+        if isinstance(signature, LoadedSignature):
+            loaded = signature
+        else:
+            loaded = self._loaded = LoadedSignature(signature)
+        if loaded._sumset is None:
+            raise ValueError("rsync delta: the signature is closed")
+        try:
+            self._start(_lib.rs_delta_begin(loaded._sumset))
         except BaseException:
             self.close()
             raise
 
     def close(self):
         super().close()             # the job first: it points at the sumset
-        sumset, self._sumset = getattr(self, "_sumset", None), None
-        if sumset is not None:
-            _ffi.release(sumset)
+        loaded, self._loaded = getattr(self, "_loaded", None), None
+        if loaded is not None:
+            loaded.close()
 
 
 # --- deltas that need no basis copy ------------------------------------------------------------
@@ -549,6 +574,244 @@ def in_place_edits(delta):
         pos += n
         length += n
     return None                             # no end command
+
+
+# --- a new signature from the delta -------------------------------------------------------------
+
+def signature_header(block_len):
+    """The 12 octets that open what SignatureJob(block_len) writes."""
+    return (RS_MD4_SIG_MAGIC.to_bytes(4, "big") + int(block_len).to_bytes(4, "big")
+            + STRONG_LEN.to_bytes(4, "big"))
+
+
+def _command_length(op):
+    """Octets of the delta command that ``op`` opens (op and arguments, not literal data)."""
+    if op <= 0x40:
+        return 1
+    if op <= 0x44:
+        return 1 + _ARG_WIDTHS[op - 0x41]
+    if op <= 0x54:
+        return 1 + _ARG_WIDTHS[(op - 0x45) // 4] + _ARG_WIDTHS[(op - 0x45) % 4]
+    return None
+
+
+class DeltaBlocks:
+    """Reads a delta as it streams out of DeltaJob and sorts the blocks of the new file (at
+    multiples of ``block_len``) by what a new signature needs for them.
+
+    - A block the delta copies whole from a whole block of the basis has that block's bytes,
+      so its signature entry is the basis block's entry: the delta found it by computing this
+      very entry (weak sum and strong sum) over the new bytes and finding it in the signature.
+      ``copied``: runs of them, (first block, end block, basis block minus block).
+    - A block the delta carries whole as literal data is signed from those bytes, as they
+      come (``run(sign, data)``: at once by default; a caller may hand it to another thread,
+      in order, and must see it done before ``literal_entries``). ``literal``: runs of them,
+      (first block, end block); the new file's last block counts when it is literal.
+    - Any other block (partly copied, or copied from the basis at another offset) is to be
+      read again.
+
+    ``length``: the new file's length so far; ``malformed``: the stream did not parse (then
+    nothing here is used)."""
+
+    def __init__(self, block_len, run=None):
+        self.block_len = block_len
+        self.copied = []
+        self.literal = []
+        self.length = 0
+        self.ended = False
+        self.malformed = False
+        self._run = run or (lambda fn, data: fn(data))
+        self._literal = 0           # literal octets still to come in this command
+        self._head = b""            # a command (or the magic) split between two pieces
+        self._head_len = 4          # how long it is; the stream opens with the magic
+        self._magic = True
+        self._partial = None        # literal octets of the block being filled, from its start
+        self._signer = SignatureJob(block_len)
+        self._signed = []
+        self._batch, self._batched = [], 0
+
+    def close(self):
+        self._signer.close()
+
+    def feed(self, data):
+        """The next piece of the delta: bytes, or a view of bytes that nothing changes later
+        (its literal blocks may be signed later, in another thread)."""
+        mv = memoryview(data)
+        pos, end = 0, len(mv)
+        while pos < end and not self.malformed:
+            if self._literal:
+                n = min(self._literal, end - pos)
+                self._literal_data(mv[pos:pos + n])
+                pos += n
+                continue
+            if self._head_len:      # finishing a split command
+                n = min(self._head_len - len(self._head), end - pos)
+                self._head += bytes(mv[pos:pos + n])
+                pos += n
+                if len(self._head) < self._head_len:
+                    return
+                head, self._head, self._head_len = self._head, b"", 0
+                if self._magic:
+                    self._magic = False
+                    self.malformed = head != RS_DELTA_MAGIC.to_bytes(4, "big")
+                else:
+                    self._command(head)
+                continue
+            n = _command_length(mv[pos]) if not self.ended else None
+            if n is None:
+                self.malformed = True
+            elif end - pos >= n:
+                self._command(mv[pos:pos + n])
+                pos += n
+            else:
+                self._head, self._head_len = b"", n
+
+    def _command(self, head):
+        op = head[0]
+        if op == 0:
+            self.ended = True
+            if self._partial and self.length % self.block_len:     # the last block, short
+                self._sign_blocks(self.length // self.block_len, bytes(self._partial))
+            self._partial = None
+            self._hand_on()
+        elif op <= 0x40:
+            self._literal = op
+        elif op <= 0x44:
+            self._literal = int.from_bytes(head[1:], "big")
+        else:
+            width = _ARG_WIDTHS[(op - 0x45) // 4]
+            self._copy(int.from_bytes(head[1:1 + width], "big"), int.from_bytes(head[1 + width:], "big"))
+
+    def _literal_data(self, mv):
+        """``mv``: literal octets at ``self.length`` of the new file."""
+        block, at, n = self.block_len, self.length, len(mv)
+        self.length += n
+        self._literal -= n
+        pos = 0
+        if self._partial is None:
+            pos = -at % block               # from the next block boundary on
+            if pos >= n:
+                return
+            self._partial = bytearray()
+        elif self._partial:
+            pos = min(block - len(self._partial), n)
+            self._partial += mv[:pos]
+            if len(self._partial) < block:
+                return
+            self._sign_blocks((at + pos) // block - 1, bytes(self._partial))
+            self._partial = bytearray()
+        whole = (n - pos) // block * block
+        if whole:
+            self._sign_blocks((at + pos) // block, mv[pos:pos + whole])
+        self._partial += mv[pos + whole:]
+
+    def _sign_blocks(self, first, data):
+        end = first + -(-len(data) // self.block_len)
+        if self.literal and self.literal[-1][1] == first:
+            self.literal[-1] = (self.literal[-1][0], end)
+        else:
+            self.literal.append((first, end))
+        # handed on in batches of a MiB: one hand-over per 64 KiB chunk costs more than it saves
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= 1 << 20:
+            self._hand_on()
+
+    def _hand_on(self):
+        if self._batch:
+            batch, self._batch, self._batched = self._batch, [], 0
+            self._run(self._sign, batch)
+
+    def _sign(self, batch):
+        for data in batch:
+            out = self._signer.update(bytes(data))
+            if out:
+                self._signed.append(out)
+
+    def literal_entries(self):
+        """The signature entries of the ``literal`` blocks, in their order (once every
+        ``run`` has been done)."""
+        self._signed.append(self._signer.finish())
+        return b"".join(self._signed)[12:]
+
+    def _copy(self, start, n):
+        out, block = self.length, self.block_len
+        self.length += n
+        self._partial = None
+        if (start - out) % block:
+            return                  # shifted against the basis: no block lines up
+        first, end = -(-out // block), (out + n) // block
+        if first >= end:
+            return
+        shift = (start - out) // block
+        runs = self.copied
+        if runs and runs[-1][1] == first and runs[-1][2] == shift:
+            runs[-1] = (runs[-1][0], end, shift)
+        else:
+            runs.append((first, end, shift))
+
+
+def signature_from_delta(old_signature, blocks, length, read_blocks):
+    """What SignatureJob(blocks.block_len) writes for the new file of ``length`` octets, whose
+    delta against ``old_signature`` ``blocks`` (DeltaBlocks) read: the entries of the blocks
+    it copied taken from ``old_signature``, those of the blocks it carried as literal data from
+    ``blocks``, the others computed from ``read_blocks(first, end)``, an iterable of the new
+    file's octets of blocks first to end - 1 (what it raises goes to the caller). Only an old
+    signature of the same block length, MD4 and strong length gives entries; the old last
+    block, which may be short, never does."""
+    block = blocks.block_len
+    head = signature_header(block)
+    entry = 4 + STRONG_LEN
+    count = -(-length // block)
+    old = memoryview(old_signature)
+    usable = (len(old) - 12) // entry - 1 if bytes(old[:12]) == head else 0
+    whole = not blocks.malformed and blocks.ended and blocks.length == length
+    literal = blocks.literal_entries() if whole else b""
+    taken = []                      # (first, end, source, offset in it), in order
+    at = 0
+    for first, end in blocks.literal if whole else ():
+        taken.append((first, end, literal, at))
+        at += (end - first) * entry
+    for first, end, shift in blocks.copied if whole and usable > 0 else ():
+        first, end = max(first, -shift), min(end, usable - shift)
+        if first < end:
+            taken.append((first, end, old, 12 + (first + shift) * entry))
+    taken.sort(key=lambda t: t[0])
+    segments, done = [], 0          # (first, end, source or None, offset), in order
+    for first, end, source, offset in taken:
+        if first < done:
+            raise CorruptArchive("rsync signature: a block both copied and literal")
+        if first > done:
+            segments.append((done, first, None, 0))
+        segments.append((first, end, source, offset))
+        done = end
+    if done < count:
+        segments.append((done, count, None, 0))
+    fresh = []
+    with SignatureJob(block) as job:
+        for first, end, source, _offset in segments:
+            if source is None:
+                got = 0
+                for data in read_blocks(first, end):
+                    got += len(data)
+                    fresh.append(job.update(data))
+                if got != min(end * block, length) - first * block:
+                    raise CorruptArchive("rsync signature: the new file's blocks did not read as counted")
+        fresh.append(job.finish())
+    fresh = b"".join(fresh)
+    parts, at = [head], 12
+    for first, end, source, offset in segments:
+        n = (end - first) * entry
+        if source is None:
+            source, offset = fresh, at
+            at += n
+        part = source[offset:offset + n]
+        if len(part) != n:
+            raise CorruptArchive("rsync signature: fewer block sums than blocks")
+        parts.append(part)
+    if at != len(fresh) or done > count:
+        raise CorruptArchive("rsync signature: the new file's blocks did not read as counted")
+    return b"".join(parts)
 
 
 class _BasisReader:

@@ -4,6 +4,7 @@ Encrypted with a passphrase, to a public key, signed (duply's usual GPG_KEY + GP
 a passphrase with a signing key) and not encrypted; a signed archive is read with --sign-key, so
 a file that is not signed by that key fails the restore."""
 import os
+import random
 import time
 
 import pytest
@@ -134,3 +135,36 @@ def test_duplicity_continues_from_cairns_archive_dir(tmp_path, duplicity_bin):
     duplicity(duplicity_bin, "restore", *common, url, tmp_path / "out")
     assert (tmp_path / "out" / "a").read_bytes() == b"first\n" * 5000
     assert (tmp_path / "out" / "b").read_bytes() == b"second\n" * 5000
+
+
+def test_duplicity_reads_cairns_big_file_deltas_and_signatures(tmp_path, duplicity_bin):
+    """A file big enough for cairn's delta in windows and its signature from the delta:
+    duplicity restores every point, and its own incremental on cairn's signatures too."""
+    src, url = tmp_path / "src", f"file://{tmp_path / 'remote'}"
+    common = ["--no-encryption", "--archive-dir", tmp_path / "shared", "--name", "n"]
+    rnd = random.Random(12)
+    data = bytearray(rnd.randbytes(9 * (1 << 20) + 4321))
+    write(str(src / "big.bin"), bytes(data))
+    states = []
+
+    def point(tool, action):
+        time.sleep(1.1)
+        write(str(src / "big.bin"), bytes(data))
+        if tool == "cairn":
+            cairn(action, *common, "--volsize", "2", src, url)
+        else:
+            duplicity(duplicity_bin, action, *common, "--volsize", "2", src, url)
+        states.append((int(time.time()), bytes(data)))
+
+    point("cairn", "full")
+    data[5 << 20:(5 << 20) + 3000] = rnd.randbytes(3000)        # in place
+    point("cairn", "incremental")
+    data[1 << 20:1 << 20] = rnd.randbytes(777)                  # shifted after 1 MiB
+    data += rnd.randbytes(50000)
+    point("cairn", "incremental")
+    data[7 << 20:(7 << 20) + 10] = b"duplicity!"                # against cairn's signature
+    point("duplicity", "incremental")
+    for i, (when, content) in enumerate(states):
+        out = tmp_path / f"out-{i}"
+        duplicity(duplicity_bin, "restore", *common, "--time", when, url, out)
+        assert (out / "big.bin").read_bytes() == content, f"point {i}"

@@ -649,17 +649,14 @@ def test_in_place_edits_leave_anything_else_to_librsync(delta):
     assert librsync.in_place_edits(delta) is None
 
 
-@settings(max_examples=150, deadline=None)
-@given(data=st.data())
-def test_in_place_edits_agree_with_librsync(data):
-    """Any change (overwrites, cuts, growth, insertions): whenever the delta reads as in place,
-    applying it over the basis gives librsync's result."""
-    old = data.draw(st.binary(max_size=6000))
+def drawn_edits(data, max_size, max_chunk):
+    """(old, new) drawn by hypothesis: up to four overwrites, cuts, growths or insertions."""
+    old = data.draw(st.binary(max_size=max_size))
     new = bytearray(old)
     for _edit in range(data.draw(st.integers(0, 4))):
         kind = data.draw(st.sampled_from(["overwrite", "cut", "grow", "insert"]))
         at = data.draw(st.integers(0, len(new)))
-        chunk = data.draw(st.binary(min_size=1, max_size=700))
+        chunk = data.draw(st.binary(min_size=1, max_size=max_chunk))
         if kind == "overwrite":
             new[at:at + len(chunk)] = chunk
         elif kind == "cut":
@@ -668,8 +665,159 @@ def test_in_place_edits_agree_with_librsync(data):
             new += chunk
         else:
             new[at:at] = chunk
+    return old, bytes(new)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_in_place_edits_agree_with_librsync(data):
+    """Any change (overwrites, cuts, growth, insertions): whenever the delta reads as in place,
+    applying it over the basis gives librsync's result."""
+    old, new = drawn_edits(data, 6000, 700)
     block = data.draw(st.sampled_from([64, 512]))
-    d = librsync.delta(librsync.signature(old, block), bytes(new))
+    d = librsync.delta(librsync.signature(old, block), new)
     e = librsync.in_place_edits(d)
     if e is not None:
-        assert apply_in_place(old, e) == bytes(new)
+        assert apply_in_place(old, e) == new
+
+
+# --- a new signature from the delta ---------------------------------------------------------
+
+def signature_via_delta(old_sig, new, block_len, seed=0, read=None):
+    """signature_from_delta as a backup uses it: the delta streamed through AlignedCopies in
+    random pieces; ``read`` (default: from ``new``) serves the blocks read again."""
+    copies = librsync.DeltaBlocks(block_len)
+    with librsync.DeltaJob(old_sig) as job:
+        for out in pieces(run_job(job, pieces(new, seed)), seed + 1, high=5000):
+            copies.feed(out)
+    asked = []
+
+    def read_blocks(first, end):
+        asked.extend(range(first, end))
+        yield new[first * block_len:min(end * block_len, len(new))]
+    return librsync.signature_from_delta(old_sig, copies, len(new), read or read_blocks), asked
+
+
+@pytest.mark.parametrize("name,new", edits(rand(300 * KIB, seed=8)))
+def test_signature_from_delta_is_the_new_files_signature(name, new):
+    """Whatever the change, what comes out is librsync's own signature of the new file; a change
+    in place or at the end reads again only the blocks it touched (and the last one)."""
+    block = 2048
+    old_sig = librsync.signature(rand(300 * KIB, seed=8), block)
+    got, asked = signature_via_delta(old_sig, new, block)
+    assert got == librsync.signature(new, block)
+    count = -(-len(new) // block)
+    if name == "identical":
+        assert asked == [count - 1]                 # the old last block may be short: not taken
+    elif name == "truncate":
+        assert asked == ([count - 1] if len(new) % block else []) and count > 1
+    elif name in ("edit-middle", "append"):
+        assert 0 < len(asked) <= 8, (name, asked)
+    elif name in ("insert-middle", "prepend"):
+        assert len(asked) >= count // 2, name     # shifted: read again, not taken
+    elif name == "different":
+        assert asked == []                          # all literal: signed from the delta
+
+
+@pytest.mark.parametrize("kind", ["another block length", "BLAKE2", "strong sums of 16"])
+def test_signature_from_delta_takes_no_entry_of_another_kind(tmp_path, kind):
+    """The delta copies every block, but from a signature whose entries are not what
+    SignatureJob writes: every block is read again."""
+    new = rand(100 * KIB, seed=9)
+    if kind == "another block length":
+        old_sig = librsync.signature(new, 1024)
+    elif RDIFF is None:
+        pytest.skip("rdiff is not installed (Debian: rdiff)")
+    else:
+        (tmp_path / "old.bin").write_bytes(new)
+        hash_, strong = ("blake2", 8) if kind == "BLAKE2" else ("md4", 16)
+        rdiff("signature", "-R", "rollsum", "-H", hash_, "-S", strong, "-b", 2048, tmp_path / "old.bin",
+              tmp_path / "old.sig")
+        old_sig = (tmp_path / "old.sig").read_bytes()
+    got, asked = signature_via_delta(old_sig, new, 2048)
+    assert got == librsync.signature(new, 2048)
+    assert asked == list(range(50))
+
+
+def test_signature_from_delta_of_an_empty_signature_signs_the_literal_data():
+    new = rand(100 * KIB, seed=9)
+    got, asked = signature_via_delta(librsync.signature(b"", 2048), new, 2048)
+    assert got == librsync.signature(new, 2048) and asked == []
+
+
+def test_signature_from_delta_of_an_unfinished_or_broken_delta_reads_every_block():
+    old = rand(64 * KIB, seed=10)
+    old_sig = librsync.signature(old, 1024)
+    delta = librsync.delta(old_sig, old)
+    for stream in (delta[:-1], b"XX" + delta[2:], delta + b"\x01"):
+        copies = librsync.DeltaBlocks(1024)
+        copies.feed(stream)
+        got = librsync.signature_from_delta(old_sig, copies, len(old), lambda a, b: [old[a * 1024:b * 1024]])
+        assert got == librsync.signature(old, 1024)
+        assert not copies.ended or copies.malformed
+
+
+def test_signature_from_delta_checks_what_is_read_again():
+    old = rand(64 * KIB, seed=11)
+    new = old[:10 * KIB] + b"!" + old[10 * KIB + 1:]
+    old_sig = librsync.signature(old, 1024)
+
+    def short(first, end):
+        yield new[first * 1024:end * 1024 - 1]
+    with pytest.raises(CorruptArchive, match="did not read as counted"):
+        signature_via_delta(old_sig, new, 1024, read=short)
+
+    class Changed(Exception):
+        pass
+
+    def failing(first, end):
+        raise Changed()
+        yield
+    with pytest.raises(Changed):
+        signature_via_delta(old_sig, new, 1024, read=failing)
+
+
+def test_delta_blocks_read_every_command():
+    """Literals and copies with arguments of every width, split anywhere: the copies that line
+    up with the basis at block boundaries give runs of copied blocks, the others nothing; the
+    blocks wholly in literal data are signed from it."""
+    block = 16
+    parts, out, expected = [b"rs\x026"], 0, []
+    parts.append(bytes([0x10]) + b"x" * 16)                             # block 0: literal
+    out += 16
+    parts.append(_command(0x45 + 4 * 1 + 0, (out + 32, 2), (48, 1)))    # blocks 1-3 = old 3-5
+    expected.append((1, 4, 2))
+    out += 48
+    parts.append(_command(0x45 + 4 * 3 + 2, (out, 8), (40, 4)))         # blocks 4-5 = old 4-5,
+    expected.append((4, 6, 0))                                         # and half of block 6
+    out += 40
+    parts.append(_command(0x42, (24, 2)) + b"y" * 24)                   # rest of 6, half of 7
+    out += 24
+    parts.append(_command(0x45 + 4 * 2 + 3, (out + 3, 4), (64, 8)))     # shifted: nothing
+    out += 64
+    parts.append(_command(0x44, (8, 8)) + b"z" * 8 + b"\0")
+    out += 8
+    stream = b"".join(parts)
+    for cut in (1, 2, 3, 5, 7, 1000):
+        copies = librsync.DeltaBlocks(block)
+        for i in range(0, len(stream), cut):
+            copies.feed(stream[i:i + cut])
+        assert copies.ended and not copies.malformed
+        assert copies.copied == expected and copies.length == out
+        # whole blocks of literal data: 0, 7 (from the middle of 6 on) and the short last one
+        assert copies.literal == [(0, 1), (7, 8), (12, 13)]
+        entries = copies.literal_entries()
+        assert entries == (librsync.signature(b"x" * 16, block)[12:] + librsync.signature(b"y" * 16, block)[12:]
+                           + librsync.signature(b"z" * 8, block)[12:])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_signature_from_delta_agrees_with_librsync(data):
+    """Any change (overwrites, cuts, growth, insertions), any block length and cut of the
+    stream: the signature from the delta is the one librsync computes from the new bytes."""
+    old, new = drawn_edits(data, 20000, 3000)
+    block = data.draw(st.sampled_from([64, 512, 1024]))
+    got, _asked = signature_via_delta(librsync.signature(old, block), new, block,
+                                      seed=data.draw(st.integers(0, 1000)))
+    assert got == librsync.signature(new, block)
