@@ -771,8 +771,8 @@ def test_signature_from_delta_checks_what_is_read_again():
         pass
 
     def failing(first, end):
+        yield new[first * 1024:first * 1024 + 10]
         raise Changed()
-        yield
     with pytest.raises(Changed):
         signature_via_delta(old_sig, new, 1024, read=failing)
 
