@@ -67,13 +67,15 @@ class Collection:
     """The archive as seen from a list of remote names.
 
     ``chains``: complete chains, oldest first. ``orphaned``: complete incrementals that fit no
-    chain. ``incomplete``: sets with no manifest (an interrupted run) or whose signature never
-    arrived. ``orphaned_signatures``: signature files whose set is gone. ``unfinished``: the
-    files of a set still being written (see naming.UNFINISHED_MARK), by their final names.
+    chain. ``incomplete``: sets with no manifest (an interrupted run), whose signature never
+    arrived (an incremental), or whose commit stopped (a full). ``orphaned_signatures``:
+    signature files whose set is gone. ``unfinished``: the files of a set still being written
+    (see naming.UNFINISHED_MARK), by their final names.
     """
 
     def __init__(self, names, prefix=""):
         self.names = list(names)
+        self._prefix = prefix
         sets = {}
         sigs = []
         self.foreign = []
@@ -150,6 +152,17 @@ class Collection:
         for c in self.chains:
             while c.incs and not c.incs[-1].signature:
                 self.incomplete.append(c.incs.pop())
+        # A full whose commit stopped (its manifest written, its signatures not, and some of its
+        # volumes or resume records still under unfinished names) lacks volumes: it is no backup
+        # but the remains of a run, which the next one resumes or removes. A full that only lost
+        # its signature file, with nothing of it unfinished, stays a chain: its volumes are whole.
+        for c in [c for c in self.chains if not c.incs and not c.full.signature and self._commit_stopped(c.full)]:
+            self.chains.remove(c)
+            self.incomplete.append(c.full)
+
+    def _commit_stopped(self, s):
+        base = naming.volume_name(0, time=s.end_time, prefix=self._prefix).rsplit(".vol0.", 1)[0] + "."
+        return any(final.startswith(base) for final in self.unfinished)
 
     # --- queries -------------------------------------------------------------------------
 

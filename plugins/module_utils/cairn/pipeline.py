@@ -7,7 +7,7 @@ part of a set. The commit then writes the manifest, renames the volumes to their
 writes the signatures. Interrupted before the manifest, the archive is to duplicity exactly its
 last complete backup. Interrupted inside the commit, duplicity sees a set with a manifest and
 missing volumes, which it reports and passes over (``restore -t`` of an earlier time works), and
-cairn an incomplete set (no signatures), which its next run removes. Volumes under final names
+cairn an incomplete set, which its next run resumes or removes. Volumes under final names
 with no manifest, which make duplicity abort ("No remote manifest name"), never occur.
 
 One ``BackupRun`` per run owns every thread it uses; its steps are plan, write_volumes,

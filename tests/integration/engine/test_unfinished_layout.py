@@ -33,12 +33,12 @@ def _source(src, seed):
     write(os.path.join(src, "round.txt"), b"round %d\n" % seed)
 
 
-def _dying_incremental(tmp_path, src, target_dir, dies_at):
+def _dying_incremental(tmp_path, src, target_dir, dies_at, mode="incremental"):
     with dying_scheme(dies_at):
         target = api.TargetOptions(url=f"dying+file://{target_dir}", crypto=CryptoOptions(mode="none"),
                                    archive_dir=str(tmp_path / "cache"))
         with pytest.raises(Died):
-            api.backup(target, api.BackupOptions(source=str(src), mode="incremental", volsize=1))
+            api.backup(target, api.BackupOptions(source=str(src), mode=mode, volsize=1))
 
 
 def _dup(duplicity_bin, tmp_path, *args):
@@ -52,8 +52,9 @@ def _unfinished(target_dir):
 
 def _stored(target_dir, part, timeout=30):
     """Wait until a file of this run with ``part`` in its name is at the target under its
-    unfinished name (whole: not under an upload's temp name): uploads run concurrently, so volume 2's upload may start before volume 1's
-    has ended, and a run dying there would leave nothing of this set (what the test is not about)."""
+    unfinished name (whole: not under an upload's temp name): uploads run concurrently, so
+    volume 2's upload may start before volume 1's has ended, and a run dying there would leave
+    nothing of this set (what the test is not about)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if any(n.startswith(naming.UNFINISHED_MARK) and part in n for n in os.listdir(target_dir)):
@@ -116,6 +117,61 @@ def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, m
     dest = tmp_path / "dup-after"
     _dup(duplicity_bin, tmp_path, "restore", url, dest)
     assert diff_snapshots(new_state, snapshot(dest)) == []
+
+
+def _full_then_full_dying_at(tmp_path, seed, volume):
+    """A full, then a full of a changed tree that dies renaming ``volume`` in its commit."""
+    src, target_dir = tmp_path / "src", tmp_path / "target"
+    _source(src, seed)
+    cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, f"file://{target_dir}")
+    first = sorted(os.listdir(target_dir))
+    time.sleep(1.1)
+    _source(src, seed + 1)
+    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "rename" and volume in name,
+                       mode="full")
+    return src, target_dir, f"file://{target_dir}", first
+
+
+@pytest.mark.parametrize("next_run", ["resumes", "cannot resume"])
+def test_a_full_that_died_renaming_its_volumes_is_resumed_or_removed(tmp_path, duplicity_bin, next_run):
+    """A full killed inside its commit (its manifest written, volume 1 renamed, volume 2 not)
+    left a set of its own time with missing volumes. The next full resumes it, keeping its
+    volumes; one that cannot (other options) removes it. Before, that set counted as the newest
+    backup: resuming was refused ("a newer backup has been made since") and it stayed at the
+    target for good, a chain whose volumes were gone."""
+    src, target_dir, url, _first = _full_then_full_dying_at(tmp_path, 5, ".vol2.")
+    names = os.listdir(target_dir)
+    assert len([n for n in names if n.startswith("duplicity-full.") and ".manifest" in n]) == 2, names
+    assert [n for n in names if naming.UNFINISHED_MARK in n and ".vol2." in n], names
+    time.sleep(1.1)
+    volsize = "1" if next_run == "resumes" else "2"
+    r = cairn("full", "--no-encryption", "--volsize", volsize, "--archive-dir", tmp_path / "cache", src, url)
+    if next_run == "resumes":
+        assert b"resumed at volume " in r.stderr, r.stderr
+    else:
+        assert b"written with other options" in r.stderr, r.stderr
+    assert b"left by an interrupted run" in r.stderr, r.stderr
+    assert _unfinished(target_dir) == []
+    # every set at the target is whole: two fulls, each with its signatures
+    names = os.listdir(target_dir)
+    manifests = [n for n in names if ".manifest" in n]
+    assert len(manifests) == 2 and len([n for n in names if "full-signatures" in n]) == 2, names
+    st = json.loads(cairn("collection-status", "--json", "--no-encryption", "--archive-dir", tmp_path / "cache",
+                          url).stdout)
+    assert st["incomplete_sets"] == [] and len(st["chains"]) == 2, st
+    status = _dup(duplicity_bin, tmp_path, "collection-status", url)
+    assert b"Number of contained backup sets: 1" in status.stdout and b"missing" not in status.stdout.lower(), \
+        status.stdout
+    dest = tmp_path / "dup-after"
+    _dup(duplicity_bin, tmp_path, "restore", url, dest)
+    assert diff_snapshots(snapshot(src), snapshot(dest)) == []
+
+
+def test_cleanup_removes_a_full_that_died_renaming_its_volumes(tmp_path):
+    _src, target_dir, url, first = _full_then_full_dying_at(tmp_path, 7, ".vol3.")
+    assert _unfinished(target_dir)
+    cairn("cleanup", "--force", "--no-encryption", "--archive-dir", tmp_path / "cache", url)
+    assert sorted(os.listdir(target_dir)) == first
 
 
 def test_cleanup_removes_unfinished_files(tmp_path):

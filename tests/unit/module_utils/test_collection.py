@@ -47,6 +47,35 @@ def test_set_without_signature_is_demoted():
     assert [s.end_time for s in col.incomplete] == [T2]
 
 
+def _unfinished(names, prefix=""):
+    return [naming.unfinished_name(n, prefix) for n in names]
+
+
+def test_full_whose_commit_stopped_is_incomplete_not_a_chain():
+    """Killed while renaming: the manifest and volume 1 under final names, volume 2 not yet."""
+    stopped = full(T1, 2, sig=False)
+    col = Collection(full(T0) + [stopped[0], stopped[2]] + _unfinished([stopped[1]]))
+    assert [c.start_time for c in col.chains] == [T0]
+    assert [s.end_time for s in col.incomplete] == [T1]
+    assert col.last_backup_time() == T0
+
+
+def test_full_whose_commit_stopped_before_its_signatures_is_incomplete():
+    """Every volume renamed, the signatures not written: the resume records are still unfinished."""
+    base = naming.volume_name(0, time=T1, prefix="pre-").rsplit(".vol0.", 1)[0]
+    names = [f"pre-{n}" for n in full(T1, 2, sig=False)]
+    col = Collection(names + _unfinished([f"{base}.resume.1.gpg"], "pre-"), prefix="pre-")
+    assert col.chains == [] and [s.end_time for s in col.incomplete] == [T1]
+
+
+def test_full_that_only_lost_its_signatures_stays_a_chain():
+    """Nothing of it is unfinished (another set's files are): its volumes are whole."""
+    other = _unfinished(full(T2, 1, manifest=False, sig=False))
+    col = Collection(full(T1, 2, sig=False) + other)
+    assert [c.start_time for c in col.chains] == [T1] and col.incomplete == []
+    assert col.last_backup_time() == T1
+
+
 def test_orphaned_incremental_and_signatures():
     names = full(T2) + inc(T0, T1) + [naming.signature_name(time=T3, suffix=".gpg")]
     col = Collection(names)
