@@ -119,30 +119,35 @@ def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, m
     assert diff_snapshots(new_state, snapshot(dest)) == []
 
 
-def _full_then_full_dying_at(tmp_path, seed, volume):
-    """A full, then a full of a changed tree that dies renaming ``volume`` in its commit."""
+def _full_then_full_dying_at(tmp_path, seed, method, part):
+    """A full, then a full of a changed tree that dies in its commit, at the ``method`` call
+    ("rename", "put") for the file with ``part`` in its name."""
     src, target_dir = tmp_path / "src", tmp_path / "target"
     _source(src, seed)
     cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, f"file://{target_dir}")
     first = sorted(os.listdir(target_dir))
     time.sleep(1.1)
     _source(src, seed + 1)
-    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "rename" and volume in name,
+    _dying_incremental(tmp_path, src, target_dir, lambda called, name: called == method and part in name,
                        mode="full")
     return src, target_dir, f"file://{target_dir}", first
 
 
+@pytest.mark.parametrize("dies_at", [("rename", ".vol2."), ("put", "full-signatures")],
+                         ids=["renaming volume 2", "writing the signatures"])
 @pytest.mark.parametrize("next_run", ["resumes", "cannot resume"])
-def test_a_full_that_died_renaming_its_volumes_is_resumed_or_removed(tmp_path, duplicity_bin, next_run):
-    """A full killed inside its commit (its manifest written, volume 1 renamed, volume 2 not)
-    left a set of its own time with missing volumes. The next full resumes it, keeping its
-    volumes; one that cannot (other options) removes it. Before, that set counted as the newest
-    backup: resuming was refused ("a newer backup has been made since") and it stayed at the
-    target for good, a chain whose volumes were gone."""
-    src, target_dir, url, _first = _full_then_full_dying_at(tmp_path, 5, ".vol2.")
+def test_a_full_that_died_in_its_commit_is_resumed_or_removed(tmp_path, duplicity_bin, next_run, dies_at):
+    """A full killed inside its commit, its manifest written: renaming volume 2 (volume 1
+    renamed), or writing the signatures (every volume renamed, its resume records still
+    unfinished). It left a set of its own time with missing volumes or no signatures. The next
+    full resumes it, keeping its volumes; one that cannot (other options) removes it. Before,
+    that set counted as the newest backup: resuming was refused ("a newer backup has been made
+    since") and it stayed at the target for good, a chain whose volumes were gone."""
+    src, target_dir, url, _first = _full_then_full_dying_at(tmp_path, 5, *dies_at)
     names = os.listdir(target_dir)
     assert len([n for n in names if n.startswith("duplicity-full.") and ".manifest" in n]) == 2, names
-    assert [n for n in names if naming.UNFINISHED_MARK in n and ".vol2." in n], names
+    assert _unfinished(target_dir) and len([n for n in names if "full-signatures" in n]) == 1, names
+    assert (".vol2." in " ".join(_unfinished(target_dir))) == (dies_at[0] == "rename"), names
     time.sleep(1.1)
     volsize = "1" if next_run == "resumes" else "2"
     r = cairn("full", "--no-encryption", "--volsize", volsize, "--archive-dir", tmp_path / "cache", src, url)
@@ -168,7 +173,7 @@ def test_a_full_that_died_renaming_its_volumes_is_resumed_or_removed(tmp_path, d
 
 
 def test_cleanup_removes_a_full_that_died_renaming_its_volumes(tmp_path):
-    _src, target_dir, url, first = _full_then_full_dying_at(tmp_path, 7, ".vol3.")
+    _src, target_dir, url, first = _full_then_full_dying_at(tmp_path, 7, "rename", ".vol3.")
     assert _unfinished(target_dir)
     cairn("cleanup", "--force", "--no-encryption", "--archive-dir", tmp_path / "cache", url)
     assert sorted(os.listdir(target_dir)) == first
