@@ -161,7 +161,7 @@ class Collection:
             self.incomplete.append(c.full)
 
     def _commit_stopped(self, s):
-        base = naming.volume_name(0, time=s.end_time, prefix=self._prefix).rsplit(".vol0.", 1)[0] + "."
+        base = naming.set_base(time=s.end_time, prefix=self._prefix) + "."
         return any(final.startswith(base) for final in self.unfinished)
 
     # --- queries -------------------------------------------------------------------------

@@ -189,8 +189,13 @@ def _times(time, start_time, end_time):
 # ``prefix`` of the writers: the archive's NameScheme, or its file prefix (str)
 
 def volume_name(n, *, time=None, start_time=None, end_time=None, suffix="", prefix=""):
+    return f"{set_base(time=time, start_time=start_time, end_time=end_time, prefix=prefix)}.vol{n}.difftar{suffix}"
+
+
+def set_base(*, time=None, start_time=None, end_time=None, prefix=""):
+    """What a set's volume names start with, before ``.vol``: its resume records are named by it."""
     kind, t = _times(time, start_time, end_time)
-    return f"{scheme(prefix).of(kind)}duplicity-{kind}.{t}.vol{n}.difftar{suffix}"
+    return f"{scheme(prefix).of(kind)}duplicity-{kind}.{t}"
 
 
 def manifest_name(*, time=None, start_time=None, end_time=None, suffix="", partial=False, prefix=""):

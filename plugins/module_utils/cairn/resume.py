@@ -134,7 +134,7 @@ class Record:
 
     def base(self, prefix=""):
         """The set's volume 1 name without its number and suffix: what its segments are named by."""
-        return naming.volume_name(0, prefix=prefix, **self.names).rsplit(".vol0.", 1)[0]
+        return naming.set_base(prefix=prefix, **self.names)
 
 
 def segment_name(record, number, prefix, suffix):

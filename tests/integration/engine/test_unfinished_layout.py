@@ -33,7 +33,8 @@ def _source(src, seed):
     write(os.path.join(src, "round.txt"), b"round %d\n" % seed)
 
 
-def _dying_incremental(tmp_path, src, target_dir, dies_at, mode="incremental"):
+def _dying_backup(tmp_path, src, target_dir, dies_at, mode="incremental"):
+    """A backup of ``src`` that dies at the first target call ``dies_at`` picks."""
     with dying_scheme(dies_at):
         target = api.TargetOptions(url=f"dying+file://{target_dir}", crypto=CryptoOptions(mode="none"),
                                    archive_dir=str(tmp_path / "cache"))
@@ -74,7 +75,7 @@ def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, m
     time.sleep(1.1)
     _source(src, 2)
     if moment == "uploading volume 3":
-        _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol3." in name)
+        _dying_backup(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol3." in name)
         left = _unfinished(target_dir)
         assert left and all(".vol" in n or ".resume." in n for n in left), left
         assert not [n for n in os.listdir(target_dir) if "duplicity-inc." in n and naming.UNFINISHED_MARK not in n]
@@ -86,7 +87,7 @@ def test_duplicity_reads_an_archive_whose_backup_died(tmp_path, duplicity_bin, m
         assert diff_snapshots(full_state, snapshot(dest)) == []
     else:
         # volume 1 renamed already, volume 2 not
-        _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "rename" and ".vol2." in name)
+        _dying_backup(tmp_path, src, target_dir, lambda method, name: method == "rename" and ".vol2." in name)
         names = os.listdir(target_dir)
         assert [n for n in names if ".manifest" in n and "duplicity-inc." in n], names
         assert [n for n in names if n.startswith("duplicity-inc.") and ".vol1." in n], names
@@ -128,8 +129,8 @@ def _full_then_full_dying_at(tmp_path, seed, method, part):
     first = sorted(os.listdir(target_dir))
     time.sleep(1.1)
     _source(src, seed + 1)
-    _dying_incremental(tmp_path, src, target_dir, lambda called, name: called == method and part in name,
-                       mode="full")
+    _dying_backup(tmp_path, src, target_dir, lambda called, name: called == method and part in name,
+                  mode="full")
     return src, target_dir, f"file://{target_dir}", first
 
 
@@ -187,8 +188,8 @@ def test_cleanup_removes_unfinished_files(tmp_path):
     cairn("full", *PLAIN, "--archive-dir", tmp_path / "cache", src, url)
     time.sleep(1.1)
     _source(src, 4)
-    _dying_incremental(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol2." in name
-                       and _stored(target_dir, ".vol1."))
+    _dying_backup(tmp_path, src, target_dir, lambda method, name: method == "put" and ".vol2." in name
+                  and _stored(target_dir, ".vol1."))
     assert _unfinished(target_dir)
     st = json.loads(cairn("collection-status", "--json", "--no-encryption", "--archive-dir", tmp_path / "cache",
                           url).stdout)

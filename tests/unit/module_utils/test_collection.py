@@ -62,7 +62,7 @@ def test_full_whose_commit_stopped_is_incomplete_not_a_chain():
 
 def test_full_whose_commit_stopped_before_its_signatures_is_incomplete():
     """Every volume renamed, the signatures not written: the resume records are still unfinished."""
-    base = naming.volume_name(0, time=T1, prefix="pre-").rsplit(".vol0.", 1)[0]
+    base = naming.set_base(time=T1, prefix="pre-")
     names = [f"pre-{n}" for n in full(T1, 2, sig=False)]
     col = Collection(names + _unfinished([f"{base}.resume.1.gpg"], "pre-"), prefix="pre-")
     assert col.chains == [] and [s.end_time for s in col.incomplete] == [T1]
