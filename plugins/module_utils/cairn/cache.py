@@ -126,7 +126,7 @@ class ArchiveDir:
             plain = fetched + ".plain"
             crypto.decode_file(s.signature, fetched, plain)
             gz = fetched + ".gz"
-            write_gzip(plain, gz, fast=True)
+            write_gzip(plain, gz)
             os.unlink(plain)
         _atomic_move(gz, local)
         return local

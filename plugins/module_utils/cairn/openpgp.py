@@ -401,7 +401,7 @@ _PROBE = 1 << 12              # ... from this much of its middle, start and end
 _INCOMPRESSIBLE = 0.97        # ... stored when deflate (level 1) cannot take 3 % off any probe
 
 
-def _stored_blocks(data):
+def stored_blocks(data):
     """``data`` as deflate stored blocks (RFC 1951 3.2.4), none of them final."""
     out = []
     view = memoryview(data)
@@ -420,7 +420,7 @@ def _incompressible(segment):
     return True
 
 
-class _Deflater:
+class Deflater:
     """Raw deflate (the ZIP algorithm, RFC 1951) of what is written, to ``sink``.
 
     With ``store_incompressible``, each 256 KiB of a big write of which deflate at level 1
@@ -451,7 +451,7 @@ class _Deflater:
                 if not self._fresh:
                     self._sink(self._z.flush(zlib.Z_FULL_FLUSH))
                     self._fresh = True
-                self._sink(_stored_blocks(segment))
+                self._sink(stored_blocks(segment))
             else:
                 self._compress(segment)
 
@@ -474,7 +474,7 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
     gpg's default) holding a literal data packet ('b', no name, date 0); with
     ``compress_level`` None or 0 (like gpg's ``-z 0`` / ``--compress-algo none``) the literal
     packet alone. ``store_incompressible``: data that does not compress goes into deflate's
-    stored blocks without the cost of trying (see _Deflater). Memory use is constant.
+    stored blocks without the cost of trying (see Deflater). Memory use is constant.
 
     Raises Unsupported when ``cryptography`` is missing (nothing written then); errors of
     ``fin`` and ``fout`` (OSError) pass through: the caller writes to a temporary file."""
@@ -495,7 +495,7 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
     if compressed:
         packet = _PacketWriter(_COMPRESSED, enc.write)
         packet.write(b"\x01")
-        deflate = _Deflater(int(compress_level), packet.write, store_incompressible)
+        deflate = Deflater(int(compress_level), packet.write, store_incompressible)
         literal = _PacketWriter(_LITERAL, deflate.write)
     else:
         literal = _PacketWriter(_LITERAL, enc.write)

@@ -375,7 +375,7 @@ class BackupRun:
         self.sig_out = os.path.join(self.tmp, "signatures.tar.out")
         self.sig_gz = os.path.join(self.tmp, "signatures.tar.gz")
         self.sig_encrypted = self._side_job(sess.crypto.encrypt_file, sig_plain, self.sig_out)
-        self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz, fast=True)
+        self.sig_gzipped = self._side_job(write_gzip, sig_plain, self.sig_gz)
         self.volumes.close(none_before=res is None)
         self.encrypt.join()
         self.abort.check()

@@ -1,8 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How gpg's results are judged, with python-gnupg result stand-ins."""
 import gzip
+import hashlib
+import io
 import os
+import random
 import subprocess
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -69,11 +73,10 @@ def test_a_damaged_gzip_volume_is_corrupt_and_leaves_nothing(tmp_path):
     assert not dst.exists() and sorted(os.listdir(tmp_path)) == ["fetched"]
 
 
-@pytest.mark.parametrize("fast,isal", [(False, True), (True, True), (True, False)],
-                         ids=["volume", "signatures", "signatures-without-isal"])
-def test_one_gzip_writer_as_duplicity_writes(tmp_path, monkeypatch, fast, isal):
-    # volumes at duplicity's level 6; signature files (``fast``) with ISA-L's deflate where
-    # python-isal is installed, level 6 otherwise: a .gz file duplicity's gzip module reads
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "without-isal"])
+def test_one_gzip_writer_for_the_archive_dirs_signatures(tmp_path, monkeypatch, isal):
+    # ISA-L's deflate where python-isal is installed, duplicity's level 6 otherwise: a .gz file
+    # duplicity's gzip module reads
     if isal:
         assert cairn.crypto.igzip is not None, "python-isal is a runtime requirement"
     else:
@@ -81,16 +84,54 @@ def test_one_gzip_writer_as_duplicity_writes(tmp_path, monkeypatch, fast, isal):
     data = b"".join(b"%d data " % i for i in range(2000))
     src = tmp_path / "in"
     src.write_bytes(data)
-    write_gzip(str(src), str(tmp_path / "a.gz"), fast=fast)
+    write_gzip(str(src), str(tmp_path / "a.gz"))
     with open(src, "rb") as f:
-        write_gzip(f, str(tmp_path / "b.gz"), fast=fast)
+        write_gzip(f, str(tmp_path / "b.gz"))
     a = (tmp_path / "a.gz").read_bytes()
     assert a == (tmp_path / "b.gz").read_bytes() and gzip.decompress(a) == data
     assert a[4:8] == b"\0\0\0\0" and not a[3] & 0x08      # mtime 0, no stored file name
     # level 6 is zlib's stream; ISA-L writes another, as valid. The header's last byte (the OS)
     # is left out: gzip.compress writes another than GzipFile does
     level6 = gzip.compress(data, compresslevel=6, mtime=0)
-    assert (a[10:] == level6[10:]) is not (fast and isal)
+    assert (a[10:] == level6[10:]) is not isal
+
+
+def _volume_data(seed):
+    """Text, then random bytes (an already compressed file), then text again: a volume's mix."""
+    rnd = random.Random(seed)
+    text = b"".join(b"%d line of a config file, %s\n" % (i, rnd.choice([b"yes", b"no", b"maybe"]))
+                    for i in range(60_000))
+    return text + rnd.randbytes(3 << 20) + text[:700_001]
+
+
+@pytest.mark.parametrize("compress,level", [(True, None), (True, 1), (True, 9), (False, None), (True, 0)])
+def test_a_volume_without_encryption_is_one_gzip_of_the_built_in_deflate(tmp_path, compress, level):
+    """--no-encryption: the volume's .gz is gzip's container around the deflate encrypted volumes
+    get (ISA-L, incompressible stretches stored): gzip and zlib read it, its SHA1 is what is
+    returned, text shrinks, random bytes are stored and not inflated."""
+    data = _volume_data(3)
+    crypto = Crypto(CryptoOptions(mode="none"))
+    dst = tmp_path / "vol.difftar.gz"
+    sha1 = crypto.encrypt_file(io.BytesIO(data), str(dst), compress=compress, compress_level=level)
+    out = dst.read_bytes()
+    assert sha1 == hashlib.sha1(out).hexdigest()
+    assert out[:4] == b"\x1f\x8b\x08\x00" and out[4:8] == b"\0\0\0\0"     # deflate, no name, mtime 0
+    assert gzip.decompress(out) == data
+    assert zlib.decompress(out, 16 + zlib.MAX_WBITS) == data
+    random_part = 3 << 20
+    if compress and level != 0:
+        assert len(out) < random_part + (len(data) - random_part) // 3, "the text was not compressed"
+    else:
+        assert len(data) < len(out) < len(data) * 1.001, "stored blocks only"
+    assert len(out) < len(data) * 1.001
+
+
+def test_an_empty_volume_without_encryption(tmp_path):
+    crypto = Crypto(CryptoOptions(mode="none"))
+    for compress in (True, False):
+        dst = tmp_path / f"empty-{compress}.gz"
+        crypto.encrypt_file(io.BytesIO(b""), str(dst), compress=compress)
+        assert gzip.decompress(dst.read_bytes()) == b""
 
 
 @pytest.fixture
