@@ -332,16 +332,34 @@ def _read_pieces(fd, sig_job, delta_job=None, size=0, sig_executor=None):
 
 
 class _SigCollector:
+    """A file's new signature from the pieces it is read in: a file read in one piece (most are)
+    is signed in one call (librsync.signature_whole); a streaming job starts at the second."""
+
     def __init__(self, block_len):
-        self.job = librsync.SignatureJob(block_len)
+        self.block_len = block_len
+        self.first = None
+        self.job = None
         self.out = []
 
     def feed(self, data):
+        if self.job is None:
+            if self.first is None and len(data) <= librsync.MAX_IN_SLICE:
+                self.first = bytes(data)
+                return
+            self.job = librsync.SignatureJob(self.block_len)
+            if self.first is not None:
+                self._feed(self.first)
+                self.first = None
+        self._feed(data)
+
+    def _feed(self, data):
         o = self.job.update(data)
         if o:
             self.out.append(o)
 
     def result(self):
+        if self.job is None:
+            return librsync.signature_whole(self.first or b"", self.block_len)
         self.out.append(self.job.finish())
         return b"".join(self.out)
 

@@ -421,6 +421,39 @@ class SignatureJob(_Job):
         self._start(lib.rs_sig_begin(block_len, STRONG_LEN, RS_MD4_SIG_MAGIC))
 
 
+def signature_whole(data, block_len):
+    """The signature of ``data`` (at most MAX_IN_SLICE bytes) in one call into librsync: what
+    SignatureJob writes for it, without the streaming machinery, whose Python side costs more
+    than librsync's work on a small file -- and most files of a backup are read in one piece."""
+    block_len = int(block_len)
+    if not 0 < block_len <= MAX_BLOCK_LEN:
+        raise ValueError(f"block length {block_len} is out of range (1..{MAX_BLOCK_LEN})")
+    n = len(data)
+    if n > MAX_IN_SLICE:
+        raise ValueError(f"signature_whole takes at most {MAX_IN_SLICE} bytes, not {n}")
+    ffi, lib = _load()
+    size = 12 + -(-n // block_len) * (4 + STRONG_LEN)      # the header, then each block's sums
+    job = lib.rs_sig_begin(block_len, STRONG_LEN, RS_MD4_SIG_MAGIC)
+    if job == ffi.NULL:
+        raise CorruptArchive("rsync signature: librsync could not start the job")
+    keep = ffi.from_buffer(data)
+    try:
+        bufs = ffi.new("rs_buffers_t *")
+        out = _alloc("char[]", size)
+        bufs.next_in, bufs.avail_in, bufs.eof_in = keep, n, 1
+        bufs.next_out, bufs.avail_out = out, size
+        _clear_log()
+        result = lib.rs_job_iter(job, bufs)
+        if result != RS_DONE or bufs.avail_in or bufs.avail_out:
+            raise CorruptArchive(f"rsync signature: {_describe(result)}, {bufs.avail_in} bytes of input "
+                                 f"and {bufs.avail_out} of output left")
+        bufs.next_in = ffi.NULL
+        return ffi.buffer(out, size)[:]
+    finally:
+        ffi.release(keep)
+        lib.rs_job_free(job)
+
+
 def _check_signature_header(sig):
     """Reject signatures librsync would misread or trip an assertion on."""
     size = len(sig)

@@ -821,3 +821,50 @@ def test_signature_from_delta_agrees_with_librsync(data):
     got, _asked = signature_via_delta(librsync.signature(old, block), new, block,
                                       seed=data.draw(st.integers(0, 1000)))
     assert got == librsync.signature(new, block)
+
+
+# --- a signature in one call ---------------------------------------------------------------------
+
+def _streamed_signature(data, block_len, piece=None):
+    """SignatureJob's output, fed in pieces of ``piece`` bytes (all at once if None)."""
+    step = piece or max(1, len(data))
+    with librsync.SignatureJob(block_len) as job:
+        out = [job.update(data[i:i + step]) for i in range(0, len(data), step)]
+        return b"".join(out) + job.finish()
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 4096, 65535, 65536, 300_001, librsync.MAX_IN_SLICE])
+def test_a_signature_in_one_call_is_the_streamed_one(size):
+    data = random.Random(size).randbytes(size)
+    for block_len in {librsync.block_len_for(size), 1, 7, 512, 2048, 1 << 20}:
+        assert librsync.signature_whole(data, block_len) == _streamed_signature(data, block_len, piece=1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=20_000), st.integers(1, 5000))
+def test_a_signature_in_one_call_for_any_data_and_block_length(data, block_len):
+    assert librsync.signature_whole(data, block_len) == _streamed_signature(data, block_len)
+
+
+def test_a_signature_in_one_call_refuses_what_it_cannot_take():
+    with pytest.raises(ValueError):
+        librsync.signature_whole(b"x" * (librsync.MAX_IN_SLICE + 1), 512)
+    with pytest.raises(ValueError):
+        librsync.signature_whole(b"x", 0)
+
+
+@pytest.mark.parametrize("pieces", [[], [0], [100], [librsync.MAX_IN_SLICE], [1000, 1000],
+                                    [librsync.MAX_IN_SLICE, 5], [librsync.MAX_IN_SLICE + 1, 10, 0, 7]])
+def test_the_backups_signature_collector_in_one_piece_or_many(pieces):
+    """A file read in one piece is signed in one call; from a second piece on, streamed: either
+    way librsync's signature of the whole file."""
+    from cairn.backup import _SigCollector
+    rnd = random.Random(len(pieces))
+    parts = [rnd.randbytes(n) for n in pieces]
+    data = b"".join(parts)
+    block_len = librsync.block_len_for(len(data))
+    collector = _SigCollector(block_len)
+    for p in parts:
+        collector.feed(p)
+    assert collector.result() == librsync.signature(data, block_len)
+    assert (collector.job is None) == (len(parts) <= 1 and len(data) <= librsync.MAX_IN_SLICE)
