@@ -36,11 +36,6 @@ from .errors import (BadPassphrase, CairnError, CorruptArchive, CorruptCiphertex
                      HashMismatch, LocalIOError, NoSecretKey, UserError, WrongSigner)
 from .naming import encoding
 
-try:
-    import gnupg
-except ImportError:      # reported when encryption is actually used
-    gnupg = None
-
 try:    # ISA-L's gzip writer for the signature files (python-isal, as openpgp's deflate)
     from isal import igzip
 except ImportError:
@@ -56,12 +51,20 @@ def open_gpg(**kwargs):
     python-gnupg's strict decoder then kills the thread that reads the status lines, leaving a
     result with no status at all. Replacing such bytes keeps every status line readable.
     """
-    gpg = _TolerantGPG(**kwargs)
+    gpg = _tolerant_gpg_class()(**kwargs)
     gpg.encoding = "utf-8"
     return gpg
 
 
-if gnupg is not None:
+@functools.lru_cache(maxsize=None)
+def _tolerant_gpg_class():
+    """python-gnupg is imported when gpg is first needed: its import (email.utils and more) is
+    13 ms of every run's start, and a run of symmetric volumes never runs gpg."""
+    try:
+        import gnupg
+    except ImportError:
+        raise CairnError("python-gnupg is not installed (pip install python-gnupg)") from None
+
     class _TolerantGPG(gnupg.GPG):
         def _read_response(self, stream, result):
             stream.errors = "replace"
@@ -76,6 +79,7 @@ if gnupg is not None:
                     pass
             result.handle_status = tolerant
             super()._read_response(stream, result)
+    return _TolerantGPG
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,6 @@ class Crypto:
 
     def _g_locked(self):
         if self._gpg is None:
-            if gnupg is None:
-                raise CairnError("python-gnupg is not installed (pip install python-gnupg)")
             try:
                 self._gpg = open_gpg(gpgbinary=self.o.gpg_binary, gnupghome=self._home())
             except (OSError, ValueError, RuntimeError) as e:
