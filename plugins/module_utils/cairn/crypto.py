@@ -848,10 +848,10 @@ def write_volume_gzip(fin, fout, *, compress=True, compress_level=None):
     incompressible data, see VolumeWriter.regime) or level 0: deflate's stored blocks only."""
     level = GPG_LEVEL if compress_level is None else int(compress_level)
     crc, size = 0, 0
-    _write_all(fout, _GZIP_HEADER)
+    openpgp.write_all(fout, _GZIP_HEADER)
     deflate = None
     if compress and level > 0:
-        deflate = openpgp.Deflater(level, lambda data: _write_all(fout, data), True)
+        deflate = openpgp.Deflater(level, lambda data: openpgp.write_all(fout, data), True)
     while True:
         data = fin.read(openpgp.CHUNK)
         if not data:
@@ -861,19 +861,12 @@ def write_volume_gzip(fin, fout, *, compress=True, compress_level=None):
         if deflate is not None:
             deflate.write(data)
         else:
-            _write_all(fout, openpgp.stored_blocks(data))
+            openpgp.write_all(fout, openpgp.stored_blocks(data))
     if deflate is not None:
         deflate.close()
     else:
-        _write_all(fout, _FINAL_EMPTY_STORED_BLOCK)
-    _write_all(fout, (crc & 0xFFFFFFFF).to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
-
-
-def _write_all(fout, data):
-    view = memoryview(data)
-    while view:
-        n = fout.write(view)
-        view = view[len(view) if n is None else n:]
+        openpgp.write_all(fout, _FINAL_EMPTY_STORED_BLOCK)
+    openpgp.write_all(fout, (crc & 0xFFFFFFFF).to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
 def write_gzip(src, dst):

@@ -447,7 +447,6 @@ def signature_whole(data, block_len):
         if result != RS_DONE or bufs.avail_in or bufs.avail_out:
             raise CorruptArchive(f"rsync signature: {_describe(result)}, {bufs.avail_in} bytes of input "
                                  f"and {bufs.avail_out} of output left")
-        bufs.next_in = ffi.NULL
         return ffi.buffer(out, size)[:]
     finally:
         ffi.release(keep)

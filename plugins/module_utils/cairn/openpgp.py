@@ -490,7 +490,7 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
 
     def out(data):
         written[0] += len(data)
-        _write_all(fout, data)
+        write_all(fout, data)
 
     head, key = keys._for_writing()
     out(head)
@@ -520,7 +520,8 @@ def encrypt(fin, fout, keys, *, compress_level=6, store_incompressible=True):
     return written[0]
 
 
-def _write_all(fout, data):
+def write_all(fout, data):
+    """``fout.write(data)`` until all of it is written (a raw file may take less at a time)."""
     n = fout.write(data)
     if n is not None and n < len(data):        # a raw (unbuffered) file may write less
         view = memoryview(data)
@@ -1098,7 +1099,7 @@ def _decrypt(fin, fout, keys, session_keys):
         piece = literal.pull()
         if not piece:
             break
-        _write_all(fout, piece)
+        write_all(fout, piece)
         written += len(piece)
     if not container.at_end():
         raise _DamagedPlaintext("data follows the literal data packet")
