@@ -20,6 +20,7 @@ thread-safe: use one job from one thread at a time (different jobs in different 
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import io
 import math
@@ -550,27 +551,46 @@ _ARG_WIDTHS = (1, 2, 4, 8)      # the widths a command's arguments come in (libr
 
 
 class InPlaceEdits:
-    """A delta whose every copy command copies a range of the basis to the same offset in the
-    new file: what a file changed in place or grown at its end gives. Such a delta turns the
-    basis into the new file where it lies: its literal data written at their offsets
-    (``writes``, [(offset, data)]), the file cut or grown to ``length``. ``copied_to``: how
-    much of the basis the copies use (more than the basis holds is a wrong basis)."""
+    """A delta that turns the basis into the new file where it lies: its literal data written
+    at their offsets (``writes``, [(offset, data)]), ranges of the basis copied to another offset
+    (``moves``, [(offset, source, length)]), the file cut or grown to ``length``; every other
+    copy command copies a range to the same offset, so nothing is done for it. No move reads a
+    range that a write or a move changes (nor one that overlaps its own target), so the basis
+    data every move reads is still there whatever the order they are done in. ``copied_to``:
+    how much of the basis the copies use (more than the basis holds is a wrong basis)."""
 
-    __slots__ = ("writes", "length", "copied_to")
+    __slots__ = ("writes", "moves", "length", "copied_to")
 
-    def __init__(self, writes, length, copied_to):
+    def __init__(self, writes, length, copied_to, moves=()):
         self.writes, self.length, self.copied_to = writes, length, copied_to
+        self.moves = moves
+
+
+def _reads_changed_data(moves, writes):
+    """Whether a move's source overlaps a range that a write or a move changes."""
+    changed = sorted([(offset, offset + len(data)) for offset, data in writes]
+                     + [(offset, offset + n) for offset, _source, n in moves])
+    ends = [end for _start, end in changed]     # the ranges are disjoint: sorted by end too
+    for _offset, source, n in moves:
+        k = bisect.bisect_right(ends, source)   # the first range that ends after the source starts
+        if k < len(changed) and changed[k][0] < source + n:
+            return True
+    return False
 
 
 def in_place_edits(delta):
-    """``delta`` (one whole rsync delta, bytes) as InPlaceEdits, or None when it copies any
-    range to another offset, or is anything but well formed: PatchJob then applies it, and
-    says what is wrong with it."""
+    """``delta`` (one whole rsync delta, bytes) as InPlaceEdits, or None when a copy reads data
+    that another command changes, or the delta is anything but well formed: PatchJob then
+    applies it, and says what is wrong with it.
+
+    Copies to another offset come from blocks librsync found twice in the basis (runs of zeros,
+    repeated records), which most large files have: without them the file's first change in
+    place would send the whole file through librsync."""
     mv = memoryview(delta)
     end = len(mv)
     if mv[:4] != RS_DELTA_MAGIC.to_bytes(4, "big"):
         return None
-    pos, length, copied_to, writes = 4, 0, 0, []
+    pos, length, copied_to, writes, moves = 4, 0, 0, [], []
 
     def number(width):
         nonlocal pos
@@ -584,7 +604,9 @@ def in_place_edits(delta):
         op = mv[pos]
         pos += 1
         if op == 0:                         # the end command: nothing may follow it
-            return InPlaceEdits(writes, length, copied_to) if pos == end else None
+            if pos != end or (moves and _reads_changed_data(moves, writes)):
+                return None
+            return InPlaceEdits(writes, length, copied_to, moves)
         if op <= 0x40:                      # a literal whose length is the command itself
             n = op
         elif op <= 0x44:                    # a literal with its length in 1, 2, 4 or 8 octets
@@ -592,10 +614,13 @@ def in_place_edits(delta):
         elif op <= 0x54:                    # a copy: start and length, each 1, 2, 4 or 8 octets
             start = number(_ARG_WIDTHS[(op - 0x45) // 4])
             n = number(_ARG_WIDTHS[(op - 0x45) % 4])
-            if start is None or n is None or start != length:
+            if start is None or n is None:
                 return None
-            length += n
-            copied_to = length
+            if n:
+                if start != length:
+                    moves.append((length, start, n))
+                copied_to = max(copied_to, start + n)
+                length += n
             continue
         else:
             return None

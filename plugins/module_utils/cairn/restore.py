@@ -614,7 +614,8 @@ MEM_BASIS_LIMIT = 128 << 20    # a basis for the next patch is held in memory up
 
 
 def write_content(entries, out_fd, tmp_dir):
-    """Write the final content of a regular file (snapshot + deltas) to the open ``out_fd``.
+    """Write the final content of a regular file (snapshot + deltas) to ``out_fd``, open for
+    reading and writing (a delta applied in place may copy a range of the file elsewhere).
 
     Deltas that change the file only in place are applied over the basis written to
     ``out_fd`` (_read_deltas_ahead). Otherwise every version but the last is a basis for the
@@ -693,13 +694,26 @@ def _apply_in_place(size, edits, fd):
             raise CorruptArchive(f"rsync delta: copies up to offset {e.copied_to} but the basis file "
                                  f"is only {size} bytes long (wrong basis or corrupt delta)")
         for offset, data in e.writes:
-            while data:
-                n = os.pwrite(fd, data, offset)
-                data = data[n:]
-                offset += n
+            _pwrite_all(fd, data, offset)
+        for offset, source, n in e.moves:       # no write above touched what they read
+            while n:
+                data = os.pread(fd, min(n, 1 << 20), source)
+                if not data:
+                    raise RestoreError("the file being restored shrank while a delta was applied to it")
+                _pwrite_all(fd, data, offset)
+                source += len(data)
+                offset += len(data)
+                n -= len(data)
         if e.length != size:
             os.ftruncate(fd, e.length)
         size = e.length
+
+
+def _pwrite_all(fd, data, offset):
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
 
 
 def _release(basis):
@@ -776,9 +790,9 @@ def _write_chunks(chunks, fd):
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_PREFIX = b".cairn-restore-"          # a file being written, renamed once complete
 _TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + rb"[0-9a-f]{12}")
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_PATH = getattr(os, "O_PATH", 0)
-_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_RDWR | os.O_CLOEXEC
 
 
 class TreeWriter:

@@ -83,7 +83,8 @@ class Comparer:
         if info.type == REG and (self.data_sample is None or index in self.data_sample):
             self.data_compared += 1
             tmp = os.path.join(self.tmpdir, "verify-content")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # read and write: a delta applied in place may copy a range of the file elsewhere
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 try:
                     write_content(entries, fd, self.tmpdir)

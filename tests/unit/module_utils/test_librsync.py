@@ -574,14 +574,22 @@ def test_a_cffi_that_refuses_the_generated_module_parses_the_declarations(monkey
 
 # --- deltas applied in place ----------------------------------------------------------------
 
+def _put(out, offset, data):
+    if offset > len(out):
+        out += bytes(offset - len(out))
+    out[offset:offset + len(data)] = data
+
+
 def apply_in_place(basis, e):
-    """What restore does with InPlaceEdits, on a bytearray."""
+    """What restore does with InPlaceEdits, on a bytearray: the moves read the file after every
+    write and every earlier move (as restore does), so one that read changed data would show."""
     assert e.copied_to <= len(basis)
     out = bytearray(basis)
     for offset, data in e.writes:
-        if offset > len(out):
-            out += bytes(offset - len(out))
-        out[offset:offset + len(data)] = data
+        _put(out, offset, data)
+    for offset, source, n in e.moves:
+        assert source + n <= len(basis)
+        _put(out, offset, bytes(out[source:source + n]))
     if e.length < len(out):
         del out[e.length:]
     else:
@@ -639,11 +647,60 @@ def test_in_place_edits_read_every_command_as_librsync_does():
     assert apply_in_place(basis, e) == librsync.patch(basis, delta)
 
 
+def repeated_blocks(size, block, seed):
+    """Data made of a few distinct blocks repeated (runs of zeros, repeated records): librsync
+    copies a block of such a file from the first place it saw it, not from the same offset."""
+    rng = random.Random(seed)
+    kinds = [bytes(block), rng.randbytes(block), rng.randbytes(block)]
+    blocks = [kinds[0] if rng.random() < 0.6 else rng.choice(kinds[1:] + [None]) for _i in range(size // block)]
+    return b"".join(b if b is not None else rng.randbytes(block) for b in blocks)
+
+
+def test_in_place_edits_copy_repeated_blocks_from_where_librsync_found_them():
+    """A file of repeated blocks changed in place (what a database file or an image with runs
+    of zeros gives): the copies from other offsets are moves, and the result is librsync's."""
+    old = repeated_blocks(2 << 20, 2048, seed=8)
+    new = bytearray(old)
+    new[300_000:300_000 + 65536] = random.Random(9).randbytes(65536)
+    new[1_500_000:1_500_010] = b"0123456789"
+    new = bytes(new)
+    d = librsync.delta(librsync.signature(old, 2048), new)
+    e = librsync.in_place_edits(d)
+    assert e is not None
+    assert e.moves, "the repeated blocks were copied from the same offsets: nothing tested"
+    assert all(source != offset for offset, source, _n in e.moves)
+    assert apply_in_place(old, e) == librsync.patch(old, d) == new
+
+
+def test_a_move_from_data_that_a_command_changes_is_left_to_librsync():
+    """Moves are done after the writes: one that reads a range a literal (before or after it)
+    or another move overwrites, or its own target, would copy the new data, not the basis's."""
+    basis = bytes(range(256)) * 4
+
+    def copy(start, n):
+        return _command(0x4A, (start, 2), (n, 2))       # start and length in 2 octets each
+
+    def lit(data):
+        return bytes([len(data)]) + data
+
+    head = b"rs\x026"
+    reads_a_later_write = head + copy(0, 10) + copy(20, 10) + lit(b"x" * 10) + b"\0"
+    reads_an_earlier_write = head + lit(b"y" * 10) + copy(0, 10) + b"\0"
+    reads_its_own_target = head + copy(1, 10) + b"\0"
+    reads_another_move = head + copy(100, 10) + copy(0, 10) + b"\0"
+    for delta in (reads_a_later_write, reads_an_earlier_write, reads_its_own_target, reads_another_move):
+        assert librsync.in_place_edits(delta) is None, delta
+    fine = head + copy(0, 10) + copy(500, 10) + lit(b"z" * 5) + copy(25, 900) + b"\0"
+    e = librsync.in_place_edits(fine)
+    assert e is not None and e.moves == [(10, 500, 10)]
+    assert apply_in_place(basis, e) == librsync.patch(basis, fine)
+
+
 @pytest.mark.parametrize("delta", [
     b"", b"rs\x026", b"rs\x016\0", b"rs\x026\x05abc\0",            # no end, cut literal
     b"rs\x026\x02ab\0x",                                             # something after the end
     b"rs\x026\x55\0", b"rs\x026\xff\0",                              # no such command
-    b"rs\x026\x45\x00", b"rs\x026\x45\x01\x05\0",                    # cut copy; copy elsewhere
+    b"rs\x026\x45\x00", b"rs\x026\x45\x01\x05\0",                    # cut copy; a copy onto its source
 ])
 def test_in_place_edits_leave_anything_else_to_librsync(delta):
     assert librsync.in_place_edits(delta) is None
@@ -679,6 +736,28 @@ def test_in_place_edits_agree_with_librsync(data):
     e = librsync.in_place_edits(d)
     if e is not None:
         assert apply_in_place(old, e) == new
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_in_place_edits_with_repeated_blocks_agree_with_librsync(data):
+    """The same over files made of repeated blocks, where librsync copies from other offsets."""
+    block = data.draw(st.sampled_from([64, 512]))
+    pieces = data.draw(st.lists(st.sampled_from([bytes(block), b"\x01" * block, b"ab" * (block // 2)]),
+                                max_size=40))
+    old = b"".join(pieces)
+    new = bytearray(old)
+    for _edit in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(new)))
+        chunk = data.draw(st.one_of(st.binary(min_size=1, max_size=300), st.sampled_from(pieces or [b"q"])))
+        if data.draw(st.booleans()):
+            new[at:at + len(chunk)] = chunk
+        else:
+            new[at:at] = chunk
+    d = librsync.delta(librsync.signature(old, block), bytes(new))
+    e = librsync.in_place_edits(d)
+    if e is not None:
+        assert apply_in_place(old, e) == bytes(new)
 
 
 # --- a new signature from the delta ---------------------------------------------------------

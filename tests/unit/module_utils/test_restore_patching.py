@@ -116,7 +116,7 @@ def _restored(tmp_path, snapshot, deltas):
     entries = [_Entry("snapshot", snapshot, len(snapshot))]
     entries += [_Entry("diff", d, len(version)) for d, version in deltas]
     out = tmp_path / "f"
-    with open(out, "wb") as f:
+    with open(out, "w+b") as f:
         write_content(entries, f.fileno(), str(tmp_path))
     return out.read_bytes()
 
@@ -139,6 +139,57 @@ def test_a_delta_in_place_is_written_over_the_basis_without_librsync(tmp_path, m
     monkeypatch.setattr(librsync, "PatchJob", _NoPatchJob)
     assert _restored(tmp_path, v1, [(d2, bytes(v2))]) == bytes(v2)
     assert _restored(tmp_path, v1, [(d2, bytes(v2)), (d3, v3)]) == v3
+
+
+def _repeated_blocks(size, seed):
+    """Runs of zeros and repeated records, as large files have: librsync's delta copies such a
+    block from the first place it saw it."""
+    rnd = random.Random(seed)
+    records = [bytes(2048), rnd.randbytes(2048)]
+    return b"".join(records[0] if rnd.random() < 0.5 else
+                    (records[1] if rnd.random() < 0.5 else rnd.randbytes(2048)) for _i in range(size // 2048))
+
+
+def _changed_in_place(v1, seed):
+    v2 = bytearray(v1)
+    v2[MiB:MiB + 65536] = random.Random(seed).randbytes(65536)
+    return bytes(v2)
+
+
+def test_a_delta_that_copies_repeated_blocks_is_applied_over_the_basis(tmp_path, monkeypatch):
+    """The copies from other offsets read the file being restored (it is opened for reading
+    too), never data a literal or another copy changed: the newest version, without librsync."""
+    v1 = _repeated_blocks(3 * MiB, seed=7)
+    v2 = _changed_in_place(v1, seed=8)
+    v3 = _changed_in_place(v2[:2 * MiB] + bytes(8192), seed=9)
+    d2 = librsync.delta(librsync.signature(v1, 2048), v2)
+    d3 = librsync.delta(librsync.signature(v2, 2048), v3)
+    assert librsync.in_place_edits(d2).moves and librsync.in_place_edits(d3).moves
+    monkeypatch.setattr(librsync, "PatchJob", _NoPatchJob)
+    assert _restored(tmp_path, v1, [(d2, v2)]) == v2
+    assert _restored(tmp_path, v1, [(d2, v2), (d3, v3)]) == v3
+
+
+def test_tree_writer_applies_such_a_delta_to_the_file_it_restores(tmp_path):
+    """TreeWriter's unnamed file (and its temp-name fallback) can be read back for the copies."""
+    from cairn.archive import DIR, REG, PathInfo
+
+    class Entry(_Entry):
+        def __init__(self, kind, data, index, ftype):
+            super().__init__(kind, data, len(data))
+            self.info = PathInfo(index, ftype, 0o644, os.getuid(), os.getgid(), "", "", 1_700_000_000, len(data))
+
+    v1 = _repeated_blocks(3 * MiB, seed=10)
+    v2 = _changed_in_place(v1, seed=11)
+    d2 = librsync.delta(librsync.signature(v1, 2048), v2)
+    assert librsync.in_place_edits(d2).moves
+    w = restore.TreeWriter(str(tmp_path / "t"), restore_owner=False)
+    w.write((), [Entry("snapshot", b"", (), DIR)])
+    w.write((b"f",), [Entry("snapshot", v1, (b"f",), REG), Entry("diff", d2, (b"f",), REG)])
+    w.unnamed = False       # the next file through a temp name and a rename
+    w.write((b"g",), [Entry("snapshot", v1, (b"g",), REG), Entry("diff", d2, (b"g",), REG)])
+    w.close()
+    assert (tmp_path / "t" / "f").read_bytes() == v2 == (tmp_path / "t" / "g").read_bytes()
 
 
 def test_deltas_past_the_read_ahead_limit_go_through_librsync_whole(tmp_path, monkeypatch):
