@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 
 from . import archive, librsync, manifest as manifest_mod
+from .openpgp import crc32
 from .archive import CHUNK, REG, PathInfo
 from .errors import CorruptArchive, ManifestError, ResumeMismatch
 from .growing import GrowingFile
@@ -362,12 +363,6 @@ class _SigCollector:
             return librsync.signature_whole(self.first or b"", self.block_len)
         self.out.append(self.job.finish())
         return b"".join(self.out)
-
-
-try:    # ISA-L's CRC-32: 6 GB/s here, three times zlib's (python-isal, as openpgp's deflate)
-    from isal.isal_zlib import crc32
-except ImportError:         # pragma: no cover - python-isal is a requirement; zlib is the fallback
-    from zlib import crc32
 
 
 class _ChangedWhileRead(Exception):

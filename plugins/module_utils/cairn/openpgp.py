@@ -50,6 +50,7 @@ try:    # ISA-L's deflate: 5-10x zlib's speed at nearly its ratio, inflate 2-3x 
 except ImportError:           # the standard library's zlib does the same, slower
     isal_zlib = None
 _ZLIB_ERRORS = (zlib.error,) if isal_zlib is None else (zlib.error, isal_zlib.error)
+crc32 = (isal_zlib or zlib).crc32     # ISA-L's CRC-32: 6 GB/s here, three times zlib's
 
 CHUNK = 1 << 20               # what is read, hashed, ciphered and written at a time
 DEFAULT_S2K_COUNT = 65011712  # gpg's default (and the largest the one-octet count can say)
