@@ -183,7 +183,10 @@ def test_in_place_change_of_a_file_with_repeated_blocks(tmp_path, duplicity_bin,
     data = bytearray(b"".join(records[0] if rnd.random() < 0.6 else
                               (records[1] if rnd.random() < 0.5 else rnd.randbytes(4096)) for _i in range(1500)))
     write(str(src / "disk.img"), bytes(data))
-    run = (lambda *a: cairn(*a)) if writer == "cairn" else (lambda *a: duplicity(duplicity_bin, *a))
+
+    def run(*args):
+        return cairn(*args) if writer == "cairn" else duplicity(duplicity_bin, *args)
+
     run("full", *common, src, url)
     time.sleep(1.1)
     data[(1 << 20) + 100:(1 << 20) + 70_000] = rnd.randbytes(69_900)
