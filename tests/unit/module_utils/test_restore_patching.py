@@ -11,6 +11,7 @@ import pytest
 from cairn import librsync, restore
 from cairn.errors import CorruptArchive
 from cairn.restore import _collect, write_content
+from test_librsync import repeated_blocks
 
 MiB = 1 << 20
 
@@ -141,15 +142,6 @@ def test_a_delta_in_place_is_written_over_the_basis_without_librsync(tmp_path, m
     assert _restored(tmp_path, v1, [(d2, bytes(v2)), (d3, v3)]) == v3
 
 
-def _repeated_blocks(size, seed):
-    """Runs of zeros and repeated records, as large files have: librsync's delta copies such a
-    block from the first place it saw it."""
-    rnd = random.Random(seed)
-    records = [bytes(2048), rnd.randbytes(2048)]
-    return b"".join(records[0] if rnd.random() < 0.5 else
-                    (records[1] if rnd.random() < 0.5 else rnd.randbytes(2048)) for _i in range(size // 2048))
-
-
 def _changed_in_place(v1, seed):
     v2 = bytearray(v1)
     v2[MiB:MiB + 65536] = random.Random(seed).randbytes(65536)
@@ -159,7 +151,7 @@ def _changed_in_place(v1, seed):
 def test_a_delta_that_copies_repeated_blocks_is_applied_over_the_basis(tmp_path, monkeypatch):
     """The copies from other offsets read the file being restored (it is opened for reading
     too), never data a literal or another copy changed: the newest version, without librsync."""
-    v1 = _repeated_blocks(3 * MiB, seed=7)
+    v1 = repeated_blocks(3 * MiB, 2048, seed=7)
     v2 = _changed_in_place(v1, seed=8)
     v3 = _changed_in_place(v2[:2 * MiB] + bytes(8192), seed=9)
     d2 = librsync.delta(librsync.signature(v1, 2048), v2)
@@ -179,7 +171,7 @@ def test_tree_writer_applies_such_a_delta_to_the_file_it_restores(tmp_path):
             super().__init__(kind, data, len(data))
             self.info = PathInfo(index, ftype, 0o644, os.getuid(), os.getgid(), "", "", 1_700_000_000, len(data))
 
-    v1 = _repeated_blocks(3 * MiB, seed=10)
+    v1 = repeated_blocks(3 * MiB, 2048, seed=10)
     v2 = _changed_in_place(v1, seed=11)
     d2 = librsync.delta(librsync.signature(v1, 2048), v2)
     assert librsync.in_place_edits(d2).moves
