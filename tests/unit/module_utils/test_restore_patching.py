@@ -204,3 +204,18 @@ def test_a_delta_in_place_over_a_shorter_basis_is_refused(tmp_path):
     with open(tmp_path / "f", "wb") as f, pytest.raises(CorruptArchive, match="basis file is only"):
         write_content([_Entry("snapshot", v1[:1000], 1000), _Entry("diff", d, MiB + 4)], f.fileno(),
                       str(tmp_path))
+
+
+def test_a_crafted_move_from_past_the_basis_is_refused_before_anything_is_written(tmp_path):
+    """A delta (crafted, or for another basis) whose copy to another offset reads past the end
+    of the basis: CorruptArchive (a documented exit code), and the restored file is the basis
+    as written, untouched by the delta's literal."""
+    basis = random.Random(12).randbytes(1000)
+    delta = (b"rs\x026" + bytes([0x4A]) + (0).to_bytes(2, "big") + (10).to_bytes(2, "big")
+             + bytes([0x4A]) + (5000).to_bytes(2, "big") + (10).to_bytes(2, "big")
+             + bytes([3]) + b"new" + b"\0")
+    assert librsync.in_place_edits(delta).moves == [(10, 5000, 10)]
+    out = tmp_path / "f"
+    with open(out, "w+b") as f, pytest.raises(CorruptArchive, match="basis file is only 1000 bytes"):
+        write_content([_Entry("snapshot", basis, 1000), _Entry("diff", delta, 23)], f.fileno(), str(tmp_path))
+    assert out.read_bytes() == basis
